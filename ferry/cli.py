@@ -1,0 +1,118 @@
+"""The command line: a thin shell over the library.
+
+Parses arguments, loads ferry.toml, calls one library function, prints its result (text, or
+one JSON document with ``--json``) and turns a ``FerryError`` into one line on stderr and a
+non-zero exit. Commands of each area live beside their code (``ferry/<area>/commands.py``)
+and are registered here.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+import traceback
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import click
+
+from . import __version__
+from .errors import FerryError
+from .progress import Progress
+
+
+@dataclass
+class Context:
+    config_path: str | None
+    json: bool
+    debug: bool
+    progress: Progress
+
+    def config(self):
+        from .config import load
+
+        return load(self.config_path)
+
+
+def emit(ctx: Context, result: Any, text: Callable[[Any], str] | str | None = None) -> None:
+    """Print a command's result: JSON on --json, else the human text."""
+    if ctx.json:
+        click.echo(json.dumps(result, indent=2, sort_keys=True, default=str))
+    elif text is not None:
+        out = text(result) if callable(text) else text
+        if out:
+            click.echo(out)
+
+
+def command(group: click.Group, name: str | None = None, **kw):
+    """Register a command that takes --json/--debug like every ferry command and whose
+    FerryErrors become one clear line and an honest exit code."""
+
+    def wrap(fn):
+        @group.command(name=name, **kw)
+        @click.option("--json", "json_", is_flag=True, help="Print one JSON document on stdout.")
+        @click.option("--debug", is_flag=True, help="Show tracebacks.")
+        @click.pass_obj
+        @functools.wraps(fn)
+        def inner(obj: Context, json_: bool, debug: bool, *args, **kwargs):
+            obj.json = obj.json or json_
+            obj.debug = obj.debug or debug
+            try:
+                return fn(obj, *args, **kwargs)
+            except FerryError as e:
+                fail(obj, e)
+            except KeyboardInterrupt:
+                click.echo("ferry: interrupted", err=True)
+                sys.exit(130)
+
+        return inner
+
+    return wrap
+
+
+def fail(ctx: Context, e: FerryError) -> None:
+    if ctx.debug:
+        traceback.print_exc()
+    if ctx.json:
+        click.echo(json.dumps({"ok": False, **e.to_json()}, indent=2))
+    click.echo(f"ferry: error: {e}", err=True)
+    sys.exit(e.exit_code)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-c", "--config", "config_path", default=None, metavar="PATH",
+              help="Config file (default: ./ferry.toml).", envvar="FERRY_CONFIG")
+@click.option("--json", "json_", is_flag=True, help="Print one JSON document on stdout.")
+@click.option("--debug", is_flag=True, help="Show tracebacks on errors.")
+@click.version_option(__version__, prog_name="ferry")
+@click.pass_context
+def main(ctx: click.Context, config_path: str | None, json_: bool, debug: bool) -> None:
+    """ferry: build images without Docker, release them blue/green behind nginx.
+
+    \b
+    Examples:
+      ferry local up                 # this machine becomes a deploy host
+      ferry build --push             # build the app image and push it
+      ferry release                  # build, push, deploy with zero downtime
+      ferry rollback                 # back to the previous release
+      ferry status --json
+    """
+    ctx.obj = Context(config_path=config_path, json=json_, debug=debug, progress=Progress())
+
+
+def _register() -> None:
+    import importlib
+
+    for module in ("ferry.local.commands", "ferry.images.commands", "ferry.deploy.commands",
+                   "ferry.certs.commands", "ferry.monitoring.commands"):
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as e:
+            if e.name == module:
+                continue  # that area has no commands yet
+            raise
+        mod.register(main)
+
+
+_register()

@@ -1,0 +1,374 @@
+"""ferry.toml read once into frozen dataclasses, validated before any host is touched.
+
+Every error names the file, the key and the fix. Unknown keys are errors (a typo must not be
+silently ignored). Secrets never live here: ``deploy.secrets`` names environment variables
+whose values are read at deploy time from the environment or ``deploy.env_file``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+DEFAULT_CONFIG = "ferry.toml"
+_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,40}$")
+_DURATION_RE = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)$")
+_PLATFORM_RE = re.compile(r"^linux/(amd64|arm64)$")
+
+
+def parse_duration(value: Any, where: str) -> float:
+    """'500ms', '1s', '15m', '2h' or a number of seconds -> seconds."""
+    if isinstance(value, bool):
+        raise ConfigError(f"{where}: expected a duration like \"30s\", got {value!r}")
+    if isinstance(value, (int, float)):
+        if value < 0:
+            raise ConfigError(f"{where}: must not be negative (got {value})")
+        return float(value)
+    if isinstance(value, str):
+        m = _DURATION_RE.match(value.strip())
+        if m:
+            n = float(m.group(1))
+            return n * {"ms": 0.001, "s": 1, "m": 60, "h": 3600}[m.group(2)]
+    raise ConfigError(f"{where}: expected a duration like \"30s\", \"15m\" or \"500ms\", got {value!r}")
+
+
+@dataclass(frozen=True)
+class AppConfig:
+    name: str
+    domain: str | None = None
+
+
+@dataclass(frozen=True)
+class ImageConfig:
+    repository: str
+    base: str
+    source: str
+    entrypoint: tuple[str, ...]
+    requirements: str | None = None
+    port: int = 8000
+    platforms: tuple[str, ...] = ("linux/amd64",)
+    python: str = "3.11"
+    workdir: str = "/app"
+    user: str = "65532:65532"
+    env: dict[str, str] = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)
+    exclude: tuple[str, ...] = ("__pycache__", "*.pyc", ".git", ".venv", "tests")
+    # where registry credentials come from: "auto" tries the environment
+    # (FERRY_REGISTRY_USERNAME/PASSWORD), then ~/.docker/config.json, then ECR for *.ecr.* hosts
+    auth: str = "auto"
+    insecure: bool = False  # plain HTTP; implied for 127.0.0.1/localhost
+
+
+@dataclass(frozen=True)
+class Health:
+    path: str = "/healthz"
+    interval: float = 1.0
+    timeout: float = 60.0
+    healthy_after: int = 2
+
+
+@dataclass(frozen=True)
+class Resources:
+    memory: str | None = None  # docker --memory, e.g. "512m"
+    cpus: str | None = None  # docker --cpus, e.g. "1.5"
+
+
+@dataclass(frozen=True)
+class DeployConfig:
+    hosts: tuple[str, ...] = ()
+    stack: str | None = None  # read hosts from `pulumi stack output` of this stack
+    stack_outputs: str | None = None  # or from an exported JSON file
+    ssh_key: str | None = None
+    root: str = "/opt/ferry"
+    colours: dict[str, int] = field(default_factory=lambda: {"blue": 8081, "green": 8082})
+    health: Health = field(default_factory=Health)
+    drain_timeout: float = 30.0
+    keep_previous: float = 900.0
+    keep_releases: int = 5
+    env: dict[str, str] = field(default_factory=dict)
+    secrets: tuple[str, ...] = ()
+    env_file: str | None = None
+    resources: Resources = field(default_factory=Resources)
+    restart: str = "unless-stopped"
+    docker: str = "docker"
+    docker_host: str | None = None
+    nginx: str = "nginx"
+    nginx_conf: str = "/etc/nginx/nginx.conf"
+    post_deploy: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ProxyConfig:
+    listen: str = "0.0.0.0"
+    http_port: int = 80
+    https_port: int = 443
+    public_url: str | None = None  # how users reach the app; derived from domain/ports if unset
+
+
+@dataclass(frozen=True)
+class TlsConfig:
+    enabled: bool = False
+    acme_directory: str = "https://acme-v02.api.letsencrypt.org/directory"
+    email: str | None = None
+    ca_bundle: str | None = None  # CA to trust for the ACME server itself (pebble in tests)
+    hsts_max_age: int = 31536000
+    renew_before_days: int = 30
+
+
+@dataclass(frozen=True)
+class MonitoringConfig:
+    enabled: bool = False
+    prometheus_port: int = 9090
+    grafana_port: int = 3000
+    retention: str = "15d"
+    retention_size: str = "2GB"
+
+
+@dataclass(frozen=True)
+class LocalConfig:
+    state_dir: str = "/var/lib/ferry-local"
+    registry_port: int = 5000
+    basic_registry_port: int = 5001
+    token_registry_port: int = 5002
+    ssh_port: int = 2222
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path
+    app: AppConfig
+    image: ImageConfig
+    deploy: DeployConfig = field(default_factory=DeployConfig)
+    proxy: ProxyConfig = field(default_factory=ProxyConfig)
+    tls: TlsConfig = field(default_factory=TlsConfig)
+    monitoring: MonitoringConfig = field(default_factory=MonitoringConfig)
+    local: LocalConfig = field(default_factory=LocalConfig)
+
+    @property
+    def root(self) -> Path:
+        """The directory ferry.toml lives in: relative paths are resolved from here."""
+        return self.path.parent
+
+    def resolve(self, rel: str) -> Path:
+        p = Path(rel)
+        return p if p.is_absolute() else (self.root / p)
+
+    @property
+    def url(self) -> str:
+        if self.proxy.public_url:
+            return self.proxy.public_url
+        host = self.app.domain or ("127.0.0.1" if self.proxy.listen in ("0.0.0.0", "") else self.proxy.listen)
+        if self.tls.enabled:
+            port = "" if self.proxy.https_port == 443 else f":{self.proxy.https_port}"
+            return f"https://{host}{port}"
+        port = "" if self.proxy.http_port == 80 else f":{self.proxy.http_port}"
+        return f"http://{host}{port}"
+
+
+# --- generic, typed section reader ----------------------------------------------------------
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is tuple:
+        return "a list"
+    if origin is dict:
+        return "a table"
+    if tp is float:
+        return "a number"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _convert(value: Any, tp: Any, where: str, fname: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        non_none = [a for a in args if a is not type(None)]
+        if value is None:
+            return None
+        return _convert(value, non_none[0], where, fname)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a table, got {value!r}")
+        return _read_section(value, tp, where)
+    if origin is tuple:
+        if isinstance(value, str):
+            raise ConfigError(f"{where}: expected a list, got the string {value!r}", f'write ["{value}"]')
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        return tuple(_convert(v, args[0], f"{where}[{i}]", fname) for i, v in enumerate(value))
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a table like {{ KEY = \"value\" }}, got {value!r}")
+        return {str(k): _convert(v, args[1], f"{where}.{k}", fname) for k, v in value.items()}
+    if tp is float:
+        if fname in _DURATIONS:
+            return parse_duration(value, where)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+    raise ConfigError(f"{where}: expected {_type_name(tp)}, got {value!r}")
+
+
+_DURATIONS = {"interval", "timeout", "drain_timeout", "keep_previous"}
+
+
+def _read_section(data: dict, cls: type, where: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "path"}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        known = ", ".join(sorted(fields))
+        raise ConfigError(f"{where}: unknown key {unknown[0]!r}", f"known keys here: {known}")
+    kwargs = {}
+    for name, f in fields.items():
+        key = f"{where}.{name}" if where else name
+        if name in data:
+            kwargs[name] = _convert(data[name], hints[name], key, name)
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:  # type: ignore[misc]
+            raise ConfigError(f"{key}: missing", f"add `{name} = ...` under [{where or name}]")
+    return cls(**kwargs)
+
+
+def _validate(cfg: Config) -> None:
+    a, i, d = cfg.app, cfg.image, cfg.deploy
+    if not _NAME_RE.match(a.name):
+        raise ConfigError(f"app.name: {a.name!r} is not a valid name",
+                          "use lower-case letters, digits and dashes (it names containers and directories)")
+    if not i.entrypoint:
+        raise ConfigError("image.entrypoint: must not be empty", 'e.g. entrypoint = ["python3", "-m", "hello"]')
+    for p in i.platforms:
+        if not _PLATFORM_RE.match(p):
+            raise ConfigError(f"image.platforms: {p!r} is not supported", 'use "linux/amd64" and/or "linux/arm64"')
+    if not i.platforms:
+        raise ConfigError("image.platforms: must name at least one platform", 'e.g. platforms = ["linux/amd64"]')
+    if not re.match(r"^3\.\d+$", i.python):
+        raise ConfigError(f"image.python: {i.python!r} is not a Python version", 'e.g. python = "3.11"')
+    if i.auth not in ("auto", "env", "docker-config", "ecr", "anonymous"):
+        raise ConfigError(f"image.auth: {i.auth!r} is not known", "use auto, env, docker-config, ecr or anonymous")
+    if not (0 < i.port < 65536):
+        raise ConfigError(f"image.port: {i.port} is not a TCP port", "use 1-65535")
+    src = cfg.resolve(i.source)
+    if not src.is_dir():
+        raise ConfigError(f"image.source: {i.source!r} is not a directory (looked in {src})",
+                          "point it at the folder with your service's code")
+    if i.requirements and not cfg.resolve(i.requirements).is_file():
+        raise ConfigError(f"image.requirements: {i.requirements!r} does not exist",
+                          "point it at requirements.txt or pyproject.toml, or remove the key")
+    if set(d.colours) != {"blue", "green"}:
+        raise ConfigError(f"deploy.colours: must name exactly blue and green (got {sorted(d.colours)})",
+                          "colours = { blue = 8081, green = 8082 }")
+    ports = list(d.colours.values())
+    if ports[0] == ports[1]:
+        raise ConfigError(f"deploy.colours: ports must differ (blue={d.colours['blue']}, green={d.colours['green']})",
+                          "give each colour its own port")
+    for colour, port in d.colours.items():
+        if not (1024 <= port < 65536):
+            raise ConfigError(f"deploy.colours.{colour}: {port} is not a usable port", "use 1024-65535")
+    if d.hosts and d.stack:
+        raise ConfigError("deploy: set either hosts or stack, not both", "remove one of them")
+    for h in d.hosts:
+        if not re.match(r"^([A-Za-z0-9._-]+@)?[A-Za-z0-9._-]+(:\d+)?$", h):
+            raise ConfigError(f"deploy.hosts: {h!r} is not user@host[:port]", 'e.g. hosts = ["root@203.0.113.7"]')
+    h = d.health
+    if not h.path.startswith("/"):
+        raise ConfigError(f"deploy.health.path: {h.path!r} must start with /", 'e.g. path = "/healthz"')
+    if h.healthy_after < 1:
+        raise ConfigError("deploy.health.healthy_after: must be at least 1", "healthy_after = 2")
+    if h.interval <= 0 or h.timeout <= 0:
+        raise ConfigError("deploy.health: interval and timeout must be positive", 'interval = "1s", timeout = "60s"')
+    if d.keep_releases < 1:
+        raise ConfigError("deploy.keep_releases: must be at least 1", "keep_releases = 5")
+    for name in d.secrets:
+        if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", name):
+            raise ConfigError(f"deploy.secrets: {name!r} is not an environment variable name",
+                              "list names only; values come from the environment or deploy.env_file")
+    if d.restart not in ("no", "always", "unless-stopped", "on-failure"):
+        raise ConfigError(f"deploy.restart: {d.restart!r} is not a Docker restart policy",
+                          "use no, always, unless-stopped or on-failure")
+    p = cfg.proxy
+    if p.http_port == p.https_port:
+        raise ConfigError("proxy: http_port and https_port must differ", "e.g. 80 and 443")
+    if p.http_port in ports or p.https_port in ports:
+        raise ConfigError("proxy: nginx's ports collide with deploy.colours", "give nginx and each colour their own ports")
+
+
+def parse(data: dict, path: Path) -> Config:
+    """Validate a parsed TOML document (pure: no hosts, no network)."""
+    where = str(path.name)
+    try:
+        for required in ("app", "image"):
+            if required not in data:
+                raise ConfigError(f"[{required}]: missing section", f"add a [{required}] table")
+        sections = {f.name for f in dataclasses.fields(Config)} - {"path"}
+        unknown = sorted(set(data) - sections)
+        if unknown:
+            raise ConfigError(f"[{unknown[0]}]: unknown section", f"known sections: {', '.join(sorted(sections))}")
+        kwargs: dict[str, Any] = {}
+        hints = typing.get_type_hints(Config)
+        for name in sections:
+            if name in data:
+                if not isinstance(data[name], dict):
+                    raise ConfigError(f"{name}: expected a [{name}] table")
+                kwargs[name] = _read_section(data[name], hints[name], name)
+        cfg = Config(path=path, **kwargs)
+        _validate(cfg)
+        return cfg
+    except ConfigError as e:
+        raise ConfigError(f"{where}: {e.message}", e.hint) from None
+
+
+def load(path: str | os.PathLike | None = None) -> Config:
+    p = Path(path or DEFAULT_CONFIG).absolute()
+    if not p.is_file():
+        raise ConfigError(f"{p}: no such config file", "run ferry in the folder with ferry.toml, or pass -c PATH")
+    try:
+        data = tomllib.loads(p.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{p.name}: not valid TOML: {e}", "fix the syntax at the line named") from None
+    return parse(data, p)
+
+
+def read_secrets(cfg: Config, environ: dict[str, str] | None = None) -> dict[str, str]:
+    """Values of ``deploy.secrets`` from the environment, then ``deploy.env_file``."""
+    env = dict(os.environ if environ is None else environ)
+    file_values: dict[str, str] = {}
+    if cfg.deploy.env_file:
+        f = cfg.resolve(cfg.deploy.env_file)
+        if not f.is_file():
+            raise ConfigError(f"deploy.env_file: {f} does not exist", "create it (mode 0600) or remove the key")
+        for n, line in enumerate(f.read_text().splitlines(), 1):
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            if "=" not in line:
+                raise ConfigError(f"{f}:{n}: expected KEY=value")
+            k, v = line.split("=", 1)
+            file_values[k.strip()] = v.strip()
+    out = {}
+    for name in cfg.deploy.secrets:
+        if name in env:
+            out[name] = env[name]
+        elif name in file_values:
+            out[name] = file_values[name]
+        else:
+            raise ConfigError(f"deploy.secrets: {name} is not set",
+                              f"export {name}=... or put it in deploy.env_file")
+    return out

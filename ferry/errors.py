@@ -1,0 +1,82 @@
+"""One exception hierarchy. Every message says what is wrong and what to do.
+
+The CLI prints ``str(error)`` as one line on stderr and exits with ``error.exit_code``;
+``--debug`` adds the traceback.
+"""
+
+from __future__ import annotations
+
+
+class FerryError(Exception):
+    """Base of every error ferry raises on purpose."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, hint: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        if self.hint:
+            return f"{self.message} ({self.hint})"
+        return self.message
+
+    def to_json(self) -> dict:
+        return {"error": type(self).__name__, "message": self.message, "hint": self.hint}
+
+
+class ConfigError(FerryError):
+    """ferry.toml (or a stack config) is wrong; nothing was contacted."""
+
+    exit_code = 2
+
+
+class BuildError(FerryError):
+    """The image could not be built from the source, requirements or base."""
+
+
+class RegistryError(FerryError):
+    """A registry refused, failed or could not be reached."""
+
+    def __init__(self, message: str, hint: str | None = None, status: int | None = None):
+        super().__init__(message, hint)
+        self.status = status
+
+
+class AuthError(RegistryError):
+    """Credentials missing or refused (401/403)."""
+
+
+class HostError(FerryError):
+    """A host could not be reached or a command on it failed."""
+
+
+class DeployError(FerryError):
+    """A deploy step failed; traffic stays on the live colour."""
+
+
+class HealthCheckFailed(DeployError):
+    """The new colour never became healthy."""
+
+
+class LockHeld(DeployError):
+    """Another deploy holds the host's lock."""
+
+    exit_code = 3
+
+
+class NothingToRollBack(DeployError):
+    """There is no earlier successful release to go back to."""
+
+
+class CertError(FerryError):
+    """Certificate issue or renewal failed; the old certificate keeps serving."""
+
+
+class LocalTargetError(FerryError):
+    """A component of the local target failed to start or is missing."""
+
+
+class InfraError(FerryError):
+    """The Pulumi stack or AWS could not tell ferry what it needs."""
