@@ -232,7 +232,7 @@ _DURATIONS = {"interval", "timeout", "drain_timeout", "keep_previous"}
 
 def _read_section(data: dict, cls: type, where: str) -> Any:
     hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "path"}
+    fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(fields))
     if unknown:
         known = ", ".join(sorted(fields))

@@ -1,0 +1,87 @@
+"""`ferry local up | down | status`: this machine as a deploy host on loopback."""
+
+from __future__ import annotations
+
+import click
+
+from ..cli import Context, command, emit
+from ..config import LocalConfig
+
+
+def _target(ctx: Context):
+    from .target import LocalTarget
+
+    try:
+        cfg = ctx.config()
+        settings, root = cfg.local, cfg.deploy.root
+    except Exception:  # no ferry.toml here: the local target works with its defaults
+        settings, root = LocalConfig(), "/opt/ferry"
+    return LocalTarget(settings, deploy_root=root, progress=ctx.progress)
+
+
+def _status_text(r: dict) -> str:
+    lines = [f"{'component':<16} {'pid':>8}  {'address':<44} health"]
+    for c in r["components"]:
+        lines.append(f"{c['name']:<16} {str(c['pid'] or '-'):>8}  {c['address']:<44} "
+                     f"{'ok' if c['healthy'] else c['note']}")
+    if "acme" in r:
+        for c in r["acme"].get("components", []):
+            lines.append(f"{c['name']:<16} {str(c.get('pid') or '-'):>8}  {c['address']:<44} "
+                         f"{'ok' if c.get('healthy') else 'down'}")
+    lines.append("local target: " + ("healthy" if r["healthy"] else "NOT healthy (run `ferry local up`)"))
+    return "\n".join(lines)
+
+
+def register(main: click.Group) -> None:
+    @main.group()
+    def local() -> None:
+        """This machine as a host: Docker engine, registries, sshd, nginx on loopback.
+
+        \b
+        Examples:
+          ferry local up            # idempotent: a second run changes nothing
+          ferry local up --acme     # also pebble (a test ACME CA) for `ferry certs`
+          ferry local status --json
+          ferry local down          # stops exactly what `up` started
+        """
+
+    @command(local, "up")
+    @click.option("--acme", is_flag=True, help="Also start pebble + pebble-challtestsrv (test ACME CA).")
+    @click.option("--no-base-image", is_flag=True, help="Do not build/push the Python base image.")
+    def up(ctx: Context, acme: bool, no_base_image: bool) -> None:
+        t = _target(ctx)
+        r = t.up(with_base_image=not no_base_image)
+        if acme:
+            from . import pebble
+
+            r["acme"] = pebble.start(t.settings.state_dir)
+        emit(ctx, r, lambda r: "local target up" + ("" if r["changed"] else " (nothing changed)")
+             + f": registry {r['registry']}, ssh {r['ssh']}, nginx http://127.0.0.1:8080")
+
+    @command(local, "status")
+    def status(ctx: Context) -> None:
+        t = _target(ctx)
+        r = t.status()
+        try:
+            from . import pebble
+
+            st = pebble.status(t.settings.state_dir)
+            if st.get("components") and any(c.get("pid") for c in st["components"]):
+                r["acme"] = st
+        except ImportError:
+            pass
+        emit(ctx, r, _status_text)
+        if not r["healthy"]:
+            raise SystemExit(1)
+
+    @command(local, "down")
+    def down(ctx: Context) -> None:
+        t = _target(ctx)
+        try:
+            from . import pebble
+
+            pebble.stop(t.settings.state_dir)
+        except ImportError:
+            pass
+        r = t.down()
+        emit(ctx, r, lambda r: "stopped: " + (", ".join(r["stopped"]) or "nothing was running"))
