@@ -167,7 +167,7 @@ def sshd(p: Paths, s: LocalConfig) -> Component:
     )
 
 
-def nginx_main_conf(p: Paths, include_glob: str, http_port: int = NGINX_HTTP_PORT) -> str:
+def nginx_main_conf(p: Paths, include_glob: str) -> str:
     n = p.root / "nginx"
     return f"""# ferry local target: nginx main config (written by `ferry local up`)
 worker_processes 2;
@@ -187,12 +187,6 @@ http {{
     sendfile on;
     keepalive_timeout 65;
 
-    # nothing deployed yet (or an unknown host name): say so instead of a bare 404
-    server {{
-        listen 127.0.0.1:{http_port} default_server;
-        server_name _;
-        location / {{ return 404 "ferry local target: no app deployed on this name\\n"; }}
-    }}
     server {{
         listen 127.0.0.1:{NGINX_STATUS_PORT};
         location = /stub_status {{ stub_status; }}
@@ -207,8 +201,10 @@ def nginx(p: Paths, deploy_root: str) -> Component:
     return Component(
         name="nginx",
         argv=("nginx", "-c", str(p.nginx_conf), "-g", "daemon off;"),
-        address=f"127.0.0.1:{NGINX_HTTP_PORT}",
-        check=Check("tcp", f"127.0.0.1:{NGINX_HTTP_PORT}"),
+        # apps listen on their own ports (8080 for the sample) once deployed; the status
+        # server is always there, so it tells whether nginx itself is up
+        address=f"127.0.0.1:{NGINX_STATUS_PORT}",
+        check=Check("tcp", f"127.0.0.1:{NGINX_STATUS_PORT}"),
         files={str(p.nginx_conf): nginx_main_conf(p, f"{deploy_root}/*/nginx/site.conf")},
         stale_files=(str(n / "nginx.pid"),),
     )

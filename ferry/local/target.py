@@ -59,13 +59,16 @@ def pid_alive(pid: int | None) -> bool:
 
 
 def pid_runs(pid: int | None, program: str) -> bool:
+    """The pid is alive and runs ``program`` (by its executable: daemons rewrite their titles)."""
     if not pid_alive(pid):
         return False
     try:
-        argv0 = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode()
+        exe = os.readlink(f"/proc/{pid}/exe")
     except OSError:
         return False
-    return Path(argv0).name == Path(program).name or (program.startswith("{python}") and "python" in argv0)
+    if program == "{python}":
+        return "python" in Path(exe).name
+    return Path(exe).name == Path(program).name
 
 
 def healthy(check: Check, timeout: float = 1.0) -> bool:

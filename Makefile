@@ -1,0 +1,50 @@
+# ferry: two commands on a fresh Debian 12 machine (as root):
+#   make demo   set everything up, bring the local target up, release the sample service
+#   make test   set everything up, run the whole test suite
+# Both are idempotent: the second run installs nothing and starts nothing new.
+
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+FERRY := $(VENV)/bin/ferry
+# Debian packages the local target, the tests and the benchmarks run for real
+DEBS := docker.io docker-registry nginx openssh-server openssl pebble prometheus \
+        prometheus-node-exporter prometheus-nginx-exporter prometheus-alertmanager \
+        prometheus-blackbox-exporter hey wrk skopeo umoci apache2-utils cloud-init curl iproute2 file
+STAMP := .venv/.ferry-installed
+
+.PHONY: setup demo test test-unit bench clean-local help
+
+help:
+	@echo "make demo    # set up, start the local target, release the sample service"
+	@echo "make test    # set up, run the whole test suite"
+	@echo "make bench   # run the benchmarks (writes BENCHMARKS.md figures)"
+
+setup: $(STAMP)
+
+# Re-run when pyproject.toml changes; otherwise the whole setup is one stat() call.
+$(STAMP): pyproject.toml scripts/install-debs
+	scripts/install-debs $(DEBS)
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[infra,certs,test]'
+	touch $(STAMP)
+
+demo: setup
+	$(FERRY) local up
+	scripts/release
+
+test: setup
+	$(FERRY) local up
+	$(PY) -m pytest -q -p no:cacheprovider
+
+test-unit: setup
+	$(PY) -m pytest -q tests/unit
+
+bench: setup
+	$(FERRY) local up
+	$(PY) benchmarks/build.py
+	$(PY) benchmarks/release.py
+
+clean-local:
+	-$(FERRY) local down

@@ -1,0 +1,128 @@
+"""A host reached over SSH (Fabric), and the few primitives the deploy needs on it.
+
+Commands are argv lists joined with ``shlex.join`` — never shell strings built from input.
+Files are written atomically (temp file in the same directory, then ``mv``), so a reader (nginx,
+another ferry) sees the old content or the new, never half of either.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import shlex
+import socket
+from dataclasses import dataclass
+from typing import Sequence
+
+from ..errors import HostError
+from ..progress import NULL, Progress
+
+
+@dataclass(frozen=True)
+class HostSpec:
+    user: str
+    hostname: str
+    port: int = 22
+
+    @classmethod
+    def parse(cls, spec: str) -> "HostSpec":
+        m = re.match(r"^(?:([^@]+)@)?([^:]+)(?::(\d+))?$", spec)
+        if not m:
+            raise HostError(f"{spec!r} is not user@host[:port]", 'e.g. "root@203.0.113.7"')
+        return cls(m.group(1) or "root", m.group(2), int(m.group(3) or 22))
+
+    def __str__(self) -> str:
+        port = "" if self.port == 22 else f":{self.port}"
+        return f"{self.user}@{self.hostname}{port}"
+
+
+@dataclass
+class Result:
+    argv: str
+    exit_code: int
+    stdout: str
+    stderr: str
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0
+
+
+class Host:
+    """One host. ``run`` returns a Result (never raises on a non-zero exit); ``check`` raises."""
+
+    def __init__(self, spec: HostSpec, key_filename: str | None = None, progress: Progress = NULL,
+                 connect_timeout: float = 10.0):
+        from fabric import Connection
+
+        self.spec = spec
+        self.name = str(spec)
+        self.progress = progress
+        kwargs: dict = {"look_for_keys": key_filename is None, "allow_agent": key_filename is None,
+                        "banner_timeout": connect_timeout, "auth_timeout": connect_timeout}
+        if key_filename:
+            kwargs["key_filename"] = key_filename
+        self.conn = Connection(spec.hostname, user=spec.user, port=spec.port, connect_kwargs=kwargs,
+                               connect_timeout=connect_timeout)
+
+    def open(self) -> "Host":
+        try:
+            self.conn.open()
+            # host keys: ferry trusts on first use like `ssh -o StrictHostKeyChecking=accept-new`
+        except (socket.timeout, TimeoutError) as e:
+            raise HostError(f"{self.name}: SSH connection timed out ({e})",
+                            "is the host up and port open to you? check deploy.hosts and the security group") from None
+        except OSError as e:
+            raise HostError(f"{self.name}: cannot connect over SSH: {e}",
+                            "is sshd running there and the address right? check deploy.hosts") from None
+        except Exception as e:  # paramiko's auth and protocol errors
+            name = type(e).__name__
+            raise HostError(f"{self.name}: SSH failed: {name}: {e}",
+                            "check the user, deploy.ssh_key and the host's authorized_keys") from None
+        return self
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> "Host":
+        return self.open()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def run(self, argv: Sequence[str] | str, stdin: str | None = None, timeout: float | None = None) -> Result:
+        cmd = argv if isinstance(argv, str) else shlex.join(argv)
+        try:
+            r = self.conn.run(cmd, hide=True, warn=True, in_stream=io.StringIO(stdin) if stdin is not None else False,
+                              timeout=timeout)
+        except Exception as e:
+            if type(e).__name__ == "CommandTimedOut":
+                return Result(cmd, 124, "", f"timed out after {timeout}s")
+            raise HostError(f"{self.name}: lost the SSH connection running `{cmd[:80]}`: {e}",
+                            "check the host and run the command again: every step can be re-run") from None
+        return Result(cmd, r.exited, r.stdout, r.stderr)
+
+    def check(self, argv: Sequence[str] | str, what: str, hint: str | None = None, stdin: str | None = None,
+              timeout: float | None = None) -> Result:
+        r = self.run(argv, stdin=stdin, timeout=timeout)
+        if not r.ok:
+            detail = (r.stderr.strip() or r.stdout.strip())[-500:]
+            raise HostError(f"{self.name}: {what} failed (exit {r.exit_code}): {detail}", hint)
+        return r
+
+    def read(self, path: str) -> str | None:
+        r = self.run(["cat", path])
+        return r.stdout if r.ok else None
+
+    def write(self, path: str, content: str, mode: str = "0644") -> None:
+        """Atomic write: temp file beside the target, then rename."""
+        tmp = f"{path}.ferry-tmp"
+        script = (f"umask 077 && cat > {shlex.quote(tmp)} && chmod {mode} {shlex.quote(tmp)} "
+                  f"&& mv -f {shlex.quote(tmp)} {shlex.quote(path)}")
+        r = self.run(["sh", "-c", script], stdin=content)
+        if not r.ok:
+            self.run(["rm", "-f", tmp])
+            detail = (r.stderr.strip() or r.stdout.strip())[-300:]
+            hint = "the disk may be full or read-only: free space on the host" if (
+                "No space" in detail or "Read-only" in detail) else None
+            raise HostError(f"{self.name}: cannot write {path}: {detail}", hint)

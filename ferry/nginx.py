@@ -1,0 +1,135 @@
+"""nginx: pure rendering of an app's site/upstream from the templates in ``nginx/``, and the one
+safe way to change a host's nginx (``apply``): write atomically, ``nginx -t``, restore the old
+files on failure, reload. Traffic moves only through a reload, which hands new connections to
+new workers while the old workers finish the requests they hold.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jinja2
+
+from .config import Config
+from .errors import DeployError
+
+TEMPLATES = Path(__file__).resolve().parent.parent / "nginx"
+
+
+def _env() -> jinja2.Environment:
+    return jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)), undefined=jinja2.StrictUndefined,
+                              keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True)
+
+
+def app_dir(cfg: Config) -> str:
+    return f"{cfg.deploy.root}/{cfg.app.name}"
+
+
+def upstream_name(cfg: Config) -> str:
+    return f"ferry_{cfg.app.name.replace('-', '_')}"
+
+
+def site_path(cfg: Config) -> str:
+    return f"{app_dir(cfg)}/nginx/site.conf"
+
+
+def upstream_path(cfg: Config) -> str:
+    return f"{app_dir(cfg)}/nginx/upstream.conf"
+
+
+def proxy_path(cfg: Config) -> str:
+    return f"{app_dir(cfg)}/nginx/proxy.conf"
+
+
+def context(cfg: Config, tls: bool) -> dict:
+    d = app_dir(cfg)
+    p = cfg.proxy
+    return {
+        "app": cfg.app.name,
+        "domain": cfg.app.domain,
+        "app_dir": d,
+        "root": cfg.deploy.root,
+        "listen": p.listen,
+        "http_port": p.http_port,
+        "https_port": p.https_port,
+        "https_port_suffix": "" if p.https_port == 443 else f":{p.https_port}",
+        "server_names": cfg.app.domain or "_",
+        "upstream": upstream_name(cfg),
+        "proxy_include": proxy_path(cfg),
+        "tls": tls,
+        "hsts_max_age": cfg.tls.hsts_max_age,
+        "cert_path": f"{d}/tls/fullchain.pem",
+        "key_path": f"{d}/tls/privkey.pem",
+        "chain_path": f"{d}/tls/chain.pem",
+    }
+
+
+def render_site(cfg: Config, *, tls: bool = False) -> str:
+    return _env().get_template("site.conf.j2").render(**context(cfg, tls))
+
+
+def render_proxy(cfg: Config) -> str:
+    read_timeout = max(60, int(cfg.deploy.drain_timeout) + 30)
+    return _env().get_template("proxy.conf.j2").render(app=cfg.app.name, upstream=upstream_name(cfg),
+                                                       read_timeout=read_timeout)
+
+
+def render_upstream(cfg: Config, colour: str, release: str) -> str:
+    port = cfg.deploy.colours[colour]
+    return _env().get_template("upstream.conf.j2").render(
+        app=cfg.app.name, upstream=upstream_name(cfg), colour=colour, release=release, port=port)
+
+
+def live_port(upstream_text: str | None) -> int | None:
+    """Which port the upstream file sends traffic to (None: no upstream yet)."""
+    if not upstream_text:
+        return None
+    for line in upstream_text.splitlines():
+        line = line.strip()
+        if line.startswith("server 127.0.0.1:"):
+            return int(line.split(":", 1)[1].split()[0].rstrip(";"))
+    return None
+
+
+def nginx_argv(cfg: Config, *args: str) -> list[str]:
+    return [cfg.deploy.nginx, "-c", cfg.deploy.nginx_conf, *args]
+
+
+def test_and_reload(host, cfg: Config) -> None:
+    t = host.run(nginx_argv(cfg, "-t", "-q"))
+    if not t.ok:
+        raise DeployError(f"{host.name}: nginx -t failed: {(t.stderr or t.stdout).strip()[-400:]}",
+                          "fix the template in nginx/ (the old configuration is still serving)")
+    r = host.run(nginx_argv(cfg, "-s", "reload"))
+    if not r.ok:
+        raise DeployError(f"{host.name}: nginx reload failed: {(r.stderr or r.stdout).strip()[-300:]}",
+                          "is nginx running on the host? (`ferry local up` here, systemctl status nginx there)")
+
+
+def apply(host, cfg: Config, files: dict[str, str], reload: bool = True) -> bool:
+    """Write ``files`` (path -> content) on ``host``; ``nginx -t``; on failure put every old file
+    back and raise DeployError; then reload. Returns False when nothing changed."""
+    old: dict[str, str | None] = {path: host.read(path) for path in files}
+    changed = {p: c for p, c in files.items() if old[p] != c}
+    if not changed:
+        return False
+    written: list[str] = []
+    try:
+        for path, content in changed.items():
+            host.write(path, content)
+            written.append(path)
+        t = host.run(nginx_argv(cfg, "-t", "-q"))
+        if not t.ok:
+            raise DeployError(f"{host.name}: nginx -t rejected the new configuration: "
+                              f"{(t.stderr or t.stdout).strip()[-400:]}",
+                              "fix the template in nginx/; the old configuration was restored and keeps serving")
+    except Exception:
+        for path in written:
+            if old[path] is None:
+                host.run(["rm", "-f", path])
+            else:
+                host.write(path, old[path])
+        raise
+    if reload:
+        test_and_reload(host, cfg)
+    return True
