@@ -123,13 +123,164 @@ class TlsConfig:
     renew_before_days: int = 30
 
 
+# Prometheus' own formats, checked here so a typo fails before any host is touched
+_PROM_DURATION_RE = re.compile(r"^(\d+(ms|s|m|h|d|w|y))+$")
+_PROM_SIZE_RE = re.compile(r"^\d+(B|KB|MB|GB|TB|PB|EB)$")
+_ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_METRIC_PREFIX_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+
+
+def _check_prom_duration(where: str, value: str, example: str) -> None:
+    if not _PROM_DURATION_RE.match(value):
+        raise ConfigError(f"{where}: {value!r} is not a Prometheus duration", f'e.g. {where.rsplit(".", 1)[1]} = "{example}"')
+
+
+@dataclass(frozen=True)
+class MonitoringImages:
+    """One image per component, from the user's registry. Production pins each by digest
+    (``repo@sha256:...``); ``ferry monitoring images --push`` builds them from Debian's
+    binaries and prints the pinned references. Grafana has no Debian package: mirror the
+    official image into your registry and name it here, or leave it unset (not started)."""
+
+    prometheus: str = "127.0.0.1:5000/ferry/prometheus:2.42.0"
+    alertmanager: str = "127.0.0.1:5000/ferry/alertmanager:0.25.0"
+    node_exporter: str = "127.0.0.1:5000/ferry/node-exporter:1.5.0"
+    nginx_exporter: str = "127.0.0.1:5000/ferry/nginx-exporter:0.11.0"
+    blackbox_exporter: str = "127.0.0.1:5000/ferry/blackbox-exporter:0.23.0"
+    grafana: str | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("prometheus", "alertmanager", "node_exporter", "nginx_exporter", "blackbox_exporter", "grafana"):
+            ref = getattr(self, name)
+            if ref is None:
+                continue
+            if not re.match(r"^[a-z0-9][a-z0-9._:/-]*(@sha256:[0-9a-f]{64}|:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})$", ref) \
+                    and not re.match(r"^[a-z0-9][a-z0-9._:/-]*:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}@sha256:[0-9a-f]{64}$", ref):
+                raise ConfigError(f"monitoring.images.{name}: {ref!r} is not an image reference with a tag or digest",
+                                  f'e.g. {name} = "registry.example.com/ferry/{name.replace("_", "-")}@sha256:<64 hex>"')
+
+
+@dataclass(frozen=True)
+class AlertingConfig:
+    """Where alerts go and when they fire. Secrets are named by environment variable, never
+    written here: they are copied to the host as 0400 files the containers read."""
+
+    receiver: str = "none"  # none | email | slack
+    email_to: tuple[str, ...] = ()
+    email_from: str | None = None
+    smarthost: str | None = None  # "smtp.example.com:587"
+    smtp_username: str | None = None
+    smtp_password_env: str | None = None  # env var holding the SMTP password
+    slack_webhook_env: str = "FERRY_SLACK_WEBHOOK_URL"  # env var holding the webhook URL
+    slack_channel: str | None = None
+    group_wait: str = "30s"
+    group_interval: str = "5m"
+    repeat_interval: str = "4h"
+    # thresholds the rules are rendered with
+    availability_slo: float = 99.9  # percent of requests that are not 5xx, over 30 days
+    latency_p99: str = "500ms"
+    cert_expiry_days: int = 14
+    disk_fill_hours: int = 24  # alert when the disk is predicted full within this many hours
+    memory_available_percent: int = 10
+    both_colours_grace: str = "10m"  # beyond deploy.keep_previous
+
+    def __post_init__(self) -> None:
+        w = "monitoring.alerts"
+        if self.receiver not in ("none", "email", "slack"):
+            raise ConfigError(f"{w}.receiver: {self.receiver!r} is not known", "use none, email or slack")
+        if self.receiver == "email":
+            missing = [k for k in ("email_from", "smarthost") if not getattr(self, k)]
+            if not self.email_to:
+                missing.insert(0, "email_to")
+            if missing:
+                raise ConfigError(f"{w}: receiver = \"email\" needs {', '.join(missing)}",
+                                  'e.g. email_to = ["ops@example.com"], email_from = "ferry@example.com", '
+                                  'smarthost = "smtp.example.com:587"')
+            if not re.match(r"^[A-Za-z0-9.-]+:\d+$", self.smarthost or ""):
+                raise ConfigError(f"{w}.smarthost: {self.smarthost!r} is not host:port", 'e.g. "smtp.example.com:587"')
+            for addr in (*self.email_to, self.email_from):
+                if not re.match(r"^[^@\s]+@[^@\s]+$", addr or ""):
+                    raise ConfigError(f"{w}: {addr!r} is not an email address", 'e.g. "ops@example.com"')
+            if self.smtp_username and not self.smtp_password_env:
+                raise ConfigError(f"{w}.smtp_password_env: needed with smtp_username",
+                                  'name the environment variable that holds the password, e.g. "FERRY_SMTP_PASSWORD"')
+        for k in ("smtp_password_env", "slack_webhook_env"):
+            v = getattr(self, k)
+            if v is not None and not _ENV_NAME_RE.match(v):
+                raise ConfigError(f"{w}.{k}: {v!r} is not an environment variable name", "name the variable, not its value")
+        for k, example in (("group_wait", "30s"), ("group_interval", "5m"), ("repeat_interval", "4h"),
+                           ("latency_p99", "500ms"), ("both_colours_grace", "10m")):
+            _check_prom_duration(f"{w}.{k}", getattr(self, k), example)
+        if not (50.0 <= self.availability_slo < 100.0):
+            raise ConfigError(f"{w}.availability_slo: {self.availability_slo} is not a percentage below 100",
+                              "e.g. availability_slo = 99.9 (100 leaves no error budget to burn)")
+        if not (1 <= self.cert_expiry_days <= 90):
+            raise ConfigError(f"{w}.cert_expiry_days: {self.cert_expiry_days} is out of range", "use 1-90, e.g. 14")
+        if not (1 <= self.disk_fill_hours <= 24 * 14):
+            raise ConfigError(f"{w}.disk_fill_hours: {self.disk_fill_hours} is out of range", "use 1-336, e.g. 24")
+        if not (1 <= self.memory_available_percent <= 50):
+            raise ConfigError(f"{w}.memory_available_percent: {self.memory_available_percent} is out of range",
+                              "use 1-50, e.g. 10")
+
+
 @dataclass(frozen=True)
 class MonitoringConfig:
-    enabled: bool = False
+    """The Prometheus/Grafana stack beside the app (ferry/monitoring). Every server binds to
+    127.0.0.1 on the host: reach it through `ferry monitoring open` (an SSH tunnel)."""
+
+    enabled: bool = False  # the deployer records ferry_deploy_* metrics and keeps scrape targets current
+    dir: str = "monitoring"  # templates, rules, dashboards (relative to ferry.toml)
+    root: str | None = None  # on the host; default <deploy.root>/monitoring
     prometheus_port: int = 9090
+    alertmanager_port: int = 9093
     grafana_port: int = 3000
+    node_exporter_port: int = 9100
+    nginx_exporter_port: int = 9113
+    blackbox_port: int = 9115
     retention: str = "15d"
     retention_size: str = "2GB"
+    scrape_interval: str = "15s"
+    evaluation_interval: str = "15s"
+    stub_status_url: str = "http://127.0.0.1:8079/stub_status"  # nginx stub_status, loopback only
+    probe_url: str | None = None  # what the blackbox exporter checks; default: the app's public URL
+    metrics_path: str = "/metrics"
+    metrics_prefix: str | None = None  # <prefix>_requests_total ...; default: app.name with _ for -
+    grafana_admin_password_env: str = "FERRY_GRAFANA_ADMIN_PASSWORD"
+    images: MonitoringImages = field(default_factory=MonitoringImages)
+    alerts: AlertingConfig = field(default_factory=AlertingConfig)
+
+    def __post_init__(self) -> None:
+        w = "monitoring"
+        ports = {k: getattr(self, k) for k in ("prometheus_port", "alertmanager_port", "grafana_port",
+                                                "node_exporter_port", "nginx_exporter_port", "blackbox_port")}
+        for k, port in ports.items():
+            if not (1024 <= port < 65536):
+                raise ConfigError(f"{w}.{k}: {port} is not a usable port", "use 1024-65535")
+        seen: dict[int, str] = {}
+        for k, port in ports.items():
+            if port in seen:
+                raise ConfigError(f"{w}: {seen[port]} and {k} are both {port}", "give each component its own port")
+            seen[port] = k
+        _check_prom_duration(f"{w}.retention", self.retention, "15d")
+        _check_prom_duration(f"{w}.scrape_interval", self.scrape_interval, "15s")
+        _check_prom_duration(f"{w}.evaluation_interval", self.evaluation_interval, "15s")
+        if not _PROM_SIZE_RE.match(self.retention_size):
+            raise ConfigError(f"{w}.retention_size: {self.retention_size!r} is not a size", 'e.g. retention_size = "2GB"')
+        if not re.match(r"^https?://[^/\s]+/\S*$", self.stub_status_url):
+            raise ConfigError(f"{w}.stub_status_url: {self.stub_status_url!r} is not an http(s) URL with a path",
+                              'e.g. "http://127.0.0.1:8079/stub_status"')
+        if self.probe_url is not None and not re.match(r"^https?://[^/\s]+(/\S*)?$", self.probe_url):
+            raise ConfigError(f"{w}.probe_url: {self.probe_url!r} is not an http(s) URL", 'e.g. "https://hello.example.com/"')
+        if not self.metrics_path.startswith("/"):
+            raise ConfigError(f"{w}.metrics_path: {self.metrics_path!r} must start with /", 'e.g. "/metrics"')
+        if self.metrics_prefix is not None and not _METRIC_PREFIX_RE.match(self.metrics_prefix):
+            raise ConfigError(f"{w}.metrics_prefix: {self.metrics_prefix!r} is not a metric name prefix",
+                              'letters, digits and _, e.g. "hello" for hello_requests_total')
+        if not _ENV_NAME_RE.match(self.grafana_admin_password_env):
+            raise ConfigError(f"{w}.grafana_admin_password_env: {self.grafana_admin_password_env!r} is not an "
+                              "environment variable name", "name the variable, not the password")
+        if self.root is not None and not self.root.startswith("/"):
+            raise ConfigError(f"{w}.root: {self.root!r} must be an absolute path on the host", 'e.g. "/opt/ferry/monitoring"')
 
 
 @dataclass(frozen=True)
