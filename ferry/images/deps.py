@@ -1,0 +1,437 @@
+"""The dependency layer: wheels for the image's platform, unpacked on the build machine.
+
+No container runs: ``uv pip install --target DIR --python-platform ... --python-version ...
+--only-binary :all:`` (or pip's ``--target --platform --implementation cp --only-binary``)
+downloads the wheels made for the *image's* platform and unpacks them into a folder that
+becomes one layer at ``DEPS_DIR``. Only wheels: building an sdist would run code compiled for
+the build machine, not for the image.
+
+The layer's *input key* (the requirements' content hash, platform, Python version, wheel
+platform tag, this recipe's version and the layer format) names it in the local cache and in
+the image's labels, so an unchanged dependency set is never resolved, downloaded or
+compressed again: not on this machine, and not on a fresh one that can read the previous
+image from the registry.
+"""
+
+from __future__ import annotations
+
+import email.parser
+import email.policy
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import BuildError
+from .layers import GZIP_LEVEL, Entry, tree_entries
+from .oci import Platform
+
+# Bump when the same inputs would give different layer bytes (layout, post-processing).
+RECIPE_VERSION = "1"
+DEPS_DIR = "app/deps"  # site-packages of the image (on PYTHONPATH); console scripts in bin/
+DEFAULT_SHEBANG = "/usr/bin/env python3"
+DEFAULT_MANYLINUX = "manylinux_2_28"  # glibc 2.28+: Debian 10+, RHEL 8+, Amazon Linux 2023
+_ARCH = {"amd64": "x86_64", "arm64": "aarch64"}
+
+_NAME_RE = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
+_PINNED_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(\[[^\]]*\])?\s*===?\s*[^\s,*;]+\s*$")
+_URL_HOST_RE = re.compile(r"(\w+://)([^/\s]+)")
+
+
+# --- reading requirements ---------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Requirements:
+    """What decides the installed set. ``digest`` covers every file that does (a requirements
+    file and the files it includes, or pyproject.toml + uv.lock), line endings normalised so a
+    Windows checkout gives the same key."""
+
+    path: Path
+    kind: str  # "requirements" | "uv.lock" | "pyproject"
+    digest: str
+    unpinned: tuple[str, ...] = ()
+    hashed: bool = False  # every requirement carries --hash: install with --require-hashes
+
+    @property
+    def reproducible(self) -> bool:
+        return not self.unpinned
+
+
+def _normalised(data: bytes) -> bytes:
+    return data.replace(b"\r\n", b"\n")
+
+
+def _logical_lines(text: str) -> list[str]:
+    out, buf = [], ""
+    for raw in text.splitlines():
+        line = raw.rstrip()
+        if line.endswith("\\"):
+            buf += line[:-1] + " "
+            continue
+        buf += line
+        out.append(buf)
+        buf = ""
+    if buf:
+        out.append(buf)
+    return out
+
+
+def _strip_comment(line: str) -> str:
+    # pip: a comment starts at '#' at the line start or after whitespace (URLs keep their '#')
+    return re.split(r"(?:^|\s)#", line, maxsplit=1)[0].strip()
+
+
+def parse_requirements_txt(path: Path, seen: set[Path] | None = None) -> tuple[list[str], list[str], bool, list[Path]]:
+    """-> (requirement lines, unpinned names, all hashed, files read). Follows -r/-c."""
+    seen = set() if seen is None else seen
+    path = path.resolve()
+    if path in seen:
+        return [], [], True, []
+    seen.add(path)
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise BuildError(f"cannot read requirements file {path}: {e.strerror}", "check image.requirements in ferry.toml") from None
+    reqs: list[str] = []
+    unpinned: list[str] = []
+    hashed = True
+    files = [path]
+    for n, line in enumerate(_logical_lines(text), 1):
+        line = _strip_comment(line)
+        if not line:
+            continue
+        if line.startswith("-"):
+            opt, _, arg = line.partition(" ")
+            if "=" in opt and not arg:
+                opt, _, arg = opt.partition("=")
+            arg = arg.strip()
+            if opt in ("-r", "--requirement", "-c", "--constraint"):
+                sub = (path.parent / arg)
+                r, u, h, f = parse_requirements_txt(sub, seen)
+                files += f
+                if opt in ("-r", "--requirement"):
+                    reqs += r
+                    unpinned += u
+                    hashed = hashed and h
+                continue
+            if opt in ("-e", "--editable"):
+                raise BuildError(f"{path.name}:{n}: editable requirement {arg!r} cannot go into an image",
+                                 "your own code goes in the source layer (image.source); list only published packages here")
+            continue  # index options and the like: passed to the installer as part of the file
+        name_m = _NAME_RE.match(line)
+        name = name_m.group(1) if name_m else line
+        spec = line.split(";", 1)[0].split("--hash", 1)[0]
+        if "--hash" not in line:
+            hashed = False
+        pinned = bool(_PINNED_RE.match(spec.strip())) or " @ " in spec
+        if spec.strip().startswith((".", "/")) or spec.strip().startswith("file:"):
+            raise BuildError(f"{path.name}:{n}: local path requirement {line!r} cannot be resolved reproducibly",
+                             "publish the package to your index and pin it, or vendor it in the source folder")
+        if not pinned:
+            unpinned.append(name)
+        reqs.append(line)
+    return reqs, unpinned, hashed and bool(reqs), files
+
+
+def read_requirements(path: Path) -> Requirements:
+    if not path.is_file():
+        raise BuildError(f"requirements file {path} does not exist", "fix image.requirements in ferry.toml or remove it")
+    if path.name == "pyproject.toml":
+        lock = path.parent / "uv.lock"
+        try:
+            project = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as e:
+            raise BuildError(f"{path}: not valid TOML: {e}", "fix the syntax at the line named") from None
+        if lock.is_file():
+            h = hashlib.sha256()
+            for f in (path, lock):
+                h.update(f.name.encode() + b"\0" + _normalised(f.read_bytes()) + b"\0")
+            return Requirements(path, "uv.lock", h.hexdigest(), (), True)
+        deps = project.get("project", {}).get("dependencies", [])
+        unpinned = [(_NAME_RE.match(d).group(1) if _NAME_RE.match(d) else d) for d in deps
+                    if "==" not in d.split(";")[0] and " @ " not in d]
+        h = hashlib.sha256(b"pyproject.toml\0" + _normalised(path.read_bytes()))
+        return Requirements(path, "pyproject", h.hexdigest(), tuple(unpinned), False)
+    reqs, unpinned, hashed, files = parse_requirements_txt(path)
+    h = hashlib.sha256()
+    root = path.resolve().parent
+    for f in files:
+        try:
+            rel = f.relative_to(root).as_posix()
+        except ValueError:
+            rel = f.name
+        h.update(rel.encode() + b"\0" + _normalised(f.read_bytes()) + b"\0")
+    return Requirements(path, "requirements", h.hexdigest(), tuple(unpinned), hashed)
+
+
+# --- the key -------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class DepsSpec:
+    """Everything that decides the dependency layer's bytes."""
+
+    requirements: Requirements
+    platform: Platform
+    python: str
+    manylinux: str = DEFAULT_MANYLINUX
+    dest: str = DEPS_DIR
+    shebang: str = DEFAULT_SHEBANG
+    mtime: int = 1
+
+    def key(self) -> str:
+        doc = {
+            "recipe": RECIPE_VERSION,
+            "requirements": self.requirements.digest,
+            "platform": str(self.platform),
+            "python": self.python,
+            "manylinux": self.manylinux,
+            "dest": self.dest,
+            "shebang": self.shebang,
+            "mtime": self.mtime,
+            "gzip": GZIP_LEVEL,
+        }
+        return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
+
+    @property
+    def arch(self) -> str:
+        try:
+            return _ARCH[self.platform.architecture]
+        except KeyError:
+            raise BuildError(f"platform {self.platform} is not supported for dependencies",
+                             'use "linux/amd64" or "linux/arm64"') from None
+
+
+# --- the installer's command line (pure) ---------------------------------------------------------
+
+def uv_command(uv: str, spec: DepsSpec, target: Path, req_file: Path) -> list[str]:
+    cmd = [uv, "pip", "install", "--target", str(target),
+           "--python-platform", f"{spec.arch}-{spec.manylinux}",
+           "--python-version", spec.python,
+           "--only-binary", ":all:",
+           "--link-mode", "copy",  # never hard-link into uv's cache: ferry rewrites some files
+           "--no-progress",
+           "-r", str(req_file)]
+    if spec.requirements.hashed:
+        cmd.append("--require-hashes")
+    return cmd
+
+
+def uv_export_command(uv: str, project_dir: Path, out: Path) -> list[str]:
+    return [uv, "export", "--frozen", "--no-dev", "--no-emit-project", "--no-header",
+            "--format", "requirements-txt", "--project", str(project_dir), "-o", str(out)]
+
+
+def pip_command(python: str, spec: DepsSpec, target: Path, req_file: Path) -> list[str]:
+    cp = "cp" + spec.python.replace(".", "")
+    cmd = [python, "-m", "pip", "install", "--target", str(target),
+           "--platform", f"{spec.manylinux}_{spec.arch}",
+           "--python-version", spec.python,
+           "--implementation", "cp", "--abi", cp, "--abi", "abi3", "--abi", "none",
+           "--only-binary=:all:",
+           "--no-compile",  # .pyc files would carry the build machine's times and Python
+           "--no-warn-script-location", "--disable-pip-version-check", "--quiet",
+           "-r", str(req_file)]
+    if spec.requirements.hashed:
+        cmd.append("--require-hashes")
+    return cmd
+
+
+def installer_env(environ: dict[str, str], uv_cache: Path | None) -> dict[str, str]:
+    """The build machine's package-index settings, passed through (never written anywhere).
+
+    pip reads PIP_*; uv reads UV_* and SSL_CERT_FILE, so pip's index and CA are translated
+    for uv when uv has none of its own."""
+    env = dict(environ)
+    if env.get("PIP_INDEX_URL") and not (env.get("UV_DEFAULT_INDEX") or env.get("UV_INDEX_URL")):
+        env["UV_DEFAULT_INDEX"] = env["PIP_INDEX_URL"]
+    if env.get("PIP_EXTRA_INDEX_URL") and not (env.get("UV_INDEX") or env.get("UV_EXTRA_INDEX_URL")):
+        env["UV_INDEX"] = env["PIP_EXTRA_INDEX_URL"]
+    if env.get("PIP_CERT") and not env.get("SSL_CERT_FILE"):
+        env["SSL_CERT_FILE"] = env["PIP_CERT"]
+    if uv_cache is not None and not env.get("UV_CACHE_DIR"):
+        env["UV_CACHE_DIR"] = str(uv_cache)
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    env.pop("VIRTUAL_ENV", None)  # uv must not install into the build machine's venv
+    return env
+
+
+def find_uv() -> str | None:
+    if os.environ.get("FERRY_INSTALLER", "") == "pip":
+        return None
+    try:
+        from uv import find_uv_bin  # the PyPI package ships the binary beside ferry
+
+        return find_uv_bin()
+    except Exception:
+        return shutil.which("uv")
+
+
+# --- running it ----------------------------------------------------------------------------------
+
+def redact(text: str) -> str:
+    """Installer output may name the package index; ferry never repeats its host."""
+    return _URL_HOST_RE.sub(lambda m: m.group(1) + "<index>", text)
+
+
+def _install_error(spec: DepsSpec, output: str) -> BuildError:
+    out = redact(output)
+    lines = [ln.strip() for ln in out.splitlines() if ln.strip()]
+    tail = " ".join(lines[-6:])[-900:]
+    where = f"{spec.platform} (CPython {spec.python}, {spec.manylinux}_{spec.arch} wheels)"
+    name = spec.requirements.path.name
+    low = out.lower()
+    if "hash" in low and ("mismatch" in low or "do not match" in low or "doesn't match" in low):
+        return BuildError(f"{name}: a downloaded wheel does not match its --hash: {tail}",
+                          "regenerate the hashes (uv pip compile --generate-hashes) or check what the index serves")
+    if any(s in low for s in ("failed to fetch", "could not connect", "connection refused", "dns error",
+                              "failed to connect", "network", "timed out", "certificate")) and \
+            "no solution" not in low and "no matching distribution" not in low:
+        return BuildError(f"the package index could not be reached while installing {name}: {tail}",
+                          "check the network; an index behind a proxy needs PIP_INDEX_URL/UV_DEFAULT_INDEX "
+                          "and its CA in SSL_CERT_FILE or PIP_CERT")
+    return BuildError(f"{name} cannot be installed for {where}: {tail}",
+                      "pin versions that publish a wheel for this platform and Python, or remove the package "
+                      "(ferry installs wheels only: an sdist would be built for the build machine, not the image)")
+
+
+def install(spec: DepsSpec, target: Path, work: Path, uv_cache: Path | None, environ=None, runner=subprocess.run) -> str:
+    """Install the requirements into ``target`` for the spec's platform. Returns the installer name."""
+    env = installer_env(dict(os.environ if environ is None else environ), uv_cache)
+    uv = find_uv()
+    req_file = spec.requirements.path.resolve()
+    target = target.resolve()
+    if spec.requirements.kind == "uv.lock":
+        if not uv:
+            raise BuildError("pyproject.toml + uv.lock needs uv to export the locked requirements",
+                             "pip install uv (it is one of ferry's dependencies)")
+        r = runner(uv_export_command(uv, req_file.parent, work / "requirements.lock.txt"),
+                   capture_output=True, text=True, env=env)
+        if r.returncode != 0:
+            raise BuildError(f"uv.lock could not be exported: {redact(r.stderr).strip()[-600:]}",
+                             "run `uv lock` so uv.lock matches pyproject.toml, and commit it")
+        req_file = work / "requirements.lock.txt"
+    if uv:
+        cmd, installer = uv_command(uv, spec, target, req_file), "uv"
+    else:
+        cmd, installer = pip_command(sys.executable, spec, target, req_file), "pip"
+    r = runner(cmd, capture_output=True, text=True, env=env, cwd=str(req_file.parent))
+    if r.returncode != 0:
+        raise _install_error(spec, (r.stdout or "") + "\n" + (r.stderr or ""))
+    return installer
+
+
+# --- after install: make the folder image-ready -------------------------------------------------
+
+def finalise(target: Path, shebang: str) -> tuple[str, ...]:
+    """Drop bytecode (host Python, host times) and point console scripts at the image's Python
+    instead of the build machine's. Returns the console scripts' names."""
+    for cache_dir in sorted(target.rglob("__pycache__"), reverse=True):
+        shutil.rmtree(cache_dir, ignore_errors=True)
+    for pyc in target.rglob("*.pyc"):
+        pyc.unlink()
+    (target / ".lock").unlink(missing_ok=True)  # uv's lock file for the target folder
+    scripts = []
+    bindir = target / "bin"
+    if bindir.is_dir():
+        for f in sorted(bindir.iterdir()):
+            if not f.is_file() or f.is_symlink():
+                continue
+            data = f.read_bytes()
+            if data.startswith(b"#!"):
+                first, nl, rest = data.partition(b"\n")
+                if b"python" in first:
+                    f.write_bytes(f"#!{shebang}".encode() + nl + rest)
+            f.chmod(0o755)
+            scripts.append(f.name)
+    return tuple(scripts)
+
+
+def top_level_modules(target: Path) -> tuple[str, ...]:
+    names = set()
+    for p in target.iterdir():
+        if p.name in ("bin",) or p.name.endswith((".dist-info", ".data", ".libs")):
+            continue
+        if p.is_dir():
+            names.add(p.name)
+        elif p.suffix == ".py":
+            names.add(p.stem)
+        elif p.suffix == ".so":
+            names.add(p.name.split(".", 1)[0])
+    return tuple(sorted(names))
+
+
+@dataclass(frozen=True)
+class Distribution:
+    name: str
+    version: str
+    license: str = ""  # as declared (an SPDX expression when the metadata has one)
+    summary: str = ""
+    homepage: str = ""
+    author: str = ""
+
+    def to_json(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if v}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "Distribution":
+        return cls(**{k: d.get(k, "") for k in ("name", "version", "license", "summary", "homepage", "author")})
+
+
+_CLASSIFIER_LICENSES = {
+    "MIT License": "MIT",
+    "BSD License": "BSD-3-Clause",
+    "Apache Software License": "Apache-2.0",
+    "ISC License (ISCL)": "ISC",
+    "Mozilla Public License 2.0 (MPL 2.0)": "MPL-2.0",
+    "Python Software Foundation License": "PSF-2.0",
+    "GNU General Public License v3 (GPLv3)": "GPL-3.0-only",
+    "GNU Lesser General Public License v3 (LGPLv3)": "LGPL-3.0-only",
+}
+
+
+def _license(msg) -> str:
+    expr = (msg.get("License-Expression") or "").strip()
+    if expr:
+        return expr
+    lic = (msg.get("License") or "").strip()
+    if lic and "\n" not in lic and len(lic) <= 64 and lic.upper() != "UNKNOWN":
+        return lic
+    for c in msg.get_all("Classifier") or []:
+        if c.startswith("License :: OSI Approved :: "):
+            return _CLASSIFIER_LICENSES.get(c.rsplit(" :: ", 1)[-1], c.rsplit(" :: ", 1)[-1])
+    return ""
+
+
+def inventory(target: Path) -> tuple[Distribution, ...]:
+    """The installed distributions, read from their .dist-info/METADATA."""
+    parser = email.parser.BytesParser(policy=email.policy.compat32)
+    out = []
+    for meta in sorted(target.glob("*.dist-info/METADATA")):
+        with open(meta, "rb") as f:
+            msg = parser.parse(f, headersonly=True)
+        home = (msg.get("Home-page") or "").strip()
+        if not home:
+            for url in msg.get_all("Project-URL") or []:
+                label, _, link = url.partition(",")
+                if label.strip().lower() in ("homepage", "home", "source", "source code", "repository"):
+                    home = link.strip()
+                    break
+        out.append(Distribution(
+            name=(msg.get("Name") or meta.parent.name.split("-")[0]).strip(),
+            version=(msg.get("Version") or "").strip(),
+            license=_license(msg),
+            summary=(msg.get("Summary") or "").strip(),
+            homepage=home,
+            author=(msg.get("Author") or msg.get("Author-email") or "").strip(),
+        ))
+    return tuple(sorted(out, key=lambda d: d.name.lower()))
+
+
+def entries(target: Path, dest: str = DEPS_DIR) -> list[Entry]:
+    return tree_entries(target, dest, skip=lambda rel, is_dir: rel.endswith("__pycache__") or rel.endswith(".pyc"))

@@ -1,0 +1,154 @@
+"""The software bill of materials: the Python distributions installed in the image.
+
+SPDX 2.3 JSON (default) or CycloneDX 1.5 JSON, built from the dist-info metadata of the
+dependency layer. Pure functions of their inputs: the same image gives the same document
+(its time is the build's fixed epoch, its namespace derives from the image digest), so the
+attached artifact has a stable digest too.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from datetime import datetime, timezone
+from typing import Iterable
+
+from .deps import Distribution
+
+SPDX_MEDIA_TYPE = "application/spdx+json"
+CYCLONEDX_MEDIA_TYPE = "application/vnd.cyclonedx+json"
+FORMATS = {"spdx": SPDX_MEDIA_TYPE, "cyclonedx": CYCLONEDX_MEDIA_TYPE}
+
+# License names that are SPDX identifiers as written (the common ones seen in dist-info).
+_SPDX_IDS = {
+    "MIT", "BSD-2-Clause", "BSD-3-Clause", "Apache-2.0", "ISC", "MPL-2.0", "PSF-2.0", "Python-2.0",
+    "LGPL-2.1-only", "LGPL-2.1-or-later", "LGPL-3.0-only", "LGPL-3.0-or-later", "GPL-2.0-only",
+    "GPL-2.0-or-later", "GPL-3.0-only", "GPL-3.0-or-later", "Unlicense", "0BSD", "Zlib", "CC0-1.0",
+}
+_ALIASES = {"BSD": "BSD-3-Clause", "Apache 2.0": "Apache-2.0", "Apache License 2.0": "Apache-2.0",
+            "Apache Software License": "Apache-2.0", "Apache License, Version 2.0": "Apache-2.0",
+            "MIT License": "MIT", "BSD License": "BSD-3-Clause", "3-Clause BSD License": "BSD-3-Clause"}
+_EXPR_TOKEN = re.compile(r"^[A-Za-z0-9.+-]+$")
+
+
+def spdx_license(declared: str) -> str:
+    """An SPDX license expression for a dist's declared license, or NOASSERTION."""
+    d = declared.strip()
+    if not d:
+        return "NOASSERTION"
+    d = _ALIASES.get(d, d)
+    tokens = [t for t in re.split(r"\s+|[()]", d) if t]
+    if tokens and all(t in ("AND", "OR", "WITH") or (t in _SPDX_IDS or t.startswith("LicenseRef-")) for t in tokens):
+        return d
+    if all(_EXPR_TOKEN.match(t) for t in tokens) and any(t in _SPDX_IDS for t in tokens) and len(tokens) == 1:
+        return d
+    return "NOASSERTION"
+
+
+def purl(dist: Distribution) -> str:
+    name = re.sub(r"[-_.]+", "-", dist.name).lower()  # PEP 503 normalisation, as the purl spec asks
+    return f"pkg:pypi/{name}@{dist.version}"
+
+
+def _spdx_id(dist: Distribution) -> str:
+    return "SPDXRef-Package-python-" + re.sub(r"[^A-Za-z0-9.-]", "-", f"{dist.name}-{dist.version}")
+
+
+def _timestamp(epoch: int) -> str:
+    return datetime.fromtimestamp(epoch, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def spdx(image: str, digest: str, dists: Iterable[Distribution], epoch: int, tool: str) -> dict:
+    """SPDX 2.3: the image is the described package; it CONTAINS each distribution."""
+    dists = sorted(set(dists), key=lambda d: (d.name.lower(), d.version))
+    root_id = "SPDXRef-Image"
+    namespace = f"https://spdx.org/spdxdocs/ferry/{uuid.uuid5(uuid.NAMESPACE_URL, image + '@' + digest)}"
+    packages = [{
+        "SPDXID": root_id,
+        "name": image,
+        "versionInfo": digest,
+        "downloadLocation": "NOASSERTION",
+        "filesAnalyzed": False,
+        "licenseConcluded": "NOASSERTION",
+        "licenseDeclared": "NOASSERTION",
+        "copyrightText": "NOASSERTION",
+        "primaryPackagePurpose": "CONTAINER",
+        "checksums": [{"algorithm": "SHA256", "checksumValue": digest.split(":", 1)[-1]}],
+        "externalRefs": [{"referenceCategory": "PACKAGE-MANAGER", "referenceType": "purl",
+                          "referenceLocator": f"pkg:oci/{image.rsplit('/', 1)[-1]}@{digest.replace(':', '%3A')}"}],
+    }]
+    rels = [{"spdxElementId": "SPDXRef-DOCUMENT", "relationshipType": "DESCRIBES", "relatedSpdxElement": root_id}]
+    for d in dists:
+        pkg = {
+            "SPDXID": _spdx_id(d),
+            "name": d.name,
+            "versionInfo": d.version,
+            "downloadLocation": "NOASSERTION",
+            "filesAnalyzed": False,
+            "licenseConcluded": "NOASSERTION",
+            "licenseDeclared": spdx_license(d.license),
+            "copyrightText": "NOASSERTION",
+            "primaryPackagePurpose": "LIBRARY",
+            "externalRefs": [{"referenceCategory": "PACKAGE-MANAGER", "referenceType": "purl",
+                              "referenceLocator": purl(d)}],
+        }
+        if d.summary:
+            pkg["summary"] = d.summary
+        if d.homepage:
+            pkg["homepage"] = d.homepage
+        if d.author:
+            pkg["supplier"] = f"Person: {d.author}" if "@" not in d.author else f"Person: ({d.author})"
+        packages.append(pkg)
+        rels.append({"spdxElementId": root_id, "relationshipType": "CONTAINS", "relatedSpdxElement": _spdx_id(d)})
+    return {
+        "spdxVersion": "SPDX-2.3",
+        "dataLicense": "CC0-1.0",
+        "SPDXID": "SPDXRef-DOCUMENT",
+        "name": f"{image}@{digest}",
+        "documentNamespace": namespace,
+        "creationInfo": {"created": _timestamp(epoch), "creators": [f"Tool: {tool}"]},
+        "documentDescribes": [root_id],
+        "packages": packages,
+        "relationships": rels,
+    }
+
+
+def cyclonedx(image: str, digest: str, dists: Iterable[Distribution], epoch: int, tool: str) -> dict:
+    dists = sorted(set(dists), key=lambda d: (d.name.lower(), d.version))
+    tool_name, _, tool_version = tool.partition("-")
+    components = []
+    for d in dists:
+        c = {"type": "library", "bom-ref": purl(d), "name": d.name, "version": d.version, "purl": purl(d)}
+        lic = spdx_license(d.license)
+        if lic != "NOASSERTION":
+            c["licenses"] = [{"expression": lic}]
+        elif d.license:
+            c["licenses"] = [{"license": {"name": d.license}}]
+        if d.summary:
+            c["description"] = d.summary
+        if d.homepage:
+            c["externalReferences"] = [{"type": "website", "url": d.homepage}]
+        components.append(c)
+    return {
+        "bomFormat": "CycloneDX",
+        "specVersion": "1.5",
+        "serialNumber": f"urn:uuid:{uuid.uuid5(uuid.NAMESPACE_URL, image + '@' + digest)}",
+        "version": 1,
+        "metadata": {
+            "timestamp": _timestamp(epoch),
+            "tools": {"components": [{"type": "application", "name": tool_name, "version": tool_version}]},
+            "component": {"type": "container", "bom-ref": digest, "name": image, "version": digest},
+        },
+        "components": components,
+        "dependencies": [{"ref": digest, "dependsOn": [purl(d) for d in dists]}],
+    }
+
+
+def document(fmt: str, image: str, digest: str, dists, epoch: int, tool: str) -> dict:
+    if fmt == "spdx":
+        return spdx(image, digest, dists, epoch, tool)
+    if fmt == "cyclonedx":
+        return cyclonedx(image, digest, dists, epoch, tool)
+    from ..errors import BuildError
+
+    raise BuildError(f"SBOM format {fmt!r} is not known", "use spdx or cyclonedx")
