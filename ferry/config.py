@@ -8,6 +8,7 @@ whose values are read at deploy time from the environment or ``deploy.env_file``
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import re
 import tomllib
@@ -113,14 +114,84 @@ class ProxyConfig:
     public_url: str | None = None  # how users reach the app; derived from domain/ports if unset
 
 
+ACME_DIRECTORIES = {
+    "letsencrypt": "https://acme-v02.api.letsencrypt.org/directory",
+    "letsencrypt-staging": "https://acme-staging-v02.api.letsencrypt.org/directory",
+}
+_KEY_TYPES = ("ecdsa-p256", "ecdsa-p384", "rsa-2048", "rsa-3072", "rsa-4096")
+_HOSTNAME_RE = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0-9-]{2,63}$")
+
+
 @dataclass(frozen=True)
 class TlsConfig:
+    """[tls]: ACME certificates through nginx (ferry/certs, nginx/TLS.md)."""
+
     enabled: bool = False
-    acme_directory: str = "https://acme-v02.api.letsencrypt.org/directory"
+    # a directory URL, or "letsencrypt" / "letsencrypt-staging"
+    acme_directory: str = ACME_DIRECTORIES["letsencrypt"]
     email: str | None = None
     ca_bundle: str | None = None  # CA to trust for the ACME server itself (pebble in tests)
     hsts_max_age: int = 31536000
     renew_before_days: int = 30
+    domains: tuple[str, ...] = ()  # more names on the certificate besides app.domain (e.g. www.)
+    key_type: str = "ecdsa-p256"
+    eab_kid: str | None = None  # external account binding (ZeroSSL, Google Trust Services, ...)
+    eab_hmac_env: str = "FERRY_ACME_EAB_HMAC_KEY"  # the HMAC key is a secret: named, never written here
+    dns_check: bool = True  # the domain must resolve to the host before the CA is asked
+    resolver: str | None = None  # "IP[:port]" for the DNS pre-check; system resolver when unset
+    public_addresses: tuple[str, ...] = ()  # what the domain must resolve to; the hosts' addresses when unset
+    metrics_dir: str = "/var/lib/prometheus/node-exporter"  # node_exporter textfile collector on the host
+    renewal: str = "auto"  # auto (systemd timer if the host runs systemd, else cron), systemd, cron, none
+    host_python: str = "/usr/bin/python3"  # runs the renewer on the host (Debian: python3-acme)
+    timeout: float = 120.0  # how long the CA may take to validate and issue
+
+    def __post_init__(self) -> None:
+        if self.acme_directory in ACME_DIRECTORIES:
+            object.__setattr__(self, "acme_directory", ACME_DIRECTORIES[self.acme_directory])
+        if not self.acme_directory.startswith("https://"):
+            raise ConfigError(f"tls.acme_directory: {self.acme_directory!r} is not an https:// URL",
+                              'use "letsencrypt", "letsencrypt-staging" or the CA\'s directory URL')
+        if self.email is not None and not re.match(r"^[^@\s]+@[^@\s]+\.[^@\s]+$", self.email):
+            raise ConfigError(f"tls.email: {self.email!r} is not an email address",
+                              "the CA writes to it about expiring certificates; e.g. email = \"ops@example.com\"")
+        if self.hsts_max_age < 0:
+            raise ConfigError("tls.hsts_max_age: must not be negative", "31536000 is one year; 0 turns HSTS off")
+        if not (1 <= self.renew_before_days <= 60):
+            raise ConfigError(f"tls.renew_before_days: {self.renew_before_days} is out of range",
+                              "use 1-60 (30 is what certbot does for 90-day certificates)")
+        for d in self.domains:
+            if not _HOSTNAME_RE.match(d):
+                raise ConfigError(f"tls.domains: {d!r} is not a DNS name", 'e.g. domains = ["www.example.com"]')
+        if self.key_type not in _KEY_TYPES:
+            raise ConfigError(f"tls.key_type: {self.key_type!r} is not supported", f"use one of {', '.join(_KEY_TYPES)}")
+        if not _ENV_NAME_RE.match(self.eab_hmac_env):
+            raise ConfigError(f"tls.eab_hmac_env: {self.eab_hmac_env!r} is not an environment variable name",
+                              "name the variable that holds the HMAC key, e.g. FERRY_ACME_EAB_HMAC_KEY")
+        if self.resolver is not None:
+            host, _, port = self.resolver.rpartition(":") if self.resolver.count(":") == 1 else (self.resolver, "", "")
+            try:
+                ipaddress.ip_address(host or self.resolver)
+                if port and not (0 < int(port) < 65536):
+                    raise ValueError
+            except ValueError:
+                raise ConfigError(f"tls.resolver: {self.resolver!r} is not IP[:port]",
+                                  'e.g. resolver = "1.1.1.1" or "127.0.0.1:8053"') from None
+        for a in self.public_addresses:
+            try:
+                ipaddress.ip_address(a)
+            except ValueError:
+                raise ConfigError(f"tls.public_addresses: {a!r} is not an IP address",
+                                  'e.g. public_addresses = ["203.0.113.7"] (the Elastic IP)') from None
+        if not self.metrics_dir.startswith("/"):
+            raise ConfigError(f"tls.metrics_dir: {self.metrics_dir!r} must be an absolute path on the host",
+                              "node_exporter's --collector.textfile.directory, e.g. /var/lib/prometheus/node-exporter")
+        if self.renewal not in ("auto", "systemd", "cron", "none"):
+            raise ConfigError(f"tls.renewal: {self.renewal!r} is not known", "use auto, systemd, cron or none")
+        if not self.host_python.startswith("/"):
+            raise ConfigError(f"tls.host_python: {self.host_python!r} must be an absolute path",
+                              "e.g. /usr/bin/python3 (with Debian's python3-acme installed)")
+        if self.timeout <= 0:
+            raise ConfigError("tls.timeout: must be positive", 'e.g. timeout = "120s"')
 
 
 # Prometheus' own formats, checked here so a typo fails before any host is touched

@@ -182,7 +182,14 @@ def status(state_dir: str | os.PathLike) -> dict:
     d = Path(addr["dir"])
     pids = {name: _pid(d / f"{name}.pid") for name in ("pebble", "challtestsrv")}
     health = _healthy(addr) if Path(addr["ca_bundle"]).exists() else {"pebble": False, "challtestsrv": False}
-    return {**addr, "pids": pids, "healthy": all(health.values()) and all(pids.values()), "checks": health}
+    components = [
+        {"name": "pebble", "pid": pids["pebble"], "address": addr["directory"],
+         "healthy": bool(pids["pebble"] and health["pebble"])},
+        {"name": "challtestsrv", "pid": pids["challtestsrv"], "address": f"dns {addr['dns']}",
+         "healthy": bool(pids["challtestsrv"] and health["challtestsrv"])},
+    ]
+    return {**addr, "pids": pids, "components": components,
+            "healthy": all(health.values()) and all(pids.values()), "checks": health}
 
 
 def start(state_dir: str | os.PathLike, *, http_port: int = 8080, tls_port: int = 8443,
