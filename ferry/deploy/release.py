@@ -1,0 +1,157 @@
+"""Across hosts: `ferry deploy`, `ferry release`, `ferry rollback`, `ferry status`, `ferry lock`.
+
+Hosts go one at a time. Everything that can be checked without a host (ferry.toml, secrets,
+the image reference) is checked before the first connection. A failure on one host stops the
+release there; the error names which host has which release.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import time
+from typing import Callable
+
+from ..config import Config, read_secrets
+from ..errors import ConfigError, DeployError, FerryError
+from ..progress import NULL, Progress
+from .host import Host, HostSpec
+from .lock import Lock
+from .runner import HostDeployer, Target
+
+DIGEST_RE = re.compile(r"^(?P<repo>[^@\s]+)@(?P<digest>sha256:[0-9a-f]{64})$")
+
+
+def parse_image(ref: str) -> tuple[str, str]:
+    m = DIGEST_RE.match(ref.strip())
+    if not m:
+        raise ConfigError(f"{ref!r} is not IMAGE@sha256:<64 hex>",
+                          "deploy by digest, e.g. the `image` printed by `ferry build --push --json`")
+    return ref.strip(), m.group("digest")
+
+
+def resolve_hosts(cfg: Config, progress: Progress = NULL) -> list[HostSpec]:
+    """deploy.hosts, or the hosts of a Pulumi stack's outputs."""
+    if cfg.deploy.hosts:
+        return [HostSpec.parse(h) for h in cfg.deploy.hosts]
+    if cfg.deploy.stack or cfg.deploy.stack_outputs:
+        from ..aws import stack
+
+        outputs = stack.read_outputs(cfg)
+        progress.info(f"hosts from {outputs.source}")
+        return [HostSpec.parse(h) for h in outputs.host_specs()]
+    raise ConfigError("deploy: no hosts", 'set deploy.hosts = ["root@HOST"] or deploy.stack = "dev" in ferry.toml')
+
+
+def registry_credentials(cfg: Config, image: str) -> tuple[str, str] | None:
+    """Credentials the host needs to pull ``image`` (None: anonymous)."""
+    registry = image.split("/", 1)[0]
+    try:
+        from ..images.auth import credentials_for
+    except ImportError:
+        return None
+    creds = credentials_for(registry, cfg.image.auth)
+    if creds is None:
+        return None
+    return creds.username, creds.password
+
+
+def default_version(cfg: Config) -> str:
+    if v := os.environ.get("FERRY_VERSION"):
+        return v
+    try:
+        r = subprocess.run(["git", "-C", str(cfg.root), "describe", "--always", "--dirty", "--tags"],
+                           capture_output=True, text=True, timeout=5)
+        if r.returncode == 0 and r.stdout.strip():
+            return r.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return "dev"
+
+
+def _connect(cfg: Config, spec: HostSpec, progress: Progress) -> Host:
+    key = cfg.deploy.ssh_key
+    if key and not os.path.exists(os.path.expanduser(key)):
+        raise ConfigError(f"deploy.ssh_key: {key} does not exist", "point it at the private key for the hosts")
+    return Host(spec, key_filename=os.path.expanduser(key) if key else None, progress=progress).open()
+
+
+def for_each_host(cfg: Config, progress: Progress, action: Callable[[HostDeployer], dict], command: str,
+                  force: bool = False, secrets: dict | None = None, creds=None) -> dict:
+    specs = resolve_hosts(cfg, progress)
+    done: list[dict] = []
+    for i, spec in enumerate(specs):
+        progress.step(f"host {i + 1}/{len(specs)}: {spec}")
+        try:
+            with _connect(cfg, spec, progress) as host:
+                d = HostDeployer(host, cfg, progress, secrets=secrets, registry_credentials=creds, command=command,
+                                 force=force)
+                done.append(action(d))
+        except FerryError as e:
+            untouched = [str(s) for s in specs[i + 1:]]
+            summary = "; ".join(f"{r['host']}: {r.get('release')}" for r in done)
+            e.message = (f"{e.message} [stopped at host {i + 1}/{len(specs)}"
+                         + (f"; done: {summary}" if summary else "")
+                         + (f"; untouched: {', '.join(untouched)}" if untouched else "") + "]")
+            e.hosts_done = done  # type: ignore[attr-defined]
+            raise
+    return {"ok": True, "url": cfg.url, "hosts": done}
+
+
+def deploy(cfg: Config, image: str, version: str | None = None, progress: Progress = NULL, force: bool = False,
+           kind: str = "deploy") -> dict:
+    ref, digest = parse_image(image)
+    secrets = read_secrets(cfg)
+    creds = registry_credentials(cfg, ref)
+    target = Target(ref, digest, version or default_version(cfg), kind=kind)
+    t0 = time.monotonic()
+    r = for_each_host(cfg, progress, lambda d: d.deploy(target), f"deploy {version or ''}".strip(), force, secrets, creds)
+    r.update(image=ref, digest=digest, version=target.version, duration=round(time.monotonic() - t0, 2))
+    return r
+
+
+def rollback(cfg: Config, to: str | None = None, progress: Progress = NULL, force: bool = False) -> dict:
+    secrets = read_secrets(cfg)
+    creds = registry_credentials(cfg, cfg.image.repository + "@x")
+    return for_each_host(cfg, progress, lambda d: d.rollback(to), "rollback", force, secrets, creds)
+
+
+def status(cfg: Config, progress: Progress = NULL) -> dict:
+    specs = resolve_hosts(cfg, progress)
+    hosts = []
+    for spec in specs:
+        try:
+            with _connect(cfg, spec, progress) as host:
+                hosts.append(HostDeployer(host, cfg, progress).status())
+        except FerryError as e:
+            hosts.append({"host": str(spec), "error": str(e), "live": None})
+    return {"app": cfg.app.name, "url": cfg.url, "hosts": hosts,
+            "ok": all("error" not in h and h.get("health", {}) and h["health"]["ok"] for h in hosts)}
+
+
+def lock_status(cfg: Config, progress: Progress = NULL) -> dict:
+    out = []
+    for spec in resolve_hosts(cfg, progress):
+        with _connect(cfg, spec, progress) as host:
+            st = Lock(host, cfg).read()
+            out.append({"host": str(spec), "lock": st.to_json(), "text": st.describe()})
+    return {"hosts": out}
+
+
+def lock_release(cfg: Config, force: bool = False, progress: Progress = NULL) -> dict:
+    out = []
+    for spec in resolve_hosts(cfg, progress):
+        with _connect(cfg, spec, progress) as host:
+            lock = Lock(host, cfg)
+            st = lock.read()
+            if st.info is None:
+                out.append({"host": str(spec), "released": False, "text": "was not locked"})
+                continue
+            if not st.stale and not force:
+                raise DeployError(f"{spec}: the lock is {st.describe()}; it looks alive",
+                                  "wait for it, or pass --force if you are sure that deploy is dead")
+            lock.force_release()
+            out.append({"host": str(spec), "released": True, "text": f"released: was {st.describe()}",
+                        "was": st.to_json()})
+    return {"hosts": out}
