@@ -1,0 +1,631 @@
+"""ferry's Python base image: a recipe of Debian packages made into an OCI image index.
+
+The flow, for each platform (as apko does with apk packages):
+
+    recipe (images/base/python.toml)
+      -> resolve with apt's solver for the architecture      (ferry.images.debian.Apt)
+      -> download the exact .debs, checked by SHA256          (cached, shared across arches)
+      -> unpack them into one tree, usr-merged                 (ferry.images.rootfs)
+      -> do what the maintainer scripts would have done: CA bundle, /etc/localtime,
+         passwd/group, the package list scanners read
+      -> trim docs, man pages, locales
+      -> one reproducible layer + config + manifest            (ferry.images.oci)
+    then one index for all platforms, annotated with the recipe hash.
+
+``ensure_base_image`` is what ``ferry local up`` calls: it does nothing when the registry
+already holds the tag built from the same recipe, pushes from the local cache when the
+registry lost it, and otherwise builds, downloading only the packages not yet cached.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import time
+import tomllib
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ferry.errors import BuildError, ConfigError
+from ferry.images import debian, rootfs
+from ferry.images.layers import gzip_bytes
+from ferry.images.oci import (OCI_CONFIG, OCI_LAYER_GZIP, Blob, Image, ImageIndex, Platform,
+                              canonical_json, sha256)
+from ferry.progress import NULL, Progress
+
+# Bump when the assembler's output changes for the same recipe: it is part of the recipe hash,
+# so every machine rebuilds once instead of trusting an image made by older code.
+ASSEMBLER_VERSION = "1"
+
+RECIPE = Path(__file__).resolve().parents[2] / "images" / "base" / "python.toml"
+
+ANNOTATION_RECIPE = "dev.ferry.base.recipe"
+ANNOTATION_PACKAGES = "dev.ferry.debian.packages"
+ANNOTATION_SUITE = "dev.ferry.debian.suite"
+
+PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+# Jib's convention: the image is "created" at the epoch, files are dated epoch+1 (some tools
+# read 0 as "no time").
+CREATED = "1970-01-01T00:00:00Z"
+MTIME = 1
+
+
+# --------------------------------------------------------------------------- the recipe
+
+@dataclass(frozen=True)
+class Recipe:
+    repository: str
+    tag: str
+    platforms: tuple[str, ...]
+    distribution: str
+    python: str
+    title: str
+    install: tuple[str, ...]
+    assume_installed: tuple[str, ...]
+    only: tuple[tuple[str, tuple[str, ...]], ...]
+    drop: tuple[str, ...]
+    keep: tuple[str, ...]
+    user: rootfs.User
+    workdir: str
+    cmd: tuple[str, ...]
+    timezone: str
+    env: tuple[tuple[str, str], ...]
+    bytecode: bool = True
+    source: str = field(default="", compare=False)
+
+    def to_json(self) -> dict:
+        return {
+            "image": {"repository": self.repository, "tag": self.tag,
+                      "platforms": list(self.platforms), "distribution": self.distribution,
+                      "python": self.python, "title": self.title},
+            "packages": {"install": list(self.install),
+                         "assume_installed": list(self.assume_installed),
+                         "only": {k: list(v) for k, v in self.only}},
+            "trim": {"drop": list(self.drop), "keep": list(self.keep)},
+            "user": {"name": self.user.name, "uid": self.user.uid, "gid": self.user.gid,
+                     "home": self.user.home},
+            "config": {"workdir": self.workdir, "cmd": list(self.cmd),
+                       "timezone": self.timezone, "env": dict(self.env),
+                       "bytecode": self.bytecode},
+        }
+
+    @property
+    def hash(self) -> str:
+        """What the image is made from: the recipe's meaning (not its comments or layout)
+        and the assembler's version. Equal hashes mean the registry's image can be kept."""
+        doc = {"assembler": ASSEMBLER_VERSION, "recipe": self.to_json()}
+        return "sha256:" + hashlib.sha256(canonical_json(doc)).hexdigest()
+
+
+_SCHEMA: dict[str, dict[str, type]] = {
+    "image": {"repository": str, "tag": str, "platforms": list, "distribution": str,
+              "python": str, "title": str},
+    "packages": {"install": list, "assume_installed": list, "only": dict},
+    "trim": {"drop": list, "keep": list},
+    "user": {"name": str, "uid": int, "gid": int, "home": str},
+    "config": {"workdir": str, "cmd": list, "timezone": str, "env": dict, "bytecode": bool},
+}
+_REQUIRED = {("image", "repository"), ("image", "tag"), ("image", "platforms"),
+             ("image", "distribution"), ("image", "python"), ("packages", "install")}
+
+
+def parse_recipe(text: str, source: str = "recipe") -> Recipe:
+    """Read and validate a recipe; every error names the file, the key and the fix."""
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{source}: not valid TOML: {e}", "fix the syntax") from None
+    for section, value in doc.items():
+        if section not in _SCHEMA:
+            raise ConfigError(f"{source}: unknown section [{section}]",
+                              f"use one of {', '.join(sorted(_SCHEMA))}")
+        for key, v in value.items():
+            if key not in _SCHEMA[section]:
+                raise ConfigError(f"{source}: unknown key {section}.{key}",
+                                  f"use one of {', '.join(sorted(_SCHEMA[section]))}")
+            want = _SCHEMA[section][key]
+            if not isinstance(v, want) or (want is int and isinstance(v, bool)):
+                raise ConfigError(f"{source}: {section}.{key} must be a {want.__name__}",
+                                  f"got {v!r}")
+    for section, key in sorted(_REQUIRED):
+        if key not in doc.get(section, {}):
+            raise ConfigError(f"{source}: {section}.{key} is missing", "add it to the recipe")
+
+    img = doc["image"]
+    pk = doc.get("packages", {})
+    tr = doc.get("trim", {})
+    us = doc.get("user", {})
+    cf = doc.get("config", {})
+
+    def strings(section: str, key: str, values) -> tuple[str, ...]:
+        if not all(isinstance(v, str) and v for v in values):
+            raise ConfigError(f"{source}: {section}.{key} must list non-empty strings",
+                              f"got {values!r}")
+        return tuple(values)
+
+    platforms = strings("image", "platforms", img["platforms"])
+    for p in platforms:
+        plat = Platform.parse(p)
+        if plat.os != "linux" or plat.architecture not in debian.DEB_ARCH:
+            raise ConfigError(f"{source}: image.platforms: {p} is not a Debian architecture",
+                              "use linux/amd64 or linux/arm64")
+    if not platforms:
+        raise ConfigError(f"{source}: image.platforms is empty", "list at least linux/amd64")
+    install = strings("packages", "install", pk["install"])
+    if not install:
+        raise ConfigError(f"{source}: packages.install is empty", "list python3 at least")
+    only = []
+    for name, patterns in sorted(pk.get("only", {}).items()):
+        if not isinstance(patterns, list):
+            raise ConfigError(f"{source}: packages.only.{name} must be a list of paths",
+                              f"got {patterns!r}")
+        only.append((name, strings("packages.only", name, patterns)))
+    user = rootfs.User(us.get("name", "app"), us.get("uid", 65532), us.get("gid", 65532),
+                       us.get("home", "/home/app"))
+    if user.uid == 0 or user.gid == 0:
+        raise ConfigError(f"{source}: user.uid and user.gid must not be 0",
+                          "the base image runs as a non-root user; use 65532")
+    if not re.fullmatch(r"[a-z_][a-z0-9_-]{0,31}", user.name):
+        raise ConfigError(f"{source}: user.name {user.name!r} is not a valid user name",
+                          "use lower-case letters, digits, '-' or '_'")
+    for key in ("home",):
+        if not user.home.startswith("/"):
+            raise ConfigError(f"{source}: user.{key} must be an absolute path",
+                              f"got {user.home!r}")
+    workdir = cf.get("workdir", "/app")
+    if not workdir.startswith("/"):
+        raise ConfigError(f"{source}: config.workdir must be an absolute path", f"got {workdir!r}")
+    env = cf.get("env", {})
+    for k, v in env.items():
+        if not isinstance(v, str):
+            raise ConfigError(f"{source}: config.env.{k} must be a string", f"got {v!r}")
+        if k in ("PATH", "PYTHON_VERSION"):
+            raise ConfigError(f"{source}: config.env.{k} is set by the assembler",
+                              "remove it from the recipe")
+    return Recipe(
+        repository=img["repository"], tag=img["tag"], platforms=platforms,
+        distribution=img["distribution"], python=img["python"],
+        title=img.get("title", f"Python {img['python']}"),
+        install=install,
+        assume_installed=strings("packages", "assume_installed", pk.get("assume_installed", [])),
+        only=tuple(only),
+        drop=strings("trim", "drop", tr.get("drop", [])),
+        keep=strings("trim", "keep", tr.get("keep", [])),
+        user=user, workdir=workdir,
+        cmd=strings("config", "cmd", cf.get("cmd", ["python3"])),
+        timezone=cf.get("timezone", "Etc/UTC"),
+        env=tuple(sorted(env.items())),
+        bytecode=cf.get("bytecode", True),
+        source=source,
+    )
+
+
+def load_recipe(path: Path = RECIPE) -> Recipe:
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read the base image recipe ({e.strerror})",
+                          "restore images/base/python.toml from git") from None
+    return parse_recipe(text, str(path))
+
+
+# --------------------------------------------------------------------------- assembly (pure)
+
+@dataclass(frozen=True)
+class Unpacked:
+    """One package as the assembler needs it: its files and its control paragraph."""
+
+    package: debian.Package
+    entries: tuple[rootfs.Entry, ...]
+    control: str
+
+
+def python_version(packages: list[debian.Package], minor: str) -> str:
+    """The real upstream version of the interpreter, e.g. 3.11.2 (from python3.11)."""
+    for p in packages:
+        if p.name == f"python{minor}":
+            return debian.upstream_version(p.version)
+    names = ", ".join(p.name for p in packages if p.name.startswith("python3"))
+    raise BuildError(f"the resolved packages have no python{minor} (found: {names or 'none'})",
+                     f"image.python must match the distribution's python3; bookworm has 3.11")
+
+
+def assemble(recipe: Recipe, unpacked: list[Unpacked]) -> rootfs.Tree:
+    """The image's root filesystem from the unpacked packages (in name order)."""
+    tree: rootfs.Tree = {}
+    only = dict(recipe.only)
+    for u in sorted(unpacked, key=lambda u: u.package.name):
+        entries = list(u.entries)
+        if u.package.name in only:
+            entries = rootfs.only(entries, list(only[u.package.name]))
+        tree, _ = rootfs.merge(tree, entries)
+    tree = post_install(recipe, tree, unpacked)
+    tree = rootfs.trim(tree, list(recipe.drop), list(recipe.keep))
+    if recipe.bytecode:
+        tree = rootfs.compile_bytecode(tree, recipe.python, MTIME)
+    tree = rootfs.add_usrmerge_links(tree)
+    return rootfs.ensure_dirs(tree)
+
+
+def post_install(recipe: Recipe, tree: rootfs.Tree, unpacked: list[Unpacked]) -> rootfs.Tree:
+    """What the maintainer scripts of a real installation would have left behind."""
+    E = rootfs.Entry
+    out = dict(tree)
+    user = recipe.user
+    # ca-certificates' postinst + update-ca-certificates; openssl's /usr/lib/ssl links
+    if any(p.startswith("usr/share/ca-certificates/") for p in out):
+        out["etc/ssl/certs/ca-certificates.crt"] = E.file("etc/ssl/certs/ca-certificates.crt",
+                                                          rootfs.ca_bundle(out))
+        out["usr/lib/ssl/certs"] = E.symlink("usr/lib/ssl/certs", "../../../etc/ssl/certs")
+        out["usr/lib/ssl/cert.pem"] = E.symlink("usr/lib/ssl/cert.pem",
+                                                "../../../etc/ssl/certs/ca-certificates.crt")
+    # tzdata's postinst
+    if f"usr/share/zoneinfo/{recipe.timezone}" in out:
+        out["etc/localtime"] = E.symlink("etc/localtime", f"/usr/share/zoneinfo/{recipe.timezone}")
+        out["etc/timezone"] = E.file("etc/timezone", recipe.timezone + "\n")
+    # base-passwd's job, with the non-root user the image runs as
+    out["etc/passwd"] = E.file("etc/passwd", rootfs.passwd(user))
+    out["etc/group"] = E.file("etc/group", rootfs.group(user))
+    out["etc/nsswitch.conf"] = E.file("etc/nsswitch.conf", rootfs.NSSWITCH)
+    # directories with the modes a running system expects
+    for path, mode in (("tmp", 0o1777), ("var/tmp", 0o1777), ("root", 0o700)):
+        out[path] = E.dir(path, mode)
+    home = user.home.strip("/")
+    out[home] = E.dir(home, 0o750, user.uid, user.gid)
+    work = recipe.workdir.strip("/")
+    out.setdefault(work, E.dir(work))
+    # what scanners read to know the Debian packages in a dpkg-less image
+    out["var/lib/dpkg/status.d"] = E.dir("var/lib/dpkg/status.d")
+    for u in unpacked:
+        name = u.package.name
+        out[f"var/lib/dpkg/status.d/{name}"] = E.file(f"var/lib/dpkg/status.d/{name}",
+                                                      rootfs.dpkg_status_entry(u.control))
+    return out
+
+
+def image_config(recipe: Recipe, platform: Platform, python: str, diff_ids: list[str],
+                 packages: list[debian.Package]) -> dict:
+    env = {"PATH": PATH, **dict(recipe.env), "PYTHON_VERSION": python}
+    return {
+        "architecture": platform.architecture,
+        "os": platform.os,
+        **({"variant": platform.variant} if platform.variant else {}),
+        "created": CREATED,
+        "config": {
+            "User": f"{recipe.user.uid}:{recipe.user.gid}",
+            "Env": [f"{k}={v}" for k, v in env.items()],
+            "Cmd": list(recipe.cmd),
+            "WorkingDir": recipe.workdir,
+            "Labels": {
+                "org.opencontainers.image.title": recipe.title,
+                "org.opencontainers.image.version": python,
+                ANNOTATION_RECIPE: recipe.hash,
+            },
+        },
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
+        "history": [{
+            "created": CREATED,
+            "created_by": f"ferry debian assembler {ASSEMBLER_VERSION}: "
+                          f"{len(packages)} {recipe.distribution} packages",
+        }],
+    }
+
+
+def package_list(packages: list[debian.Package]) -> str:
+    """The SBOM annotation: ``name=version`` of every unpacked package, sorted."""
+    return ",".join(f"{p.name}={p.version}" for p in sorted(packages, key=lambda p: p.name))
+
+
+def oci_platform(platform: str) -> Platform:
+    """linux/arm64 is published as linux/arm64/v8, as the official images do."""
+    p = Platform.parse(platform)
+    if p.architecture == "arm64" and not p.variant:
+        return Platform(p.os, p.architecture, "v8")
+    return p
+
+
+# --------------------------------------------------------------------------- the cache
+
+class Cache:
+    """Everything a rebuild can reuse, under one directory:
+
+    apt/<arch>/          private apt state (lists, status) for that architecture
+    debs/                downloaded .debs (arch ``all`` ones shared by every platform)
+    locks/<hash>-<arch>.json   the resolution made for a recipe hash
+    blobs/sha256/<hex>   layers, configs, manifests of built images
+    images/<hash>.json   the index built from a recipe hash: enough to push it again
+    """
+
+    def __init__(self, root: Path):
+        self.root = root
+
+    def apt(self, arch: str) -> Path:
+        return self.root / "apt" / arch
+
+    @property
+    def debs(self) -> Path:
+        return self.root / "debs"
+
+    def lock(self, recipe_hash: str, arch: str) -> Path:
+        return self.root / "locks" / f"{recipe_hash.split(':')[1][:32]}-{arch}.json"
+
+    def blob_path(self, digest: str) -> Path:
+        return self.root / "blobs" / "sha256" / digest.split(":", 1)[1]
+
+    def put_blob(self, data: bytes) -> Path:
+        path = self.blob_path(sha256(data))
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_bytes(data)
+            os.replace(tmp, path)
+        return path
+
+    def image_record(self, recipe_hash: str) -> Path:
+        return self.root / "images" / f"{recipe_hash.split(':')[1][:32]}.json"
+
+
+def default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "ferry" / "debian"
+
+
+def save_index(cache: Cache, recipe_hash: str, index: ImageIndex) -> None:
+    """Record how to rebuild ``index`` from cached blobs alone (no apt, no unpacking)."""
+    record = {
+        "index_annotations": index.annotations,
+        "images": [{
+            "platform": str(img.platform),
+            "annotations": img.annotations,
+            "config": img.config.digest,
+            "layers": [{"digest": b.digest, "size": b.size} for b in img.layers],
+        } for img in index.manifests],
+    }
+    path = cache.image_record(recipe_hash)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=1, sort_keys=True))
+
+
+def load_index(cache: Cache, recipe_hash: str) -> ImageIndex | None:
+    path = cache.image_record(recipe_hash)
+    if not path.exists():
+        return None
+    try:
+        record = json.loads(path.read_text())
+        images = []
+        for r in record["images"]:
+            cfg = cache.blob_path(r["config"])
+            layers = tuple(Blob(l["digest"], l["size"], OCI_LAYER_GZIP, path=cache.blob_path(l["digest"]))
+                           for l in r["layers"])
+            if not cfg.exists() or not all(l.path.exists() for l in layers):
+                return None
+            images.append(Image(Blob.from_bytes(cfg.read_bytes(), OCI_CONFIG), layers,
+                                Platform.parse(r["platform"]), annotations=r["annotations"]))
+        return ImageIndex(tuple(images), annotations=record["index_annotations"])
+    except (KeyError, ValueError, OSError):
+        return None
+
+
+# --------------------------------------------------------------------------- the runner
+
+@dataclass
+class PlatformBuild:
+    platform: str
+    packages: list[debian.Package]
+    image: Image
+    rootfs_bytes: int
+    downloaded: int
+
+
+def resolve_platform(recipe: Recipe, cache: Cache, arch: str, refresh: bool,
+                     progress: Progress) -> list[debian.Package]:
+    """The locked package set for one architecture; apt runs only when there is no lock."""
+    lock = cache.lock(recipe.hash, arch)
+    if lock.exists() and not refresh:
+        data = json.loads(lock.read_text())
+        return [debian.Package.from_json(p) for p in data["packages"]]
+    apt = debian.Apt(cache.apt(arch), debian.DEB_ARCH[arch], recipe.distribution)
+    progress.info(f"{arch}: apt-get update ({recipe.distribution})")
+    apt.update()
+    packages = apt.locate(apt.resolve(list(recipe.install), list(recipe.assume_installed)))
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    lock.write_text(debian.lock_json(arch, packages))
+    return packages
+
+
+def build_platform(recipe: Recipe, cache: Cache, platform: str, refresh: bool,
+                   progress: Progress) -> PlatformBuild:
+    arch = Platform.parse(platform).architecture
+    packages = resolve_platform(recipe, cache, arch, refresh, progress)
+    debs_dir = cache.debs
+    before = {p.filename for p in packages if (debs_dir / p.filename).exists()}
+    missing = [p for p in packages if p.filename not in before]
+    if missing:
+        progress.info(f"{arch}: downloading {len(missing)} of {len(packages)} packages "
+                      f"({sum(p.size for p in missing) / 1e6:.1f} MB)")
+        apt = debian.Apt(cache.apt(arch), debian.DEB_ARCH[arch], recipe.distribution)
+        apt.prepare()
+        if not any((cache.apt(arch) / "state" / "lists").glob("*Packages*")):
+            apt.update()
+        try:
+            paths = apt.download(packages, debs_dir)
+        except BuildError:
+            # the lists may be older than the lock's versions: refresh once and retry
+            apt.update()
+            paths = apt.download(packages, debs_dir)
+    else:
+        paths = [debs_dir / p.filename for p in packages]
+        for p, path in zip(packages, paths):
+            if path.stat().st_size != p.size:
+                raise BuildError(f"cached {p.filename} has the wrong size",
+                                 f"delete {path}; it will be downloaded again")
+    python = python_version(packages, recipe.python)
+    unpacked = []
+    for p, path in zip(packages, paths):
+        deb = debian.Deb.open(path)
+        unpacked.append(Unpacked(p, tuple(rootfs.entries_from_tar(deb.data, p.name)),
+                                 deb.control_text))
+    tree = assemble(recipe, unpacked)
+    tar = rootfs.tar_bytes(tree, MTIME)
+    diff_id = sha256(tar)
+    gz = gzip_bytes(tar)
+    layer = Blob(sha256(gz), len(gz), OCI_LAYER_GZIP, path=cache.put_blob(gz))
+    plat = oci_platform(platform)
+    config = canonical_json(image_config(recipe, plat, python, [diff_id], packages))
+    cache.put_blob(config)
+    image = Image(Blob.from_bytes(config, OCI_CONFIG), (layer,), plat, annotations={
+        ANNOTATION_RECIPE: recipe.hash,
+        ANNOTATION_PACKAGES: package_list(packages),
+        ANNOTATION_SUITE: recipe.distribution,
+        "org.opencontainers.image.version": python,
+    })
+    progress.info(f"{arch}: {len(packages)} packages, rootfs {rootfs.size(tree) / 1e6:.1f} MB, "
+                  f"layer {len(gz) / 1e6:.1f} MB")
+    return PlatformBuild(platform, packages, image, rootfs.size(tree),
+                         sum(p.size for p in missing))
+
+
+def build_index(recipe: Recipe, cache: Cache, refresh: bool = False,
+                progress: Progress = NULL) -> tuple[ImageIndex, list[PlatformBuild]]:
+    """Build every platform (two at a time: compression and unpacking release the GIL)."""
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        builds = list(pool.map(lambda p: build_platform(recipe, cache, p, refresh, progress),
+                               recipe.platforms))
+    python = {b.image.annotations["org.opencontainers.image.version"] for b in builds}
+    index = ImageIndex(tuple(b.image for b in builds), annotations={
+        ANNOTATION_RECIPE: recipe.hash,
+        "org.opencontainers.image.title": recipe.title,
+        "org.opencontainers.image.version": ",".join(sorted(python)),
+    })
+    save_index(cache, recipe.hash, index)
+    return index, builds
+
+
+# --------------------------------------------------------------------------- the registry
+
+def registry_state(client, repository: str, tag: str, recipe_hash: str) -> tuple[str, str | None]:
+    """("current", digest) when the tag is an index built from this recipe whose manifests
+    and blobs are all there; ("stale", digest) when it was built from another recipe or is
+    incomplete; ("missing", None) when there is no such tag."""
+    info = client.manifest_info(repository, tag)
+    if info is None:
+        return "missing", None
+    data, media_type, digest = client.get_manifest(repository, tag)
+    try:
+        doc = json.loads(data)
+    except ValueError:
+        return "stale", digest
+    if doc.get("annotations", {}).get(ANNOTATION_RECIPE) != recipe_hash:
+        return "stale", digest
+    for m in doc.get("manifests", []):
+        if not client.manifest_exists(repository, m["digest"]):
+            return "stale", digest
+        child, _, _ = client.get_manifest(repository, m["digest"])
+        cdoc = json.loads(child)
+        for blob in [cdoc["config"], *cdoc.get("layers", [])]:
+            if not client.blob_exists(repository, blob["digest"]):
+                return "stale", digest
+    return "current", digest
+
+
+def push_index(client, repository: str, index: ImageIndex, tag: str,
+               progress: Progress = NULL) -> int:
+    """Upload what the registry lacks, then the manifests, then the tag; returns bytes sent.
+
+    Blobs and manifests go first and the tag last, so an interrupted push leaves the old tag
+    in place and the next run finishes the job.
+    """
+    try:
+        from ferry.images.publish import RegistryPublisher  # the builder's publisher, once it lands
+    except ImportError:
+        RegistryPublisher = None
+    if RegistryPublisher is not None:
+        result = RegistryPublisher(client, repository).publish(index, tags=[tag])
+        return int(getattr(result, "bytes_uploaded", 0) or 0) if not isinstance(result, dict) \
+            else int(result.get("bytes_uploaded", 0))
+    sent = 0
+    seen: set[str] = set()
+    for image in index.manifests:
+        for blob in image.blobs():
+            if blob.digest in seen:
+                continue
+            seen.add(blob.digest)
+            if client.blob_exists(repository, blob.digest):
+                progress.info(f"{image.platform}: {blob.digest[:19]} already in the registry")
+                continue
+            sent += client.upload_blob(repository, blob)
+            progress.bytes(f"{image.platform}: uploaded {blob.digest[:19]}", blob.size)
+        client.put_manifest(repository, image.digest, image.manifest_bytes, image.media_type)
+    client.put_manifest(repository, tag, index.manifest_bytes, index.media_type)
+    return sent
+
+
+def ensure_base_image(registry: str = "127.0.0.1:5000", repository: str = "ferry/python",
+                      tag: str = "3.11", platforms: tuple[str, ...] | None = None,
+                      cache_dir: Path | str | None = None, progress: Progress = NULL,
+                      recipe_path: Path = RECIPE, refresh: bool = False,
+                      client=None) -> dict:
+    """Make sure ``registry/repository:tag`` is the base image the recipe describes.
+
+    - the registry has it, from the same recipe hash: nothing to do (``action: "none"``);
+    - the local cache has the built index: push it again (``"pushed"``), no apt, no unpacking;
+    - otherwise build it, downloading only the packages the cache lacks (``"built"``).
+
+    ``refresh=True`` resolves the packages again (to pick up Debian security updates) even
+    when a resolution for this recipe is cached.
+    """
+    t0 = time.monotonic()
+    recipe = load_recipe(Path(recipe_path))
+    if platforms is not None:
+        recipe = _with(recipe, platforms=tuple(platforms))
+    cache = Cache(Path(cache_dir) if cache_dir else default_cache_dir())
+    ref = f"{registry}/{repository}:{tag}"
+    own_client = client is None
+    if own_client:
+        from ferry.images.registry import RegistryClient
+
+        client = RegistryClient(registry, progress=progress)
+    try:
+        result = {"image": ref, "recipe": recipe.hash,
+                  "platforms": [str(oci_platform(p)) for p in recipe.platforms]}
+        state, digest = ("missing", None) if refresh else \
+            registry_state(client, repository, tag, recipe.hash)
+        if state == "current":
+            progress.info(f"{ref} is up to date (recipe {recipe.hash[7:19]}): nothing to do")
+            return {**result, "action": "none", "digest": digest, "bytes_uploaded": 0,
+                    "seconds": round(time.monotonic() - t0, 2),
+                    "message": f"{ref} already built from this recipe"}
+        index = None if refresh else load_index(cache, recipe.hash)
+        builds: list[PlatformBuild] = []
+        if index is not None:
+            progress.info(f"{ref}: {'stale' if state == 'stale' else 'not'} in the registry; "
+                          "pushing the cached build")
+            action = "pushed"
+        else:
+            progress.step(f"assemble {ref} from {recipe.distribution} packages "
+                          f"({', '.join(recipe.platforms)})")
+            index, builds = build_index(recipe, cache, refresh, progress)
+            action = "built"
+        sent = push_index(client, repository, index, tag, progress)
+        out = {**result, "action": action, "digest": index.digest, "bytes_uploaded": sent,
+               "seconds": round(time.monotonic() - t0, 2),
+               "images": [{"platform": str(img.platform), "digest": img.digest,
+                           "layer_bytes": sum(b.size for b in img.layers),
+                           "packages": len(img.annotations.get(ANNOTATION_PACKAGES, "").split(","))}
+                          for img in index.manifests]}
+        if builds:
+            out["downloaded_bytes"] = sum(b.downloaded for b in builds)
+        progress.info(f"{ref}@{index.digest} {action} ({sent / 1e6:.1f} MB uploaded)")
+        return out
+    finally:
+        if own_client:
+            client.close()
+
+
+def _with(recipe: Recipe, **changes) -> Recipe:
+    from dataclasses import replace
+
+    return replace(recipe, **changes)
