@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import fcntl
-import hashlib
 import json
 import os
 import shlex
@@ -191,9 +190,13 @@ def renewal_due(info: CertInfo | None, domains, renew_before_days: int,
         missing = sorted(set(domains) - set(info.names))
         return True, f"the certificate does not cover {', '.join(missing)}"
     left = info.days_left(now)
-    if left <= renew_before_days:
-        return True, f"{left:.1f} days left (renewing at {renew_before_days})"
-    return False, f"{left:.0f} days left, more than {renew_before_days}: not due"
+    # short-lived certificates (6 or 45 days) renew at a third of their life, as certbot does,
+    # so a threshold longer than the lifetime never orders a new certificate on every run
+    lifetime = (info.not_after - info.not_before).total_seconds() / 86400
+    threshold = min(renew_before_days, lifetime / 3)
+    if left <= threshold:
+        return True, f"{left:.1f} days left (renewing at {threshold:.0f})"
+    return False, f"{left:.0f} days left, more than {threshold:.0f}: not due"
 
 
 def split_chain(fullchain: str) -> tuple[str, str]:
@@ -558,10 +561,6 @@ def main(argv: list[str] | None = None) -> int:
             return 1
     log(json.dumps(result, sort_keys=True))
     return 0
-
-
-def digest(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
 if __name__ == "__main__":

@@ -1,0 +1,354 @@
+"""`ferry certs issue | renew | status`, from the operator's machine (or CI) over SSH.
+
+issue:  domain + config checks → connect → is a certificate due? (rate-limit safety) → DNS
+        pre-check → the host serves the ACME path on port 80 (probe) → ACME order with the
+        challenge written to every host's webroot → install on every host (new archive dir,
+        atomic swap, ``nginx -t``, reload) → switch the site to HTTPS (ferry/nginx.py ``apply``)
+        → install the renewer + its timer (or cron) → expiry metric.
+renew:  the same, for hosts whose certificate is already set up; nothing is ordered unless due
+        or ``--force``.
+status: what each host has on disk and what nginx actually serves.
+
+Any failure before the swap changes nothing that serves traffic; a failure at ``nginx -t``
+swaps the old certificate back. The old certificate keeps serving either way.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import secrets
+import socket
+import ssl
+from pathlib import Path
+
+from .. import nginx
+from ..config import Config
+from ..errors import CertError, ConfigError, FerryError
+from ..progress import NULL, Progress
+from . import dns, units
+from . import renewer as R
+from .remote import RemoteHost
+
+DHPARAM = Path(__file__).resolve().parent.parent.parent / "nginx" / "ffdhe2048.pem"
+
+
+def domains(cfg: Config) -> tuple[str, ...]:
+    if not cfg.app.domain:
+        raise ConfigError("app.domain: not set, and a certificate needs a domain",
+                          'set domain = "app.example.com" under [app] (its DNS record comes from the Pulumi stack)')
+    return tuple(dict.fromkeys([cfg.app.domain.lower(), *(d.lower() for d in cfg.tls.domains)]))
+
+
+def settings(cfg: Config) -> R.Settings:
+    """What the renewer on the host needs (pure): written there as renew.json."""
+    d = nginx.app_dir(cfg)
+    return R.Settings(
+        app=cfg.app.name,
+        domains=domains(cfg),
+        directory=cfg.tls.acme_directory,
+        tls_dir=f"{d}/tls",
+        webroot=f"{d}/acme",
+        nginx_test=tuple(nginx.nginx_argv(cfg, "-t", "-q")),
+        nginx_reload=tuple(nginx.nginx_argv(cfg, "-s", "reload")),
+        email=cfg.tls.email,
+        # the host trusts its own copy of a private ACME CA (pebble), never the operator's path
+        ca_bundle=f"{d}/tls/acme-ca.pem" if cfg.tls.ca_bundle else None,
+        key_type=cfg.tls.key_type,
+        renew_before_days=cfg.tls.renew_before_days,
+        metrics_dir=cfg.tls.metrics_dir,
+        https_port=cfg.proxy.https_port,
+        timeout=cfg.tls.timeout,
+    )
+
+
+def _operator_settings(cfg: Config, s: R.Settings) -> R.Settings:
+    """The same settings, but trusting the ACME CA from the operator's own ca_bundle path."""
+    import dataclasses
+
+    return dataclasses.replace(s, ca_bundle=str(cfg.resolve(cfg.tls.ca_bundle)) if cfg.tls.ca_bundle else None)
+
+
+def _eab(cfg: Config) -> tuple[str, str] | None:
+    if not cfg.tls.eab_kid:
+        return None
+    key = os.environ.get(cfg.tls.eab_hmac_env)
+    if not key:
+        raise ConfigError(f"tls.eab_kid is set but {cfg.tls.eab_hmac_env} is not in the environment",
+                          f"export {cfg.tls.eab_hmac_env}=<the HMAC key your CA gave you>")
+    return cfg.tls.eab_kid, key
+
+
+def _connect(cfg: Config, progress: Progress):
+    from ..deploy.host import Host
+    from ..deploy.release import resolve_hosts
+
+    key = cfg.deploy.ssh_key
+    if key and not os.path.exists(os.path.expanduser(key)):
+        raise ConfigError(f"deploy.ssh_key: {key} does not exist", "point it at the private key for the hosts")
+    hosts = []
+    try:
+        for spec in resolve_hosts(cfg, progress):
+            hosts.append(Host(spec, key_filename=os.path.expanduser(key) if key else None,
+                              progress=progress).open())
+    except BaseException:
+        for h in hosts:
+            h.close()
+        raise
+    return hosts
+
+
+# --- pre-checks ----------------------------------------------------------------------------
+
+def expected_addresses(cfg: Config, hosts) -> set[str]:
+    if cfg.tls.public_addresses:
+        return set(cfg.tls.public_addresses)
+    return dns.host_addresses([h.spec.hostname for h in hosts])
+
+
+def dns_precheck(cfg: Config, hosts, progress: Progress) -> dict[str, set[str]]:
+    names = domains(cfg)
+    res = [dns.resolve(n, cfg.tls.resolver) for n in names]
+    expected = expected_addresses(cfg, hosts)
+    dns.check(res, expected)
+    progress.info(f"DNS: {', '.join(names)} -> {', '.join(sorted(expected))}")
+    return {r.name: set(r.addresses) for r in res}
+
+
+def http_probe(cfg: Config, hosts: list, resolved: dict[str, set[str]] | None, progress: Progress) -> None:
+    """Serve a random file from every host's webroot and fetch it the way the CA will: the name's
+    address on port http_port, Host: the name. Catches a closed port 80, a site that is not
+    deployed or lacks the ACME location, before the CA counts a failed validation."""
+    import httpx
+
+    s = settings(cfg)
+    token = "ferry-probe-" + secrets.token_urlsafe(12)
+    body = secrets.token_hex(16)
+    path = R.challenge_path(s.webroot, token)
+    rhosts = [RemoteHost(h) for h in hosts]
+    for rh in rhosts:
+        rh.write(path, body.encode())
+    try:
+        for name in s.domains:
+            addresses = sorted((resolved or {}).get(name) or expected_addresses(cfg, hosts))
+            for addr in addresses:
+                host = f"[{addr}]" if ":" in addr else addr
+                url = f"http://{host}:{cfg.proxy.http_port}/.well-known/acme-challenge/{token}"
+                try:
+                    r = httpx.get(url, headers={"Host": name}, timeout=10, follow_redirects=False)
+                    ok, got = r.status_code == 200 and r.text.strip() == body, f"HTTP {r.status_code}"
+                except httpx.HTTPError as e:
+                    ok, got = False, f"{type(e).__name__}: {e}"
+                if not ok:
+                    raise CertError(
+                        f"{name}: port {cfg.proxy.http_port} of {addr} did not serve the ACME challenge path ({got})",
+                        "is the app deployed (`ferry deploy`/`ferry release` writes its nginx site) and port "
+                        f"{cfg.proxy.http_port} open to the internet? nothing was changed")
+        progress.info(f"port {cfg.proxy.http_port} serves /.well-known/acme-challenge/ for {', '.join(s.domains)}")
+    finally:
+        for rh in rhosts:
+            rh.remove(path)
+
+
+# --- host preparation and the renewer ----------------------------------------------------------
+
+def prepare(cfg: Config, rh: RemoteHost) -> None:
+    s = settings(cfg)
+    rh.run(["mkdir", "-p", f"{s.webroot}/{R.CHALLENGE_DIR}", s.tls_dir])
+    rh.run(["chmod", "0755", s.tls_dir])
+    rh.write(f"{s.tls_dir}/dhparam.pem", DHPARAM.read_bytes())
+    if cfg.tls.ca_bundle:
+        src = cfg.resolve(cfg.tls.ca_bundle)
+        if not src.is_file():
+            raise ConfigError(f"tls.ca_bundle: {src} does not exist", "point it at the ACME server's CA (PEM)")
+        rh.write(s.ca_bundle, src.read_bytes())
+
+
+def renewal_kind(cfg: Config, rh: RemoteHost) -> str:
+    if cfg.tls.renewal != "auto":
+        return cfg.tls.renewal
+    rc, _ = rh.run(["test", "-d", "/run/systemd/system"], check=False)
+    return "systemd" if rc == 0 else "cron"
+
+
+def install_renewer(cfg: Config, rh: RemoteHost, fleet: int = 1) -> dict:
+    """renew.py + renew.json + the timer (or cron entry) on the host; returns what runs it."""
+    s = settings(cfg)
+    d = nginx.app_dir(cfg)
+    rh.write(f"{s.tls_dir}/renew.py", Path(R.__file__).read_bytes(), 0o755)
+    rh.write(f"{s.tls_dir}/renew.json", s.to_json().encode(), 0o600)
+    if s.metrics_dir:
+        rh.run(["mkdir", "-p", s.metrics_dir])
+    # several hosts must share one certificate and every host must answer the challenge: a
+    # timer per host would order one each and publish the token on one host only. There the
+    # renewal runs from one place that reaches them all: `ferry certs renew` on a CI schedule.
+    kind = "none" if fleet > 1 and cfg.tls.renewal == "auto" else renewal_kind(cfg, rh)
+    out = {"kind": kind, "command": units.command(cfg.tls.host_python, d), "files": []}
+    if kind == "none":
+        remove_renewer(cfg, rh)
+        if fleet > 1:
+            out["note"] = "several hosts: schedule `ferry certs renew` (daily) in CI; see nginx/TLS.md"
+        return out
+    for path, text in units.files(kind, cfg.app.name, cfg.tls.host_python, d, s.metrics_dir).items():
+        rh.write(path, text.encode(), 0o644)
+        out["files"].append(path)
+    for argv in units.enable_commands(kind, cfg.app.name):
+        rh.run(argv)
+    rc, _ = rh.run(["sh", "-c", f"{cfg.tls.host_python} -c 'import acme' 2>/dev/null"], check=False)
+    out["host_python_has_acme"] = rc == 0
+    if kind == "cron":
+        rc, _ = rh.run(["sh", "-c", "pgrep -x cron || pgrep -x crond"], check=False)
+        out["scheduler_running"] = rc == 0
+    return out
+
+
+def remove_renewer(cfg: Config, rh: RemoteHost) -> None:
+    for kind in ("systemd", "cron"):
+        for path in units.files(kind, cfg.app.name, cfg.tls.host_python, nginx.app_dir(cfg), None):
+            rh.remove(path)
+
+
+# --- the commands ---------------------------------------------------------------------------
+
+def _cert_json(cfg: Config, info: R.CertInfo | None, now: datetime.datetime | None = None) -> dict:
+    if info is None:
+        return {"not_after": None, "days_left": None, "issuer": None, "serial": None, "names": []}
+    return {"not_after": info.not_after.isoformat(), "days_left": round(info.days_left(now), 2),
+            "issuer": info.issuer, "serial": info.serial, "names": list(info.names),
+            "ocsp_url": info.ocsp_url}
+
+
+def issue(cfg: Config, *, force: bool = False, renew_only: bool = False, dns_check: bool | None = None,
+          progress: Progress = NULL) -> dict:
+    if not cfg.tls.enabled:
+        raise ConfigError("tls.enabled is false", "set enabled = true under [tls] in ferry.toml")
+    s = settings(cfg)
+    eab = _eab(cfg)
+    progress.step(f"connect to the host(s) for {', '.join(s.domains)}")
+    hosts = _connect(cfg, progress)
+    try:
+        return _issue(cfg, s, hosts, force=force, renew_only=renew_only,
+                      dns_check=cfg.tls.dns_check if dns_check is None else dns_check, eab=eab, progress=progress)
+    finally:
+        for h in hosts:
+            h.close()
+
+
+def _issue(cfg: Config, s: R.Settings, hosts, *, force, renew_only, dns_check, eab, progress) -> dict:
+    rhosts = [RemoteHost(h) for h in hosts]
+    # the first host's certificate is the fleet's: every host gets the same one
+    infos = [R.current(rh, s) for rh in rhosts]
+    info = infos[0]
+    if renew_only and info is None:
+        raise CertError(f"{rhosts[0].name}: no certificate for {s.domains[0]} to renew",
+                        "run `ferry certs issue` first")
+    due, why = R.renewal_due(info, s.domains, s.renew_before_days)
+    same_everywhere = all(i is not None and info is not None and i.serial == info.serial for i in infos)
+    result: dict = {"domain": s.domains[0], "domains": list(s.domains), "https_port": cfg.proxy.https_port,
+                    "hosts": [rh.name for rh in rhosts]}
+    if not due and not force and same_everywhere:
+        progress.info(f"{s.domains[0]}: {why} (use --force to renew anyway)")
+        result.update(renewed=False, reason=why)
+    else:
+        reason = "forced" if (force and not due) else (why if due else "hosts serve different certificates")
+        progress.step(f"{s.domains[0]}: {reason}: pre-checks")
+        for rh in rhosts:
+            prepare(cfg, rh)
+        resolved = dns_precheck(cfg, hosts, progress) if dns_check else None
+        http_probe(cfg, hosts, resolved, progress)
+        progress.step(f"order a certificate from {s.directory}")
+        account = R.load_account(rhosts[0], s.tls_dir)
+        key_pem = R.new_private_key_pem(s.key_type)
+        op = _operator_settings(cfg, s)
+        try:
+            fullchain = R.obtain(op, account, [(rh, s.webroot) for rh in rhosts], key_pem,
+                                 log=progress.info, eab=eab)
+        except R.RenewError as e:
+            for rh in rhosts:
+                R.write_metric(rh, s, R.current(rh, s), success=False)
+            raise CertError(f"{s.domains[0]}: {e.message}; the old certificate (if any) keeps serving",
+                            e.hint) from None
+        finally:
+            if account.changed and account.uris:
+                for rh in rhosts:
+                    R.save_account(rh, s.tls_dir, account)
+        new = None
+        for rh in rhosts:
+            progress.step(f"install the certificate on {rh.name}")
+            try:
+                new = R.install(rh, s, key_pem, fullchain, log=progress.info)
+            except R.RenewError as e:
+                R.write_metric(rh, s, R.current(rh, s), success=False)
+                raise CertError(f"{rh.name}: {e.message}", e.hint) from None
+        result.update(renewed=True, reason=reason, previous_serial=info.serial if info else None)
+        info = new
+    # the HTTPS site and the renewer are (re)asserted every time: a no-op when already there
+    for h, rh in zip(hosts, rhosts):
+        prepare(cfg, rh)
+        progress.step(f"{rh.name}: HTTPS site (nginx -t, reload)")
+        _ensure_tls_site(cfg, h)
+        result.setdefault("renewal", install_renewer(cfg, rh, fleet=len(rhosts)))
+        R.write_metric(rh, s, R.current(rh, s), success=True)
+    result.update(_cert_json(cfg, info))
+    result["metric"] = R.metric_path(s.metrics_dir, cfg.app.name) if s.metrics_dir else None
+    return result
+
+
+def _ensure_tls_site(cfg: Config, host) -> None:
+    site = nginx.site_path(cfg)
+    for needed in (nginx.upstream_path(cfg), nginx.proxy_path(cfg)):
+        if not host.run(["test", "-s", needed]).ok:
+            raise CertError(f"{host.name}: {needed} is missing: the app was never deployed there",
+                            "deploy first (`ferry release`), then `ferry certs issue` switches it to HTTPS; "
+                            "the certificate is installed and will be used by the next deploy")
+    try:
+        nginx.apply(host, cfg, {site: nginx.render_site(cfg, tls=True)})
+    except FerryError as e:
+        raise CertError(f"{host.name}: switching the site to HTTPS failed: {e.message}",
+                        "the previous site configuration was restored and keeps serving") from None
+
+
+def served_certificate(address: str, port: int, server_name: str, timeout: float = 5.0) -> R.CertInfo | None:
+    """What nginx actually hands a client that asks for ``server_name`` (not verified: we only look)."""
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    try:
+        with socket.create_connection((address, port), timeout=timeout) as sock:
+            with ctx.wrap_socket(sock, server_hostname=server_name) as tls:
+                der = tls.getpeercert(binary_form=True)
+    except OSError:
+        return None
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    return R.inspect(x509.load_der_x509_certificate(der).public_bytes(Encoding.PEM))
+
+
+def status(cfg: Config, progress: Progress = NULL) -> dict:
+    s = settings(cfg)
+    hosts = _connect(cfg, progress)
+    now = datetime.datetime.now(datetime.timezone.utc)
+    try:
+        per_host = []
+        for h in hosts:
+            rh = RemoteHost(h)
+            info = R.current(rh, s)
+            due, why = R.renewal_due(info, s.domains, s.renew_before_days, now)
+            address = (cfg.proxy.listen if cfg.proxy.listen not in ("0.0.0.0", "", "*") else h.spec.hostname)
+            served = served_certificate(address, cfg.proxy.https_port, s.domains[0])
+            kind = None
+            for k in ("systemd", "cron"):
+                if all(h.run(["test", "-f", p]).ok for p in units.files(k, cfg.app.name, cfg.tls.host_python,
+                                                                         nginx.app_dir(cfg), None)):
+                    kind = k
+            per_host.append({"host": h.name, **_cert_json(cfg, info, now), "due": due, "why": why,
+                             "served_serial": served.serial if served else None, "renewal": kind})
+    finally:
+        for h in hosts:
+            h.close()
+    first = per_host[0]
+    return {"domain": s.domains[0], "domains": list(s.domains), "https_port": cfg.proxy.https_port,
+            **{k: first[k] for k in ("not_after", "days_left", "issuer", "serial", "names", "due", "why",
+                                     "served_serial", "renewal")},
+            "renew_before_days": s.renew_before_days, "directory": s.directory, "hosts": per_host}
