@@ -439,8 +439,10 @@ def deps_from_previous(previous: Image | None, key: str) -> tuple[DepsInfo, Blob
         packages, scripts, modules = DepsInfo.parse_inventory(labels.get(LABEL_DEPS_INVENTORY, "{}"))
     except (ValueError, TypeError):
         return None
-    layer = _as_oci_layer(previous.layers[i])
-    info = DepsInfo(key, digest, diff_ids[i], layer.size, packages, scripts, modules)
+    prev = previous.layers[i]
+    # known by digest only: the publisher finds it in the target repository (HEAD) or mounts it
+    layer = Blob(digest, prev.size, OCI_LAYER_GZIP, source=prev.source)
+    info = DepsInfo(key, digest, diff_ids[i], prev.size, packages, scripts, modules)
     return info, layer
 
 
@@ -488,7 +490,11 @@ def build(spec: BuildSpec, *, fetch_base: Callable[[Platform], Image],
     builds = []
     for platform in spec.platforms:
         progress.step(f"base image {spec.base} ({platform})")
-        base = fetch_base(platform)
+        fetched = fetch_base(platform)
+        # a RemoteImage also knows the digest the registry has for the base (the model's own
+        # digest is of a re-serialisation); a plain Image is taken as it is
+        base: Image = getattr(fetched, "image", fetched)
+        base_digest = getattr(fetched, "digest", None) or base.digest
         base_cfg = base.config_json()
         arch = base_cfg.get("architecture", base.platform.architecture)
         if arch != platform.architecture:
@@ -540,9 +546,9 @@ def build(spec: BuildSpec, *, fetch_base: Callable[[Platform], Image],
         layers += (source_layer.blob(),)
         diff_ids.append(source_layer.diff_id)
         img_platform = Platform(platform.os, platform.architecture, base_cfg.get("variant") or base.platform.variant)
-        config = image_config(base_cfg, spec, img_platform, diff_ids, deps_info, base.digest)
+        config = image_config(base_cfg, spec, img_platform, diff_ids, deps_info, base_digest)
         image = Image(config=Blob.from_bytes(canonical_json(config), OCI_CONFIG), layers=layers,
-                      platform=img_platform, annotations=annotations(spec, base.digest), media_type=OCI_MANIFEST)
+                      platform=img_platform, annotations=annotations(spec, base_digest), media_type=OCI_MANIFEST)
         progress.info(f"image {platform}: {image.digest}")
         builds.append(PlatformBuild(img_platform, image, len(base.layers), deps_info, origin,
                                     source_layer.digest, source_origin))

@@ -28,7 +28,6 @@ _SPDX_IDS = {
 _ALIASES = {"BSD": "BSD-3-Clause", "Apache 2.0": "Apache-2.0", "Apache License 2.0": "Apache-2.0",
             "Apache Software License": "Apache-2.0", "Apache License, Version 2.0": "Apache-2.0",
             "MIT License": "MIT", "BSD License": "BSD-3-Clause", "3-Clause BSD License": "BSD-3-Clause"}
-_EXPR_TOKEN = re.compile(r"^[A-Za-z0-9.+-]+$")
 
 
 def spdx_license(declared: str) -> str:
@@ -39,8 +38,6 @@ def spdx_license(declared: str) -> str:
     d = _ALIASES.get(d, d)
     tokens = [t for t in re.split(r"\s+|[()]", d) if t]
     if tokens and all(t in ("AND", "OR", "WITH") or (t in _SPDX_IDS or t.startswith("LicenseRef-")) for t in tokens):
-        return d
-    if all(_EXPR_TOKEN.match(t) for t in tokens) and any(t in _SPDX_IDS for t in tokens) and len(tokens) == 1:
         return d
     return "NOASSERTION"
 

@@ -1,0 +1,298 @@
+"""The builder's pure parts (config, annotations, entrypoint checks) exactly, and its runner
+with an in-memory base image and a fake wheel installer (no network)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from ferry.errors import BuildError
+from ferry.images import builder as b
+from ferry.images import deps as deps_mod
+from ferry.images.builder import BuildSpec, DepsInfo, build, check_entrypoint, image_config
+from ferry.images.cache import Cache
+from ferry.images.deps import Distribution
+from ferry.images.layers import Entry, gzip_bytes, tar_bytes
+from ferry.images.oci import (DOCKER_LAYER_GZIP, OCI_CONFIG, OCI_LAYER_GZIP, Blob, Image, ImageIndex, Platform,
+                              canonical_json, sha256)
+
+BASE_TAR = tar_bytes([Entry("usr/bin/python3", data=b"#!fake\n", mode=0o755)])
+
+
+def base_image(platform: Platform, media_type: str = DOCKER_LAYER_GZIP) -> Image:
+    cfg = {"architecture": platform.architecture, "os": "linux",
+           "config": {"Env": ["PATH=/usr/local/bin:/usr/bin:/bin", "PYTHON_VERSION=3.11.2"], "Cmd": ["python3"],
+                      "Labels": {"base.label": "kept"}, "User": "root"},
+           "rootfs": {"type": "layers", "diff_ids": [sha256(BASE_TAR)]},
+           "history": [{"created": "2024-01-01T00:00:00Z", "created_by": "debian packages"},
+                       {"created": "2024-01-01T00:00:00Z", "created_by": "ENV", "empty_layer": True}]}
+    layer = gzip_bytes(BASE_TAR)
+    return Image(Blob.from_bytes(canonical_json(cfg), OCI_CONFIG),
+                 (Blob(sha256(layer), len(layer), media_type, source="127.0.0.1:5000/ferry/python"),), platform)
+
+
+SPEC = BuildSpec(app="hello", repository="127.0.0.1:5000/hello", base="127.0.0.1:5000/ferry/python:3.11",
+                 source=Path("/src"), entrypoint=("python3", "-m", "hello"), port=8000,
+                 revision="abc123", version="v1.2.3", env={"GREETING": "hi"}, labels={"team": "web"})
+
+
+def test_image_config_is_exactly_what_the_spec_asks():
+    base = base_image(Platform()).config_json()
+    deps = DepsInfo("k" * 64, "sha256:dd", "sha256:d1", 10, (Distribution("flask", "3.0.3", "BSD-3-Clause"),),
+                    ("flask",), ("flask",))
+    cfg = image_config(base, SPEC, Platform(), ["sha256:b1", "sha256:d1", "sha256:s1"], deps, "sha256:base")
+    assert cfg == {
+        "architecture": "amd64",
+        "os": "linux",
+        "created": "1970-01-01T00:00:01Z",
+        "config": {
+            "Entrypoint": ["python3", "-m", "hello"],
+            "Env": ["PATH=/app/deps/bin:/usr/local/bin:/usr/bin:/bin", "PYTHON_VERSION=3.11.2",
+                    "PYTHONPATH=/app:/app/deps", "PYTHONUNBUFFERED=1", "PYTHONDONTWRITEBYTECODE=1", "PORT=8000",
+                    "GREETING=hi"],
+            "ExposedPorts": {"8000/tcp": {}},
+            "Labels": {
+                "base.label": "kept",
+                "team": "web",
+                "org.opencontainers.image.title": "hello",
+                "org.opencontainers.image.created": "1970-01-01T00:00:01Z",
+                "org.opencontainers.image.base.name": "127.0.0.1:5000/ferry/python:3.11",
+                "org.opencontainers.image.base.digest": "sha256:base",
+                "org.opencontainers.image.revision": "abc123",
+                "org.opencontainers.image.version": "v1.2.3",
+                "dev.ferry.port": "8000",
+                "dev.ferry.health.path": "/healthz",
+                "dev.ferry.deps.key": "k" * 64,
+                "dev.ferry.deps.layer": "sha256:dd",
+                "dev.ferry.deps.inventory": '{"modules":["flask"],"packages":[["flask","3.0.3","BSD-3-Clause"]],'
+                                            '"scripts":["flask"]}',
+            },
+            "User": "65532:65532",
+            "WorkingDir": "/app",
+        },
+        "rootfs": {"type": "layers", "diff_ids": ["sha256:b1", "sha256:d1", "sha256:s1"]},
+        "history": [
+            {"created": "2024-01-01T00:00:00Z", "created_by": "debian packages"},
+            {"created": "2024-01-01T00:00:00Z", "created_by": "ENV", "empty_layer": True},
+            {"created": "1970-01-01T00:00:01Z", "created_by": f"ferry: dependencies (app/deps, key {'k' * 12})",
+             "comment": "ferry"},
+            {"created": "1970-01-01T00:00:01Z", "created_by": "ferry: source (/app)", "comment": "ferry"},
+        ],
+    }
+    text = canonical_json(cfg).decode()
+    assert "hostname" not in text.lower() and os.uname().nodename not in text
+
+
+def test_config_without_deps_and_with_a_base_lacking_history():
+    base = {"architecture": "arm64", "os": "linux", "variant": "v8", "config": {},
+            "rootfs": {"type": "layers", "diff_ids": ["sha256:b1"]}}
+    cfg = image_config(base, SPEC, Platform("linux", "arm64", "v8"), ["sha256:b1", "sha256:s1"], None)
+    assert cfg["variant"] == "v8"
+    assert cfg["config"]["Env"][:2] == ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                                        "PYTHONPATH=/app"]
+    assert [h["created_by"] for h in cfg["history"]] == ["base image layer", "ferry: source (/app)"]
+    assert not any(k.startswith("dev.ferry.deps") for k in cfg["config"]["Labels"])
+
+
+@pytest.mark.parametrize("entrypoint, files, message", [
+    (("python3", "-m", "helo"), {"hello/__init__.py", "hello/__main__.py"},
+     "image.entrypoint needs the module 'helo', but neither /src (no helo.py or helo/) nor the dependencies provide it"),
+    (("python3", "-m", "hello"), {"hello/__init__.py"},
+     "image.entrypoint runs `python -m hello`, but hello is a package without __main__.py in /src"),
+    (("python3", "app.py"), {"main.py"}, "image.entrypoint runs app.py, which is not in /src"),
+    (("python3", "-m", "gunicorn", "-c", "gunicorn.conf.py", "helo:app"), {"hello/__init__.py"},
+     "image.entrypoint needs the module 'helo'"),
+    (("gunicorn", "-b", "0.0.0.0:8000", "main:app"), {"main.py"}, "image.entrypoint runs gunicorn, but no dependency installs it"),
+    (("/app/run.sh",), {"main.py"}, "image.entrypoint runs /app/run.sh, which is not in /src"),
+])
+def test_a_missing_entrypoint_module_names_it_and_the_fix(entrypoint, files, message):
+    with pytest.raises(BuildError) as e:
+        check_entrypoint(entrypoint, files, "/app", ("flask",), ("flask", "gunicorn"), "/src")
+    assert str(e.value.message).startswith(message)
+    assert e.value.hint
+
+
+@pytest.mark.parametrize("entrypoint, files", [
+    (("python3", "-m", "hello"), {"hello/__init__.py", "hello/__main__.py"}),
+    (("python3", "-m", "hello"), {"hello.py"}),
+    (("python3", "-u", "-m", "hello.web"), {"hello/__init__.py", "hello/web.py"}),
+    (("python3", "-m", "gunicorn", "-c", "gunicorn.conf.py", "hello:app"), {"hello/__init__.py"}),
+    (("gunicorn", "--bind", "127.0.0.1:8000", "hello:create_app()"), {"hello.py"}),
+    (("python3", "-m", "http.server"), set()),
+    (("python3", "/app/main.py"), {"main.py"}),
+    (("sh", "-c", "exec python3 x.py"), set()),
+])
+def test_entrypoints_the_image_can_run_pass(entrypoint, files):
+    check_entrypoint(entrypoint, files, "/app", ("gunicorn",), ("gunicorn",), "/src")
+
+
+def test_unknown_dependency_side_only_checks_the_source():
+    check_entrypoint(("python3", "-m", "uvicorn", "hello:app"), {"hello.py"}, "/app", None, None)
+    check_entrypoint(("python3", "-m", "uvicorn", "maybe_a_dep:app"), {"hello.py"}, "/app", None, None)
+    with pytest.raises(BuildError, match="package without __main__.py"):
+        check_entrypoint(("python3", "-m", "hello"), {"hello/__init__.py"}, "/app", None, None)
+
+
+# --- the runner, with a fake installer ----------------------------------------------------------
+
+def fake_install(calls):
+    def install(spec, target, work, uv_cache, environ=None, runner=None):
+        calls.append((str(spec.platform), spec.requirements.path.read_text()))
+        arch = "x86_64" if spec.platform.architecture == "amd64" else "aarch64"
+        for line in spec.requirements.path.read_text().split():
+            name, _, version = line.partition("==")
+            d = target / f"{name}-{version}.dist-info"
+            d.mkdir(parents=True, exist_ok=True)
+            (d / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\nLicense: MIT\n")
+            (target / name).mkdir(exist_ok=True)
+            (target / name / "__init__.py").write_text(f"# {name} {version}\n")
+            (target / name / f"_speedups.cpython-311-{arch}-linux-gnu.so").write_bytes(b"\x7fELF" + arch.encode())
+        (target / "bin").mkdir(exist_ok=True)
+        (target / "bin" / "gunicorn").write_text("#!/build/host/python3.11\nimport gunicorn\n")
+        return "fake"
+    return install
+
+
+@pytest.fixture
+def app(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(deps_mod, "install", fake_install(calls))
+    src = tmp_path / "src"
+    (src / "hello").mkdir(parents=True)
+    (src / "hello" / "__init__.py").write_text("app = 1\n")
+    (src / "hello" / "__main__.py").write_text("print('hi')\n")
+    (src / "requirements.txt").write_text("flask==3.0.3\ngunicorn==22.0.0\n")
+    (src / "tests").mkdir()
+    (src / "tests" / "test_x.py").write_text("")
+    spec = BuildSpec(app="hello", repository="127.0.0.1:5000/hello", base="127.0.0.1:5000/ferry/python:3.11",
+                     source=src, entrypoint=("python3", "-m", "hello"), requirements=src / "requirements.txt",
+                     exclude=("tests", "__pycache__"))
+    return spec, calls, tmp_path
+
+
+def run(spec, tmp_path, cache_name="cache", previous=None, **kw):
+    return build(spec, fetch_base=base_image, fetch_previous=previous, cache=Cache(tmp_path / cache_name), **kw)
+
+
+def test_layers_are_base_then_deps_then_source_with_oci_media_types(app):
+    spec, calls, tmp = app
+    r = run(spec, tmp)
+    img = r.image
+    assert isinstance(img, Image)
+    assert [layer.media_type for layer in img.layers] == [OCI_LAYER_GZIP] * 3
+    assert r.roles() == {img.layers[0].digest: "base", img.layers[1].digest: "deps", img.layers[2].digest: "source"}
+    assert img.layers[0].source == "127.0.0.1:5000/ferry/python" and img.layers[0].data is None
+    cfg = img.config_json()
+    assert cfg["rootfs"]["diff_ids"][0] == sha256(BASE_TAR)
+    assert cfg["config"]["Labels"]["dev.ferry.deps.layer"] == img.layers[1].digest
+    assert [d.name for d in r.packages()] == ["flask", "gunicorn"]
+    assert calls == [("linux/amd64", "flask==3.0.3\ngunicorn==22.0.0\n")]
+
+
+def test_a_second_build_uses_the_cache_and_gives_the_same_digest(app):
+    spec, calls, tmp = app
+    first = run(spec, tmp)
+    second = run(spec, tmp)
+    assert second.digest == first.digest
+    assert len(calls) == 1
+    assert (second.builds[0].deps_origin, second.builds[0].source_origin) == ("cache", "cache")
+
+
+def test_source_change_rebuilds_only_the_source_layer(app):
+    spec, calls, tmp = app
+    first = run(spec, tmp)
+    (spec.source / "hello" / "__init__.py").write_text("app = 2\n")
+    second = run(spec, tmp)
+    assert first.image.layers[:2] == second.image.layers[:2]
+    assert first.image.layers[2].digest != second.image.layers[2].digest
+    assert len(calls) == 1 and second.builds[0].source_origin == "built"
+
+
+def test_requirements_change_rebuilds_only_the_deps_layer(app):
+    spec, calls, tmp = app
+    first = run(spec, tmp)
+    shutil.copy(spec.source / "requirements.txt", tmp / "req-copy.txt")
+    req = tmp / "requirements.txt"
+    req.write_text("flask==3.0.3\ngunicorn==22.0.0\nblinker==1.8.2\n")
+    second = run(BuildSpec(**{**spec.__dict__, "requirements": req}), tmp)
+    assert first.image.layers[2] == second.image.layers[2]
+    assert first.image.layers[1].digest != second.image.layers[1].digest
+    assert len(calls) == 2
+
+
+def test_two_checkouts_with_different_times_give_one_digest(app):
+    spec, calls, tmp = app
+    other = tmp / "elsewhere" / "checkout"
+    shutil.copytree(spec.source, other)
+    for p in other.rglob("*"):
+        os.utime(p, (1_234_567_890, 1_234_567_890))
+        os.chmod(p, 0o700 if p.is_dir() else 0o600)
+    a = run(spec, tmp, "cache-a")
+    b2 = run(BuildSpec(**{**spec.__dict__, "source": other, "requirements": other / "requirements.txt"}), tmp, "cache-b")
+    assert a.digest == b2.digest
+
+
+def test_a_fresh_machine_reuses_the_deps_layer_recorded_in_the_previous_image(app):
+    spec, calls, tmp = app
+    first = run(spec, tmp, "machine-one")
+    fresh = run(spec, tmp, "machine-two", previous=lambda p: first.image)
+    assert len(calls) == 1  # nothing resolved or downloaded
+    assert fresh.builds[0].deps_origin == "registry"
+    assert fresh.digest == first.digest
+    reused = fresh.image.layers[1]
+    assert reused.data is None and reused.path is None and reused.source == "127.0.0.1:5000/hello"
+    assert [d.name for d in fresh.packages()] == ["flask", "gunicorn"]
+
+
+def test_a_previous_image_with_another_key_is_not_reused(app):
+    spec, calls, tmp = app
+    first = run(spec, tmp, "m1")
+    spec.requirements.write_text("flask==3.0.3\n")
+    second = run(spec, tmp, "m2", previous=lambda p: first.image)
+    assert second.builds[0].deps_origin == "built" and len(calls) == 2
+
+
+def test_several_platforms_make_an_index_with_per_platform_wheels(app):
+    spec, calls, tmp = app
+    spec = BuildSpec(**{**spec.__dict__, "platforms": (Platform("linux", "amd64"), Platform("linux", "arm64"))})
+    r = run(spec, tmp)
+    assert isinstance(r.image, ImageIndex)
+    assert [m.platform.architecture for m in r.image.manifests] == ["amd64", "arm64"]
+    assert [c[0] for c in calls] == ["linux/amd64", "linux/arm64"]
+    arm = r.image.for_platform("linux/arm64")
+    assert arm.config_json()["architecture"] == "arm64"
+    index = json.loads(r.image.manifest_bytes)
+    assert [m["platform"]["architecture"] for m in index["manifests"]] == ["amd64", "arm64"]
+
+
+def test_excluded_files_are_not_in_the_source_layer(app):
+    spec, calls, tmp = app
+    r = run(spec, tmp)
+    import gzip, io, tarfile
+    with tarfile.open(fileobj=io.BytesIO(gzip.decompress(r.image.layers[2].read()))) as t:
+        names = t.getnames()
+    assert "app/hello/__main__.py" in names and not any("tests" in n for n in names)
+
+
+def test_unpinned_requirements_warn(app):
+    spec, calls, tmp = app
+    spec.requirements.write_text("flask>=3\n")
+    r = run(spec, tmp)
+    assert r.warnings and "not reproducible" in r.warnings[0] and "flask" in r.warnings[0]
+
+
+def test_a_base_without_the_platform_is_refused(app):
+    spec, calls, tmp = app
+    with pytest.raises(BuildError, match="is linux/amd64, not linux/arm64"):
+        build(BuildSpec(**{**spec.__dict__, "platforms": (Platform("linux", "arm64"),)}),
+              fetch_base=lambda p: base_image(Platform()), cache=Cache(tmp / "c"))
+
+
+def test_a_missing_entrypoint_module_fails_the_build(app):
+    spec, calls, tmp = app
+    with pytest.raises(BuildError, match="needs the module 'nothere'"):
+        run(BuildSpec(**{**spec.__dict__, "entrypoint": ("python3", "-m", "nothere")}), tmp)
