@@ -6,6 +6,7 @@ new workers while the old workers finish the requests they hold.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import jinja2
@@ -16,8 +17,13 @@ from .errors import DeployError
 TEMPLATES = Path(__file__).resolve().parent.parent / "nginx"
 
 
+def templates_dir() -> Path:
+    """The repository's nginx/ folder; FERRY_NGINX_TEMPLATES points elsewhere (a team's own)."""
+    return Path(os.environ.get("FERRY_NGINX_TEMPLATES") or TEMPLATES)
+
+
 def _env() -> jinja2.Environment:
-    return jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)), undefined=jinja2.StrictUndefined,
+    return jinja2.Environment(loader=jinja2.FileSystemLoader(str(templates_dir())), undefined=jinja2.StrictUndefined,
                               keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True)
 
 

@@ -1,0 +1,200 @@
+"""Fixtures for release tests on the local target: the sample service built in a few variants
+(each a real image in the local registry), an isolated app per test (own name, ports and
+directory), and a bounded load through nginx."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[3]
+FERRY = [sys.executable, "-m", "ferry"]
+_ports = itertools.count(0)
+
+
+def ferry(config: Path, *args: str, check: bool = True, timeout: float = 600, env: dict | None = None,
+          ) -> subprocess.CompletedProcess:
+    r = subprocess.run([*FERRY, "-c", str(config), *args], capture_output=True, text=True, timeout=timeout,
+                       env={**os.environ, **(env or {})})
+    if check and r.returncode != 0:
+        raise AssertionError(f"ferry {' '.join(args)} exited {r.returncode}:\n{r.stderr[-4000:]}")
+    return r
+
+
+def ferry_json(config: Path, *args: str, **kw) -> dict:
+    r = ferry(config, *args, "--json", **kw)
+    return json.loads(r.stdout)
+
+
+VARIANTS = {
+    "v1": "",
+    "v2": "",
+    "v3": "",
+    "v4": "",
+    "v5": "",
+    "v6": "",
+    # /healthz answers 503 forever
+    "unhealthy": """
+        @app.before_request
+        def _fail_health():
+            from flask import request as _r
+            if _r.path == "/healthz":
+                return ("not ready: the database is unreachable\\n", 503)
+    """,
+    # the process dies at import: the container exits at start
+    "crash": """
+        raise SystemExit("hello: missing setting HELLO_REQUIRED; refusing to start")
+    """,
+}
+
+
+def write_variant(dest: Path, name: str) -> Path:
+    src = dest / name
+    if src.exists():
+        shutil.rmtree(src)
+    shutil.copytree(ROOT / "examples" / "hello", src, ignore=shutil.ignore_patterns("__pycache__"))
+    init = src / "hello" / "__init__.py"
+    text = init.read_text().replace('GREETING = "hello from ferry"', f'GREETING = "hello from ferry ({name})"')
+    init.write_text(text + textwrap.dedent(VARIANTS[name]))
+    return src
+
+
+def app_config(path: Path, app: str, source: Path, http_port: int, blue: int, green: int, repo: str,
+               extra_deploy: str = "", image_extra: str = "") -> Path:
+    path.write_text(f"""
+[app]
+name = "{app}"
+
+[image]
+repository = "{repo}"
+base = "127.0.0.1:5000/ferry/python:3.11"
+source = "{source}"
+requirements = "{ROOT / 'examples/hello/requirements.txt'}"
+entrypoint = ["python3", "-m", "gunicorn", "-c", "gunicorn.conf.py", "hello:app"]
+platforms = ["linux/amd64"]
+{image_extra}
+
+[deploy]
+hosts = ["root@127.0.0.1:2222"]
+ssh_key = "/var/lib/ferry-local/ssh/id_ed25519"
+colours = {{ blue = {blue}, green = {green} }}
+health = {{ path = "/healthz", interval = "300ms", timeout = "20s", healthy_after = 2 }}
+drain_timeout = "20s"
+keep_previous = "10m"
+docker_host = "unix:///var/lib/ferry-local/docker.sock"
+nginx_conf = "/var/lib/ferry-local/nginx/nginx.conf"
+{extra_deploy}
+
+[proxy]
+listen = "127.0.0.1"
+http_port = {http_port}
+https_port = {http_port + 1}
+""")
+    return path
+
+
+@dataclass
+class App:
+    name: str
+    config: Path
+    http_port: int
+    ports: dict
+    images: dict
+    tmp: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    def write_config(self, **kw) -> Path:
+        return app_config(self.config, self.name, self.tmp / "src" / "v1", self.http_port, self.ports["blue"],
+                          self.ports["green"], "127.0.0.1:5000/ferry-test/hello", **kw)
+
+    def deploy(self, variant: str, *args: str, check: bool = True, env: dict | None = None):
+        return ferry(self.config, "deploy", self.images[variant], "--version", variant, *args, check=check, env=env)
+
+    def status(self) -> dict:
+        return ferry_json(self.config, "status", check=False)
+
+    def live(self) -> dict | None:
+        return self.status()["hosts"][0]["live"]
+
+
+@pytest.fixture(scope="session")
+def hello_images(local_target, tmp_path_factory) -> dict[str, str]:
+    """Every variant built and pushed once per session: name -> repo@digest."""
+    tmp = tmp_path_factory.mktemp("hello-variants")
+    images = {}
+    for name in VARIANTS:
+        src = write_variant(tmp, name)
+        cfg = app_config(tmp / f"{name}.toml", "ferry-test", src, 18000, 18001, 18002,
+                         "127.0.0.1:5000/ferry-test/hello")
+        out = ferry_json(cfg, "build", "--push", "--tag", name, timeout=900)
+        images[name] = out["image"]
+    assert len(set(images.values())) == len(images), "each variant must have its own digest"
+    return images
+
+
+@pytest.fixture
+def app(request, hello_images, tmp_path, local_target, docker_cli) -> App:
+    n = next(_ports)
+    base = 18100 + 10 * n + (os.getpid() % 50) * 200
+    name = "t-" + re.sub(r"[^a-z0-9]+", "-", request.node.name.lower())[:30].strip("-")
+    a = App(name, tmp_path / "ferry.toml", base, {"blue": base + 3, "green": base + 4}, hello_images, tmp_path)
+    (tmp_path / "src").mkdir()
+    write_variant(tmp_path / "src", "v1")
+    a.write_config()
+    yield a
+    # leave nothing behind: containers, the app's directory, its nginx site
+    subprocess.run([*docker_cli, "rm", "-f", f"{name}-blue", f"{name}-green"], capture_output=True)
+    subprocess.run(["umount", f"/opt/ferry/{name}/releases.json"], capture_output=True)
+    shutil.rmtree(f"/opt/ferry/{name}", ignore_errors=True)
+    subprocess.run(["nginx", "-c", local_target["nginx_conf"], "-s", "reload"], capture_output=True)
+
+
+class Load:
+    """A bounded load through nginx with `hey`: started before an operation, stopped after it."""
+
+    def __init__(self, url: str, concurrency: int = 16, max_seconds: int = 120, qps: int = 10):
+        self.proc = subprocess.Popen(["hey", "-z", f"{max_seconds}s", "-c", str(concurrency), "-q", str(qps),
+                                      "-t", "30", url], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        time.sleep(0.5)
+
+    def stop(self) -> dict:
+        self.proc.send_signal(signal.SIGINT)
+        out, _ = self.proc.communicate(timeout=60)
+        codes = {int(c): int(n) for c, n in re.findall(r"\[(\d{3})\]\s+(\d+) responses", out)}
+        errors = re.findall(r"^\s+\[(\d+)\]\s+(.+)$", out.split("Error distribution:")[1], re.M) \
+            if "Error distribution:" in out else []
+        total = sum(codes.values()) + sum(int(n) for n, _ in errors)
+        failed = sum(n for c, n in codes.items() if c >= 500) + sum(int(n) for n, _ in errors)
+        p99 = re.search(r"99% in ([\d.]+) secs", out)
+        return {"total": total, "failed": failed, "codes": codes, "errors": errors,
+                "p99": float(p99.group(1)) if p99 else None, "raw": out[-2000:]}
+
+
+@pytest.fixture
+def load():
+    loads: list[Load] = []
+
+    def start(url: str, **kw) -> Load:
+        lo = Load(url, **kw)
+        loads.append(lo)
+        return lo
+
+    yield start
+    for lo in loads:
+        if lo.proc.poll() is None:
+            lo.proc.kill()
