@@ -9,7 +9,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import textwrap
@@ -18,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from ferry.loadgen import Load
 
 ROOT = Path(__file__).resolve().parents[3]
 FERRY = [sys.executable, "-m", "ferry"]
@@ -164,27 +165,6 @@ def app(request, hello_images, tmp_path, local_target, docker_cli) -> App:
     subprocess.run(["nginx", "-c", local_target["nginx_conf"], "-s", "reload"], capture_output=True)
 
 
-class Load:
-    """A bounded load through nginx with `hey`: started before an operation, stopped after it."""
-
-    def __init__(self, url: str, concurrency: int = 16, max_seconds: int = 120, qps: int = 10):
-        self.proc = subprocess.Popen(["hey", "-z", f"{max_seconds}s", "-c", str(concurrency), "-q", str(qps),
-                                      "-t", "30", url], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        time.sleep(0.5)
-
-    def stop(self) -> dict:
-        self.proc.send_signal(signal.SIGINT)
-        out, _ = self.proc.communicate(timeout=60)
-        codes = {int(c): int(n) for c, n in re.findall(r"\[(\d{3})\]\s+(\d+) responses", out)}
-        errors = re.findall(r"^\s+\[(\d+)\]\s+(.+)$", out.split("Error distribution:")[1], re.M) \
-            if "Error distribution:" in out else []
-        total = sum(codes.values()) + sum(int(n) for n, _ in errors)
-        failed = sum(n for c, n in codes.items() if c >= 500) + sum(int(n) for n, _ in errors)
-        p99 = re.search(r"99% in ([\d.]+) secs", out)
-        return {"total": total, "failed": failed, "codes": codes, "errors": errors,
-                "p99": float(p99.group(1)) if p99 else None, "raw": out[-2000:]}
-
-
 @pytest.fixture
 def load():
     loads: list[Load] = []
@@ -196,5 +176,4 @@ def load():
 
     yield start
     for lo in loads:
-        if lo.proc.poll() is None:
-            lo.proc.kill()
+        lo.kill()

@@ -1,0 +1,204 @@
+#!/usr/bin/env python3
+"""Release benchmark on the local target: ferry's blue/green against a naive redeploy.
+
+In one run, on the sample service behind nginx, with a bounded load (hey, 16 connections,
+loopback only) running through each operation:
+
+- steady state (no operation): latency p50/p99 as the reference;
+- `ferry release` of a one-line source change (build + push + gated swap);
+- `ferry rollback` while the previous colour is warm (one reload);
+- `ferry rollback --to` an older release that is not warm (a gated swap, no build);
+- the naive way: `docker stop` + `docker run` of the same image on the port nginx points at.
+
+Prints a JSON document and, with --write, replaces the release section of BENCHMARKS.md.
+Usage: .venv/bin/python benchmarks/release.py [--write]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from ferry.loadgen import Load  # noqa: E402
+
+FERRY = [sys.executable, "-m", "ferry"]
+APP = "bench-release"
+HTTP, BLUE, GREEN, NAIVE_HTTP, NAIVE_PORT = 18900, 18901, 18902, 18905, 18906
+DOCKER = ["/usr/bin/docker", "-H", "unix:///var/lib/ferry-local/docker.sock"]
+NGINX_CONF = "/var/lib/ferry-local/nginx/nginx.conf"
+
+
+def config(path: Path, source: Path, keep_previous: str = "10m") -> None:
+    path.write_text(f"""
+[app]
+name = "{APP}"
+[image]
+repository = "127.0.0.1:5000/bench/hello"
+base = "127.0.0.1:5000/ferry/python:3.11"
+source = "{source}"
+requirements = "{ROOT / 'examples/hello/requirements.txt'}"
+entrypoint = ["python3", "-m", "gunicorn", "-c", "gunicorn.conf.py", "hello:app"]
+[deploy]
+hosts = ["root@127.0.0.1:2222"]
+ssh_key = "/var/lib/ferry-local/ssh/id_ed25519"
+colours = {{ blue = {BLUE}, green = {GREEN} }}
+health = {{ path = "/healthz", interval = "200ms", timeout = "60s", healthy_after = 2 }}
+drain_timeout = "30s"
+keep_previous = "{keep_previous}"
+docker_host = "unix:///var/lib/ferry-local/docker.sock"
+nginx_conf = "{NGINX_CONF}"
+[proxy]
+listen = "127.0.0.1"
+http_port = {HTTP}
+https_port = {HTTP + 1}
+""")
+
+
+def ferry(cfg: Path, *args: str) -> dict:
+    r = subprocess.run([*FERRY, "-c", str(cfg), *args, "--json"], capture_output=True, text=True, timeout=900)
+    if r.returncode != 0:
+        raise SystemExit(f"ferry {' '.join(args)} failed:\n{r.stderr[-3000:]}")
+    return json.loads(r.stdout)
+
+
+def edit(source: Path, n: int) -> None:
+    f = source / "hello" / "__init__.py"
+    f.write_text(re.sub(r'GREETING = ".*"', f'GREETING = "hello from ferry, change {n}"', f.read_text()))
+
+
+def under_load(url: str, op) -> tuple[float, dict]:
+    lo = Load(url, concurrency=16, max_seconds=300, qps=10)
+    t0 = time.perf_counter()
+    try:
+        op()
+    finally:
+        elapsed = time.perf_counter() - t0
+        result = lo.stop()
+    return elapsed, result
+
+
+def steady(url: str, seconds: float = 8.0) -> dict:
+    return under_load(url, lambda: time.sleep(seconds))[1]
+
+
+def naive(image: str) -> tuple[float, dict]:
+    """nginx → one fixed port; redeploy = docker stop + docker run of the same image."""
+    site = Path(f"/opt/ferry/{APP}-naive/nginx/site.conf")
+    site.parent.mkdir(parents=True, exist_ok=True)
+    site.write_text(f"server {{ listen 127.0.0.1:{NAIVE_HTTP}; location / {{ proxy_pass http://127.0.0.1:{NAIVE_PORT}; }} }}\n")
+    subprocess.run(["nginx", "-c", NGINX_CONF, "-s", "reload"], check=True)
+    name = f"{APP}-naive"
+    run = [*DOCKER, "run", "-d", "--name", name, "--network", "host", "-e", f"PORT={NAIVE_PORT}", image]
+    subprocess.run([*DOCKER, "rm", "-f", name], capture_output=True)
+    subprocess.run(run, check=True, capture_output=True)
+    wait_http(f"http://127.0.0.1:{NAIVE_HTTP}/healthz")
+
+    def redeploy():
+        subprocess.run([*DOCKER, "stop", name], check=True, capture_output=True)
+        subprocess.run([*DOCKER, "rm", name], check=True, capture_output=True)
+        subprocess.run(run, check=True, capture_output=True)
+        wait_http(f"http://127.0.0.1:{NAIVE_HTTP}/healthz")
+
+    try:
+        return under_load(f"http://127.0.0.1:{NAIVE_HTTP}/", redeploy)
+    finally:
+        subprocess.run([*DOCKER, "rm", "-f", name], capture_output=True)
+        shutil.rmtree(site.parent.parent, ignore_errors=True)
+        subprocess.run(["nginx", "-c", NGINX_CONF, "-s", "reload"], capture_output=True)
+
+
+def wait_http(url: str, timeout: float = 60) -> None:
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit(f"{url} never answered")
+
+
+def row(name: str, seconds: float | None, r: dict) -> dict:
+    return {"operation": name, "seconds": None if seconds is None else round(seconds, 2),
+            "requests": r["total"], "failed": r["failed"],
+            "p50_ms": None if r["p50"] is None else round(r["p50"] * 1000, 1),
+            "p99_ms": None if r["p99"] is None else round(r["p99"] * 1000, 1)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--write", action="store_true", help="update BENCHMARKS.md")
+    args = ap.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="ferry-bench-release-"))
+    source = tmp / "hello"
+    shutil.copytree(ROOT / "examples/hello", source, ignore=shutil.ignore_patterns("__pycache__"))
+    cfg = tmp / "ferry.toml"
+    config(cfg, source)
+    url = f"http://127.0.0.1:{HTTP}/"
+    try:
+        edit(source, 0)
+        first = ferry(cfg, "release", "--version", "b0")
+        edit(source, 1)
+        ferry(cfg, "release", "--version", "b1")
+        rows = [row("steady state (no operation)", None, steady(url))]
+        edit(source, 2)
+        t, r = under_load(url, lambda: ferry(cfg, "release", "--version", "b2"))
+        rows.append(row("ferry release, one-line change (build+push+swap)", t, r))
+        t, r = under_load(url, lambda: ferry(cfg, "rollback"))
+        rows.append(row("ferry rollback, previous colour warm", t, r))
+        b0 = next(x for x in ferry(cfg, "status")["hosts"][0]["releases"] if x["version"] == "b0") \
+            if any(x["version"] == "b0" for x in ferry(cfg, "status")["hosts"][0]["releases"]) else None
+        target = b0["id"] if b0 else "b0"
+        t, r = under_load(url, lambda: ferry(cfg, "rollback", "--to", target))
+        rows.append(row("ferry rollback --to an older release, not warm (gated swap)", t, r))
+        t, r = naive(first["image"])
+        rows.append(row("naive: docker stop + docker run, same image", t, r))
+    finally:
+        subprocess.run([*DOCKER, "rm", "-f", f"{APP}-blue", f"{APP}-green"], capture_output=True)
+        shutil.rmtree(f"/opt/ferry/{APP}", ignore_errors=True)
+        subprocess.run(["nginx", "-c", NGINX_CONF, "-s", "reload"], capture_output=True)
+    print(json.dumps(rows, indent=2))
+    if args.write:
+        write_section(rows)
+
+
+def write_section(rows: list[dict]) -> None:
+    path = ROOT / "BENCHMARKS.md"
+    text = path.read_text() if path.exists() else "# Benchmarks\n"
+    steady_p99 = rows[0]["p99_ms"]
+    lines = ["<!-- release:begin -->", "## Release: blue/green vs a naive redeploy",
+             "", f"Command: `make setup && .venv/bin/ferry local up && .venv/bin/python benchmarks/release.py --write`",
+             f"Measured {time.strftime('%Y-%m-%d')} on the local target (2 cores), hey: 16 connections x 10 req/s "
+             "through nginx on loopback during each operation.", "",
+             "| operation | wall time | requests | failed | p50 | p99 | p99 / steady |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        ratio = f"{r['p99_ms'] / steady_p99:.1f}x" if r["p99_ms"] and steady_p99 else "-"
+        secs = "-" if r["seconds"] is None else f"{r['seconds']:.2f} s"
+        lines.append(f"| {r['operation']} | {secs} | {r['requests']} | {r['failed']} | {r['p50_ms']} ms | "
+                     f"{r['p99_ms']} ms | {ratio} |")
+    lines += ["", "Targets (issue 4): one-line change live in under 10 s, warm rollback under 1 s, p99 during a swap "
+              "at most 2x steady state, 0 failed requests.", "<!-- release:end -->"]
+    block = "\n".join(lines)
+    if "<!-- release:begin -->" in text:
+        text = re.sub(r"<!-- release:begin -->.*<!-- release:end -->", block, text, flags=re.S)
+    else:
+        text = text.rstrip() + "\n\n" + block + "\n"
+    path.write_text(text)
+
+
+if __name__ == "__main__":
+    main()
