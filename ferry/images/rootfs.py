@@ -74,7 +74,7 @@ def entries_from_tar(tar: tarfile.TarFile, package: str) -> list[Entry]:
     independent of entry order). Device nodes and fifos have no place in an image.
     """
     out: list[Entry] = []
-    contents: dict[str, bytes] = {}
+    contents: dict[str, tuple[bytes, int]] = {}
     for info in tar:
         path = usrmerge(normalise(info.name))
         if not path:
@@ -85,7 +85,7 @@ def entries_from_tar(tar: tarfile.TarFile, package: str) -> list[Entry]:
         elif info.isreg():
             f = tar.extractfile(info)
             data = f.read() if f else b""
-            contents[path] = data
+            contents[path] = (data, mode)
             out.append(Entry(path, FILE, mode, info.uid, info.gid, data, package=package))
         elif info.issym():
             out.append(Entry(path, SYMLINK, 0o777, info.uid, info.gid, target=info.linkname,
@@ -95,8 +95,8 @@ def entries_from_tar(tar: tarfile.TarFile, package: str) -> list[Entry]:
             if target not in contents:
                 raise BuildError(f"{package}: hard link {path} to missing {target}",
                                  "the package is damaged; delete it from the cache")
-            out.append(Entry(path, FILE, mode, info.uid, info.gid, contents[target],
-                             package=package))
+            data, target_mode = contents[target]  # one inode: the target's mode too
+            out.append(Entry(path, FILE, target_mode, info.uid, info.gid, data, package=package))
     return out
 
 
@@ -120,8 +120,9 @@ def merge(tree: Tree, entries: Iterable[Entry]) -> tuple[Tree, list[str]]:
 def add_usrmerge_links(tree: Tree) -> Tree:
     """``/bin -> usr/bin`` etc., as bookworm's usrmerge has them (lib64 only where used)."""
     out = dict(tree)
+    used = {p.split("/")[1] for p in tree if p.startswith("usr/") and p.count("/") >= 1}
     for d in MERGED_DIRS:
-        if d in ALWAYS_LINKED or f"usr/{d}" in out:
+        if d in ALWAYS_LINKED or d in used:
             if f"usr/{d}" not in out:
                 out[f"usr/{d}"] = Entry.dir(f"usr/{d}")
             out[d] = Entry.symlink(d, f"usr/{d}")
@@ -148,8 +149,10 @@ def trim(tree: Tree, drop: list[str], keep: list[str]) -> Tree:
     """Remove what matches ``drop`` unless it matches ``keep`` (docs, man pages, locales)."""
     out = {p: e for p, e in tree.items()
            if not any(_matches(p, d) for d in drop) or any(_matches(p, k) for k in keep)}
+    # a kept file's directories stay, as the packages shipped them
     for parent in _parents_of(list(out.values()), tree):
-        out.setdefault(parent.path, parent)
+        if parent.path in tree:
+            out.setdefault(parent.path, parent)
     return out
 
 
