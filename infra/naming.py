@@ -1,0 +1,29 @@
+"""Names and tags, computed once so every resource agrees on them."""
+
+from __future__ import annotations
+
+MANAGED_BY = "pulumi"
+
+
+def base_name(app: str, stack: str) -> str:
+    """`hello-dev`: the prefix of every physical name, so two stacks never collide."""
+    return f"{app}-{stack}"
+
+
+def tags(app: str, stack: str, name: str | None = None) -> dict[str, str]:
+    """The tags every taggable resource carries; `Name` shows up in the EC2 console."""
+    out = {"app": app, "stack": stack, "managed-by": MANAGED_BY}
+    if name:
+        out["Name"] = name
+    return out
+
+
+def alb_name(app: str, stack: str, suffix: str = "") -> str:
+    """ALB and target group names: at most 32 characters, letters, digits and dashes."""
+    name = base_name(app, stack)
+    room = 32 - len(suffix)
+    return (name[:room].rstrip("-") + suffix)[:32]
+
+
+def host_name(app: str, stack: str, index: int) -> str:
+    return f"{base_name(app, stack)}-{index + 1}"
