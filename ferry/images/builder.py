@@ -174,14 +174,16 @@ class DepsInfo:
     modules: tuple[str, ...] = ()
 
     def inventory_json(self) -> str:
-        return json.dumps({"packages": [[d.name, d.version, d.license] for d in self.packages],
+        # the whole metadata, so an SBOM made on a fresh machine from this label is byte-identical
+        # to one made where the dependency layer was built
+        return json.dumps({"packages": [d.to_json() for d in self.packages],
                            "scripts": list(self.scripts), "modules": list(self.modules)},
                           separators=(",", ":"), sort_keys=True)
 
     @staticmethod
     def parse_inventory(text: str) -> tuple[tuple[Distribution, ...], tuple[str, ...], tuple[str, ...]]:
         doc = json.loads(text)
-        pk = tuple(Distribution(n, v, lic) for n, v, lic in doc.get("packages", []))
+        pk = tuple(Distribution.from_json(d) for d in doc.get("packages", []))
         return pk, tuple(doc.get("scripts", [])), tuple(doc.get("modules", []))
 
 

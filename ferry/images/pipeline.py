@@ -1,0 +1,207 @@
+"""Build, then publish: what ``ferry build`` and ``ferry release`` run.
+
+Wires the builder to the registry (the base image, and the previous image under the target
+tag for "the registry as the cache") and hands the result to one publisher. The builder never
+knows where the image goes; this module is the only place that does.
+
+``build_and_publish(cfg, target="registry", ...)`` returns the JSON document ``ferry build
+--json`` prints: ``image`` (REPO@sha256:...), ``digest``, ``layers`` (digest, size, uploaded,
+role), ``bytes_uploaded``, and the SBOM, dependency keys and warnings.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from ..errors import BuildError, ConfigError, RegistryError
+from ..progress import NULL, Progress, human_bytes
+from . import sbom as sbom_mod
+from .builder import TOOL, BuildResult, BuildSpec, build
+from .cache import Cache
+from .oci import Blob, Image, ImageIndex, Platform, Reference
+
+TARGETS = ("none", "registry", "docker", "tar", "oci")
+
+
+def target_reference(cfg) -> Reference:
+    ref = Reference.parse(cfg.image.repository)
+    if ref.tag or ref.digest:
+        raise ConfigError(f"image.repository: {cfg.image.repository!r} must not carry a tag or digest",
+                          "write the repository alone (e.g. 127.0.0.1:5000/hello) and pass --tag")
+    return ref
+
+
+def _previous_fetcher(client, ref: Reference, tag: str):
+    """The image under ``tag`` in the target repository, or None when there is none yet."""
+    from .remote import resolve_image
+
+    def fetch(platform: Platform) -> Image | None:
+        try:
+            return resolve_image(client, ref.with_tag(tag), platform).image
+        except RegistryError as e:
+            if e.status == 404:
+                return None
+            raise
+        except BuildError:
+            return None  # the previous image lacks this platform: nothing to reuse
+    return fetch
+
+
+def _docker_client(cfg, environ):
+    import docker
+
+    host = environ.get("DOCKER_HOST") or cfg.deploy.docker_host
+    try:
+        client = docker.DockerClient(base_url=host) if host else docker.from_env()
+        client.ping()
+    except Exception as e:  # the SDK raises several unrelated types for "no daemon"
+        raise BuildError(f"cannot reach the Docker daemon{f' at {host}' if host else ''}: {e}",
+                         "start it, or point DOCKER_HOST (or deploy.docker_host) at its socket") from None
+    return client
+
+
+def sbom_bytes(doc: dict) -> bytes:
+    return (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode()
+
+
+def build_and_publish(cfg, *, target: str = "none", path: str | os.PathLike | None = None,
+                      tags: list[str] | tuple[str, ...] = (), platforms: list[str] | None = None,
+                      sbom_path: str | os.PathLike | None = None, sbom_format: str = "spdx",
+                      version: str | None = None, progress: Progress = NULL, cache: Cache | None = None,
+                      environ: dict[str, str] | None = None, attach_sbom: bool = True) -> dict:
+    from .publish import SourceClients
+
+    if target not in TARGETS:
+        raise BuildError(f"unknown build target {target!r}", f"use one of {', '.join(TARGETS)}")
+    if sbom_format not in sbom_mod.FORMATS:
+        raise BuildError(f"SBOM format {sbom_format!r} is not known", "use spdx or cyclonedx")
+    env = dict(os.environ if environ is None else environ)
+    tags = tuple(tags) or ("latest",)
+    repo = target_reference(cfg)
+    spec = BuildSpec.from_config(cfg, platforms, version, env)
+    base_ref = Reference.parse(spec.base)
+    if target in ("docker", "tar") and len(spec.platforms) > 1:
+        raise BuildError(f"--to-{target} takes one platform, image.platforms has {len(spec.platforms)}",
+                         "pass --platform linux/amd64 (or push the index with --push / --to-oci)")
+
+    sources = SourceClients(mode=cfg.image.auth, progress=progress)
+    try:
+        from .registry import RegistryClient
+        from .auth import auth_for
+        from .remote import resolve_image
+
+        base_client = sources(base_ref.registry)
+        target_client = None
+        if target == "registry":
+            if base_ref.registry == repo.registry:
+                target_client = base_client
+            else:
+                target_client = RegistryClient(repo.registry, auth=auth_for(repo.registry, cfg.image.auth),
+                                               insecure=True if cfg.image.insecure else None, progress=progress)
+
+        def fetch_base(platform: Platform):
+            return resolve_image(base_client, base_ref, platform)
+
+        fetch_previous = _previous_fetcher(target_client, repo, tags[0]) if target_client else None
+        result = build(spec, fetch_base=fetch_base, fetch_previous=fetch_previous, cache=cache or Cache(),
+                       progress=progress, environ=env)
+
+        name = repo.name
+        doc = sbom_mod.document(sbom_format, name, result.digest, result.packages(), spec.epoch, TOOL)
+        data = sbom_bytes(doc)
+        media_type = sbom_mod.FORMATS[sbom_format]
+        out: dict = {}
+        attach = None
+        if target == "registry":
+            from .publish import RegistryPublisher
+
+            publisher = RegistryPublisher(target_client, repo.repository, source_clients=sources, progress=progress)
+            published = publisher.publish(result.image, list(tags))
+            out = published.to_json()
+            if attach_sbom:
+                attach = publisher.attach(result.digest, media_type, Blob.from_bytes(data, media_type)).to_json()
+        elif target == "tar":
+            from .publish_local import TarPublisher
+
+            plat = str(spec.platforms[0])
+            out = TarPublisher(_need(path, "--to-tar"), name, platform=plat, source_clients=sources,
+                               progress=progress).publish(result.image, list(tags)).to_json()
+        elif target == "oci":
+            from .publish_local import OCILayoutPublisher
+
+            out = OCILayoutPublisher(_need(path, "--to-oci"), source_clients=sources,
+                                     progress=progress).publish(result.image, list(tags)).to_json()
+        elif target == "docker":
+            from .publish_local import DockerPublisher
+
+            out = DockerPublisher(_docker_client(cfg, env), name, platform=str(spec.platforms[0]),
+                                  source_clients=sources, progress=progress).publish(result.image, list(tags)).to_json()
+        else:
+            out = _unpublished(result, name)
+    finally:
+        sources.close()
+        if target == "registry" and target_client is not None and target_client is not base_client:
+            target_client.close()
+
+    if sbom_path:
+        p = Path(sbom_path)
+        if not p.parent.is_dir():
+            raise BuildError(f"cannot write the SBOM to {p}: {p.parent} does not exist", "create the folder or pick another path")
+        p.write_bytes(data)
+        progress.info(f"SBOM ({sbom_format}, {len(result.packages())} distributions) written to {p}")
+    return _report(out, result, spec, data, media_type, sbom_path, attach)
+
+
+def _need(path, flag: str):
+    if not path:
+        raise BuildError(f"{flag} needs a path", f"e.g. {flag} ./out")
+    return path
+
+
+def _unpublished(result: BuildResult, name: str) -> dict:
+    seen: dict[str, dict] = {}
+    for b in result.builds:
+        for layer in b.image.layers:
+            seen.setdefault(layer.digest, {"digest": layer.digest, "size": layer.size, "uploaded": False})
+    return {"image": f"{name}@{result.digest}", "reference": f"{name}@{result.digest}", "digest": result.digest,
+            "media_type": result.image.media_type, "target": "none", "tags": [], "layers": list(seen.values()),
+            "config": None, "bytes_uploaded": 0}
+
+
+def _report(out: dict, result: BuildResult, spec: BuildSpec, sbom_data: bytes, media_type: str,
+            sbom_path, attach: dict | None) -> dict:
+    roles = result.roles()
+    for layer in out.get("layers", []):
+        layer["role"] = roles.get(layer["digest"], "base")
+    out.setdefault("image", out.get("reference"))
+    out["digest"] = out.get("digest") or result.digest
+    out["platforms"] = [str(b.platform) for b in result.builds]
+    out["deps"] = [{"platform": str(b.platform), "key": b.deps.key if b.deps else None, "origin": b.deps_origin,
+                    "layer": b.deps.digest if b.deps else None} for b in result.builds]
+    out["source"] = {"layer": result.builds[0].source_digest, "origin": result.builds[0].source_origin}
+    out["revision"] = spec.revision
+    out["version"] = spec.version
+    out["sbom"] = {"format": media_type, "digest": Blob.from_bytes(sbom_data, media_type).digest,
+                   "path": str(sbom_path) if sbom_path else None,
+                   "packages": len(result.packages()), "attached": attach}
+    out["warnings"] = list(result.warnings)
+    return out
+
+
+def summary(doc: dict) -> str:
+    """The human text of a build: the image and each layer's fate."""
+    lines = [doc["image"]]
+    for layer in doc.get("layers", []):
+        if layer.get("uploaded"):
+            fate = "uploaded"
+        elif layer.get("mounted"):
+            fate = "mounted"
+        elif doc.get("target") == "none":
+            fate = "built"
+        else:
+            fate = "already there"
+        lines.append(f"  {layer.get('role', ''):6} {layer['digest'][:19]}  {human_bytes(layer['size']):>9}  {fate}")
+    lines.append(f"  {human_bytes(doc.get('bytes_uploaded', 0))} uploaded")
+    return "\n".join(lines)
