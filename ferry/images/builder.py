@@ -80,7 +80,7 @@ class BuildSpec:
     revision: str | None = None
     epoch: int = 1
     manylinux: str = DEFAULT_MANYLINUX
-    shebang: str = DEFAULT_SHEBANG
+    shebang: str = ""  # the image's Python for console scripts; empty: from the base (see interpreter())
 
     @classmethod
     def from_config(cls, cfg, platforms: list[str] | None = None, version: str | None = None,
@@ -111,7 +111,38 @@ class BuildSpec:
             version=version or git_version(source),
             revision=rev,
             epoch=default_epoch(environ),
+            manylinux=_manylinux(i.manylinux),
+            shebang=i.interpreter.strip().removeprefix("#!").strip(),
         )
+
+
+def _manylinux(tag: str) -> str:
+    import re
+
+    if not re.match(r"^(manylinux_2_\d+|manylinux2014)$", tag):
+        from ..errors import ConfigError
+
+        raise ConfigError(f"image.manylinux: {tag!r} is not a manylinux tag",
+                          'use manylinux_2_N with N at most the base image\'s glibc minor version, e.g. "manylinux_2_28"')
+    return "manylinux_2_17" if tag == "manylinux2014" else tag
+
+
+LABEL_PYTHON = "dev.ferry.python"
+FERRY_BASE_LABEL = "dev.ferry.base.recipe"
+
+
+def interpreter(spec_shebang: str, base_config: dict) -> str:
+    """The interpreter console scripts start with. ferry.toml wins; then the base image's
+    ``dev.ferry.python`` label; ferry's own Debian base has no /usr/bin/env but has
+    /usr/bin/python3; any other base (e.g. python:3.11-slim) has /usr/bin/env."""
+    if spec_shebang:
+        return spec_shebang
+    labels = (base_config.get("config") or {}).get("Labels") or {}
+    if labels.get(LABEL_PYTHON):
+        return labels[LABEL_PYTHON]
+    if FERRY_BASE_LABEL in labels:
+        return "/usr/bin/python3"
+    return DEFAULT_SHEBANG
 
 
 def _git(source: Path, *args: str) -> str | None:
@@ -210,7 +241,9 @@ def image_config(base_config: dict, spec: BuildSpec, platform: Platform, diff_id
     env["PORT"] = str(spec.port)
     env.update(spec.env)
 
-    labels = dict(bc.get("Labels") or {})
+    # the base's org.opencontainers.image.* labels describe the base (its title, its version):
+    # carried over they would misdescribe the app
+    labels = {k: v for k, v in (bc.get("Labels") or {}).items() if not k.startswith("org.opencontainers.image.")}
     labels.update(annotations(spec, base_digest))
     labels[LABEL_PORT] = str(spec.port)
     if spec.health_path:
@@ -512,7 +545,8 @@ def build(spec: BuildSpec, *, fetch_base: Callable[[Platform], Image],
         deps_blob: Blob | None = None
         origin = None
         if req is not None:
-            dspec = DepsSpec(req, platform, spec.python, spec.manylinux, DEPS_DIR, spec.shebang, spec.epoch)
+            dspec = DepsSpec(req, platform, spec.python, spec.manylinux, DEPS_DIR,
+                             interpreter(spec.shebang, base_cfg), spec.epoch)
             key = dspec.key()
             hit = cache.get("deps", key)
             if hit:

@@ -26,7 +26,8 @@ BASE_TAR = tar_bytes([Entry("usr/bin/python3", data=b"#!fake\n", mode=0o755)])
 def base_image(platform: Platform, media_type: str = DOCKER_LAYER_GZIP) -> Image:
     cfg = {"architecture": platform.architecture, "os": "linux",
            "config": {"Env": ["PATH=/usr/local/bin:/usr/bin:/bin", "PYTHON_VERSION=3.11.2"], "Cmd": ["python3"],
-                      "Labels": {"base.label": "kept"}, "User": "root"},
+                      "Labels": {"base.label": "kept", "org.opencontainers.image.vendor": "the base's"},
+                      "User": "root"},
            "rootfs": {"type": "layers", "diff_ids": [sha256(BASE_TAR)]},
            "history": [{"created": "2024-01-01T00:00:00Z", "created_by": "debian packages"},
                        {"created": "2024-01-01T00:00:00Z", "created_by": "ENV", "empty_layer": True}]}
@@ -85,6 +86,16 @@ def test_image_config_is_exactly_what_the_spec_asks():
     }
     text = canonical_json(cfg).decode()
     assert "hostname" not in text.lower() and os.uname().nodename not in text
+
+
+def test_console_scripts_interpreter_comes_from_config_then_base_label_then_env():
+    from ferry.images.builder import interpreter
+    assert interpreter("/opt/py/bin/python3", {"config": {"Labels": {"dev.ferry.python": "/usr/bin/python3"}}}) \
+        == "/opt/py/bin/python3"
+    assert interpreter("", {"config": {"Labels": {"dev.ferry.python": "/usr/local/bin/python3"}}}) == "/usr/local/bin/python3"
+    # ferry's own Debian base has no /usr/bin/env
+    assert interpreter("", {"config": {"Labels": {"dev.ferry.base.recipe": "sha256:x"}}}) == "/usr/bin/python3"
+    assert interpreter("", {"config": {}}) == "/usr/bin/env python3"
 
 
 def test_config_without_deps_and_with_a_base_lacking_history():
@@ -296,3 +307,21 @@ def test_a_missing_entrypoint_module_fails_the_build(app):
     spec, calls, tmp = app
     with pytest.raises(BuildError, match="needs the module 'nothere'"):
         run(BuildSpec(**{**spec.__dict__, "entrypoint": ("python3", "-m", "nothere")}), tmp)
+
+
+def test_spec_from_config_refuses_a_wrong_manylinux_tag(tmp_path):
+    from ferry.config import parse
+    from ferry.errors import ConfigError
+
+    (tmp_path / "src").mkdir()
+    cfg = parse({"app": {"name": "hello"}, "image": {"repository": "127.0.0.1:5000/hello", "base": "b", "source": "src",
+                                                      "entrypoint": ["python3", "-m", "hello"], "manylinux": "glibc"}},
+                tmp_path / "ferry.toml")
+    with pytest.raises(ConfigError, match="image.manylinux: 'glibc' is not a manylinux tag"):
+        BuildSpec.from_config(cfg)
+    ok = parse({"app": {"name": "hello"}, "image": {"repository": "r", "base": "b", "source": "src",
+                                                     "entrypoint": ["x"], "interpreter": "#!/usr/bin/python3",
+                                                     "platforms": ["linux/arm64"]}}, tmp_path / "ferry.toml")
+    spec = BuildSpec.from_config(ok, environ={"SOURCE_DATE_EPOCH": "1700000000"})
+    assert (spec.shebang, spec.manylinux, spec.epoch, spec.platforms) == (
+        "/usr/bin/python3", "manylinux_2_28", 1700000000, (Platform("linux", "arm64"),))
