@@ -19,6 +19,8 @@ registry lost it, and otherwise builds, downloading only the packages not yet ca
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -38,7 +40,7 @@ from ferry.progress import NULL, Progress
 
 # Bump when the assembler's output changes for the same recipe: it is part of the recipe hash,
 # so every machine rebuilds once instead of trusting an image made by older code.
-ASSEMBLER_VERSION = "1"
+ASSEMBLER_VERSION = "2"
 
 RECIPE = Path(__file__).resolve().parents[2] / "images" / "base" / "python.toml"
 
@@ -230,7 +232,7 @@ def python_version(packages: list[debian.Package], minor: str) -> str:
             return debian.upstream_version(p.version)
     names = ", ".join(p.name for p in packages if p.name.startswith("python3"))
     raise BuildError(f"the resolved packages have no python{minor} (found: {names or 'none'})",
-                     f"image.python must match the distribution's python3; bookworm has 3.11")
+                     "image.python must match the distribution's python3; bookworm has 3.11")
 
 
 def assemble(recipe: Recipe, unpacked: list[Unpacked]) -> rootfs.Tree:
@@ -367,6 +369,29 @@ class Cache:
     def image_record(self, recipe_hash: str) -> Path:
         return self.root / "images" / f"{recipe_hash.split(':')[1][:32]}.json"
 
+    @contextlib.contextmanager
+    def locked(self, progress: Progress = NULL):
+        """One build at a time per cache: apt's private state and the .debs are shared, and
+        a second ``ferry local up`` should wait and then find the image already pushed."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root / ".lock", "w") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                progress.info(f"waiting for another build using {self.root}")
+                fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
 
 def default_cache_dir() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
@@ -384,9 +409,7 @@ def save_index(cache: Cache, recipe_hash: str, index: ImageIndex) -> None:
             "layers": [{"digest": b.digest, "size": b.size} for b in img.layers],
         } for img in index.manifests],
     }
-    path = cache.image_record(recipe_hash)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(record, indent=1, sort_keys=True))
+    write_atomic(cache.image_record(recipe_hash), json.dumps(record, indent=1, sort_keys=True))
 
 
 def load_index(cache: Cache, recipe_hash: str) -> ImageIndex | None:
@@ -431,8 +454,7 @@ def resolve_platform(recipe: Recipe, cache: Cache, arch: str, refresh: bool,
     progress.info(f"{arch}: apt-get update ({recipe.distribution})")
     apt.update()
     packages = apt.locate(apt.resolve(list(recipe.install), list(recipe.assume_installed)))
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    lock.write_text(debian.lock_json(arch, packages))
+    write_atomic(lock, debian.lock_json(arch, packages))
     return packages
 
 
@@ -533,34 +555,12 @@ def registry_state(client, repository: str, tag: str, recipe_hash: str) -> tuple
 
 def push_index(client, repository: str, index: ImageIndex, tag: str,
                progress: Progress = NULL) -> int:
-    """Upload what the registry lacks, then the manifests, then the tag; returns bytes sent.
+    """Push through the builder's publisher (HEAD checks, parallel uploads, retries; blobs,
+    then manifests, then the tag, so an interrupted push never moves the tag). Returns the
+    bytes uploaded."""
+    from ferry.images.publish import RegistryPublisher
 
-    Blobs and manifests go first and the tag last, so an interrupted push leaves the old tag
-    in place and the next run finishes the job.
-    """
-    try:
-        from ferry.images.publish import RegistryPublisher  # the builder's publisher, once it lands
-    except ImportError:
-        RegistryPublisher = None
-    if RegistryPublisher is not None:
-        result = RegistryPublisher(client, repository).publish(index, tags=[tag])
-        return int(getattr(result, "bytes_uploaded", 0) or 0) if not isinstance(result, dict) \
-            else int(result.get("bytes_uploaded", 0))
-    sent = 0
-    seen: set[str] = set()
-    for image in index.manifests:
-        for blob in image.blobs():
-            if blob.digest in seen:
-                continue
-            seen.add(blob.digest)
-            if client.blob_exists(repository, blob.digest):
-                progress.info(f"{image.platform}: {blob.digest[:19]} already in the registry")
-                continue
-            sent += client.upload_blob(repository, blob)
-            progress.bytes(f"{image.platform}: uploaded {blob.digest[:19]}", blob.size)
-        client.put_manifest(repository, image.digest, image.manifest_bytes, image.media_type)
-    client.put_manifest(repository, tag, index.manifest_bytes, index.media_type)
-    return sent
+    return RegistryPublisher(client, repository, progress=progress).publish(index, tags=[tag]).bytes_uploaded
 
 
 def ensure_base_image(registry: str = "127.0.0.1:5000", repository: str = "ferry/python",
@@ -593,36 +593,48 @@ def ensure_base_image(registry: str = "127.0.0.1:5000", repository: str = "ferry
                   "platforms": [str(oci_platform(p)) for p in recipe.platforms]}
         state, digest = ("missing", None) if refresh else \
             registry_state(client, repository, tag, recipe.hash)
-        if state == "current":
-            progress.info(f"{ref} is up to date (recipe {recipe.hash[7:19]}): nothing to do")
-            return {**result, "action": "none", "digest": digest, "bytes_uploaded": 0,
-                    "seconds": round(time.monotonic() - t0, 2),
-                    "message": f"{ref} already built from this recipe"}
-        index = None if refresh else load_index(cache, recipe.hash)
-        builds: list[PlatformBuild] = []
-        if index is not None:
-            progress.info(f"{ref}: {'stale' if state == 'stale' else 'not'} in the registry; "
-                          "pushing the cached build")
-            action = "pushed"
-        else:
-            progress.step(f"assemble {ref} from {recipe.distribution} packages "
-                          f"({', '.join(recipe.platforms)})")
-            index, builds = build_index(recipe, cache, refresh, progress)
-            action = "built"
-        sent = push_index(client, repository, index, tag, progress)
-        out = {**result, "action": action, "digest": index.digest, "bytes_uploaded": sent,
-               "seconds": round(time.monotonic() - t0, 2),
-               "images": [{"platform": str(img.platform), "digest": img.digest,
-                           "layer_bytes": sum(b.size for b in img.layers),
-                           "packages": len(img.annotations.get(ANNOTATION_PACKAGES, "").split(","))}
-                          for img in index.manifests]}
-        if builds:
-            out["downloaded_bytes"] = sum(b.downloaded for b in builds)
-        progress.info(f"{ref}@{index.digest} {action} ({sent / 1e6:.1f} MB uploaded)")
-        return out
+        if state != "current":
+            with cache.locked(progress):
+                # another process may have pushed it while this one waited for the lock
+                if not refresh:
+                    state, digest = registry_state(client, repository, tag, recipe.hash)
+                if state != "current":
+                    return _make(recipe, cache, client, repository, tag, ref, state, refresh,
+                                 result, t0, progress)
+        progress.info(f"{ref} is up to date (recipe {recipe.hash[7:19]}): nothing to do")
+        return {**result, "action": "none", "digest": digest, "bytes_uploaded": 0,
+                "seconds": round(time.monotonic() - t0, 2),
+                "message": f"{ref} already built from this recipe"}
     finally:
         if own_client:
             client.close()
+
+
+def _make(recipe: Recipe, cache: Cache, client, repository: str, tag: str, ref: str, state: str,
+          refresh: bool, result: dict, t0: float, progress: Progress) -> dict:
+    """Push the cached build of this recipe, or build it; called with the cache locked."""
+    index = None if refresh else load_index(cache, recipe.hash)
+    builds: list[PlatformBuild] = []
+    if index is not None:
+        progress.info(f"{ref}: {'stale' if state == 'stale' else 'not'} in the registry; "
+                      "pushing the cached build")
+        action = "pushed"
+    else:
+        progress.step(f"assemble {ref} from {recipe.distribution} packages "
+                      f"({', '.join(recipe.platforms)})")
+        index, builds = build_index(recipe, cache, refresh, progress)
+        action = "built"
+    sent = push_index(client, repository, index, tag, progress)
+    out = {**result, "action": action, "digest": index.digest, "bytes_uploaded": sent,
+           "seconds": round(time.monotonic() - t0, 2),
+           "images": [{"platform": str(img.platform), "digest": img.digest,
+                       "layer_bytes": sum(b.size for b in img.layers),
+                       "packages": len(img.annotations.get(ANNOTATION_PACKAGES, "").split(","))}
+                      for img in index.manifests]}
+    if builds:
+        out["downloaded_bytes"] = sum(b.downloaded for b in builds)
+    progress.info(f"{ref}@{index.digest} {action} ({sent / 1e6:.1f} MB uploaded)")
+    return out
 
 
 def _with(recipe: Recipe, **changes) -> Recipe:

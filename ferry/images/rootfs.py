@@ -12,6 +12,7 @@ import fnmatch
 import functools
 import posixpath
 import stat
+import struct
 import tarfile
 from dataclasses import dataclass, replace
 from typing import Iterable
@@ -259,13 +260,19 @@ def _interpreter() -> str:
 
 @functools.lru_cache(maxsize=8192)
 def _pyc(path: str, source: bytes, mtime: int) -> bytes | None:
-    from importlib._bootstrap_external import _code_to_timestamp_pyc  # type: ignore[attr-defined]
+    import marshal
+    from importlib.util import MAGIC_NUMBER
 
     try:
         code = compile(source, "/" + path, "exec", dont_inherit=True, optimize=0)
     except (SyntaxError, ValueError):
         return None  # e.g. lib2to3's Python 2 test data: the interpreter would not compile it either
-    return bytes(_code_to_timestamp_pyc(code, mtime, len(source)))
+    # marshal format 2, not the default 4: format 3+ marks objects referenced more than once
+    # by looking at their reference counts, which depend on what else the process (or another
+    # thread) holds, so the same source gave different bytes from one build to the next.
+    # Format 2 has no back-references: a little larger, always the same bytes.
+    header = MAGIC_NUMBER + struct.pack("<III", 0, mtime & 0xFFFFFFFF, len(source) & 0xFFFFFFFF)
+    return header + marshal.dumps(code, 2)
 
 
 def compile_bytecode(tree: Tree, python: str, mtime: int) -> Tree:
