@@ -424,6 +424,23 @@ def _as_oci_layer(blob: Blob) -> Blob:
     return blob
 
 
+def _dependency_files(spec: BuildSpec, req: Requirements | None) -> tuple[str, ...]:
+    """The requirements (and uv.lock) inside the source folder are the dependency layer's
+    input, not the app's: left out of the source layer, a dependency change touches only the
+    dependency layer (as Jib leaves pom.xml out)."""
+    if req is None:
+        return ()
+    files = [req.path] if req.kind == "requirements" else [req.path.parent / "uv.lock"] if req.kind == "uv.lock" else []
+    out = []
+    for f in files:
+        try:
+            rel = f.resolve().relative_to(spec.source.resolve()).as_posix()
+        except ValueError:
+            continue
+        out.append("/" + rel)  # anchored: only that file, not every file with its name
+    return tuple(out)
+
+
 def _source_key(src: SourceLayer, spec: BuildSpec) -> str:
     return sha256(canonical_json({"recipe": SOURCE_RECIPE, "content": src.key, "mtime": spec.epoch,
                                   "gzip": GZIP_LEVEL}))[7:]
@@ -518,7 +535,7 @@ def build(spec: BuildSpec, *, fetch_base: Callable[[Platform], Image],
             progress.warn(msg)
 
     progress.step(f"source layer from {spec.source}")
-    src = collect(spec.source, spec.workdir, spec.exclude)
+    src = collect(spec.source, spec.workdir, spec.exclude + _dependency_files(spec, req))
     source_files = {p[len(spec.workdir.strip("/")) + 1:] for p in src.files}
     source_layer, source_origin = _source_layer(src, spec, cache, progress)
 

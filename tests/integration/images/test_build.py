@@ -223,14 +223,27 @@ def test_multi_platform_push_is_an_index_and_arm64_gets_aarch64_wheels(tmp_path,
         assert machines == {expected}, f"{arch} image has .so files for {machines}"
 
 
-def test_to_tar_and_to_oci_write_images_skopeo_reads(app, tmp_path):
-    r = app.build("--to-tar", str(tmp_path / "img.tar"), "--json")
-    doc = json.loads(r.stdout)
+def test_to_tar_to_oci_and_to_docker_write_the_same_image(app, tmp_path, target, docker_cli):
+    doc = json.loads(app.build("--to-tar", str(tmp_path / "img.tar"), "--json").stdout)
+    config = json.loads(skopeo("inspect", "--config", f"docker-archive:{tmp_path / 'img.tar'}"))
     info = json.loads(skopeo("inspect", f"docker-archive:{tmp_path / 'img.tar'}"))
-    assert info["Layers"][-1] == doc["layers"][-1]["digest"] or len(info["Layers"]) == len(doc["layers"])
+    assert info["Layers"] == config["rootfs"]["diff_ids"] and len(info["Layers"]) == len(doc["layers"])
+    assert config["config"]["Entrypoint"][:3] == ["python3", "-m", "gunicorn"]
+
     app.build("--to-oci", str(tmp_path / "layout"), "--tag", "t1")
-    info = json.loads(skopeo("inspect", f"oci:{tmp_path / 'layout'}:t1"))
-    assert info["Digest"] == doc["digest"]
+    oci = json.loads(skopeo("inspect", f"oci:{tmp_path / 'layout'}:t1"))
+    assert oci["Digest"] == doc["digest"]
+    assert oci["Layers"] == [layer["digest"] for layer in doc["layers"]]
+
+    loaded = json.loads(app.build("--to-docker", "--json", env={"DOCKER_HOST": target["docker_host"]}).stdout)
+    name = f"{app.registry}/{app.repo}:latest"
+    try:
+        image_id = subprocess.run([*docker_cli, "image", "inspect", "-f", "{{.Id}}", name],
+                                  capture_output=True, text=True, timeout=60).stdout.strip()
+        expected = json.loads(skopeo("inspect", "--raw", f"oci:{tmp_path / 'layout'}:t1"))["config"]["digest"]
+        assert image_id == expected == loaded["digest"]
+    finally:
+        subprocess.run([*docker_cli, "rmi", name], capture_output=True, timeout=60)
 
 
 def test_a_missing_entrypoint_module_fails_before_anything_is_pushed(app):
