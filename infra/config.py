@@ -239,7 +239,7 @@ def parse(raw: Mapping[str, Any], *, project: str, stack: str, region: str | Non
     if unknown:
         known = ", ".join(KEYS)
         raise ConfigError(f"{_where(stack, project, unknown[0])}: unknown key",
-                          f"remove it or use one of: {known}")
+                          f"pulumi config rm {unknown[0]} --stack {stack}, and use one of: {known}")
     if not region:
         raise ConfigError(f"Pulumi.{stack}.yaml: aws:region: missing",
                           f"pulumi config set aws:region eu-west-1 --stack {stack}")
