@@ -376,7 +376,13 @@ class Apt:
     def _run(self, tool: str, *args: str, cwd: Path | None = None) -> str:
         argv = [tool, *self.options(), *args]
         env = {**os.environ, "LC_ALL": "C", "DEBIAN_FRONTEND": "noninteractive"}
-        proc = subprocess.run(argv, capture_output=True, text=True, cwd=cwd, env=env)
+        try:
+            proc = subprocess.run(argv, capture_output=True, text=True, cwd=cwd, env=env)
+        except FileNotFoundError:
+            raise BuildError(
+                f"{tool} is not installed: the base image is assembled from Debian packages with apt",
+                "build it on a Debian or Ubuntu machine, or set image.base to a Python image "
+                "in your own registry") from None
         if proc.returncode != 0:
             err = proc.stderr.strip().splitlines()
             raise BuildError(

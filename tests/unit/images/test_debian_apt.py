@@ -217,3 +217,11 @@ def test_the_lock_names_no_mirror_host():
     text = debian.lock_json("arm64", pkgs)
     assert "http" not in text
     assert '"sha256": "' + "ab" * 32 in text
+
+
+def test_a_machine_without_apt_gets_a_clear_error(tmp_path: Path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no apt-get on it
+    apt = debian.Apt(tmp_path / "amd64", "amd64", "bookworm")
+    with pytest.raises(BuildError, match="apt-get is not installed") as e:
+        apt._run("apt-get", "update")
+    assert "image.base" in str(e.value)
