@@ -1,9 +1,9 @@
 """The app's scrape targets: one per running colour, in Prometheus' file_sd JSON format (pure).
 
 Prometheus re-reads the file when it changes, so a release relabels its targets without a
-restart. Each target carries ``app``, ``colour``, ``release``, ``version`` and ``role``
-(``live`` behind nginx, ``idle`` kept warm for a rollback): alerts on a target being down skip
-the idle colour, which the deployer stops on a timer.
+restart. Each target carries ``app``, ``colour``, ``release`` and ``role`` (``live`` behind
+nginx, ``idle`` kept warm for a rollback): alerts on a target being down skip the idle colour,
+which the deployer stops on a timer. The app's own ``version`` label is left as it is.
 """
 
 from __future__ import annotations
@@ -37,7 +37,6 @@ def targets_doc(s: Settings, slots: Iterable[Slot], live_colour: str | None) -> 
                 "app": s.app,
                 "colour": slot.colour,
                 "release": slot.release or "unknown",
-                "version": slot.version or "unknown",
                 "role": "live" if slot.colour == live_colour else "idle",
             },
         })

@@ -1,0 +1,539 @@
+"""``ferry monitoring up | down | status | open``: the stack on each host, over SSH.
+
+``up`` on one host, in an order where a failure leaves the running stack as it was:
+  render everything locally (templates, rules, dashboards, secrets from the environment)
+  -> pull each image and pin it by digest -> stage the configs in a scratch directory and
+  check them with the host's own promtool and amtool (inside the images) -> copy only the
+  files that changed into place, each atomically -> write secrets (0400, owned by the
+  component's user) -> create, replace, reload (SIGHUP) or leave each container, from a
+  hash of its spec -> wait until every component answers on loopback.
+A second ``up`` with nothing changed changes nothing and says so.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import json
+import os
+import shlex
+import tarfile
+import time
+from dataclasses import dataclass
+
+from ..config import Config
+from ..errors import ConfigError, FerryError, HostError
+from ..progress import NULL, Progress
+from . import render
+from .settings import LOOPBACK, Settings, settings as resolve_settings
+from .stack import LABEL, ContainerSpec, decide, specs
+from .targets import Slot, live_colour_of, parse_ps, slots_from_ps, targets_json
+
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+COMPONENTS = ("prometheus", "alertmanager", "node_exporter", "nginx_exporter", "blackbox_exporter", "grafana")
+GRAFANA_MIN_PASSWORD = 12
+HEALTH_TIMEOUT = 60.0
+
+
+# --- what to run (pure) ------------------------------------------------------------------------
+
+def images_of(cfg: Config) -> dict[str, str]:
+    imgs = cfg.monitoring.images
+    return {c: getattr(imgs, c) for c in COMPONENTS if getattr(imgs, c)}
+
+
+def is_loopback(hostname: str) -> bool:
+    return hostname in LOOPBACK_HOSTS or hostname.startswith("127.")
+
+
+def check_pinned(images: dict[str, str], hostnames: list[str]) -> None:
+    """A production host runs exactly what was tested: every image pinned by digest. Loopback
+    hosts (the local target) may use tags, resolved to a digest at `up` time either way."""
+    remote = [h for h in hostnames if not is_loopback(h)]
+    if not remote:
+        return
+    for component, ref in images.items():
+        if "@sha256:" not in ref:
+            raise ConfigError(
+                f"monitoring.images.{component}: {ref!r} is not pinned by digest (host {remote[0]} is not local)",
+                "use repo@sha256:...; `ferry monitoring images --push --json` prints the pinned references")
+
+
+@dataclass(frozen=True)
+class Secret:
+    path: str
+    value: str
+    owner: str
+
+
+def secrets_of(cfg: Config, s: Settings, environ: dict[str, str], grafana: bool) -> list[Secret]:
+    """Secret files from the environment variables the config names; a missing one is an error
+    before any host is touched."""
+    a = cfg.monitoring.alerts
+    out: list[Secret] = []
+
+    def need(var: str, what: str) -> str:
+        v = environ.get(var, "")
+        if not v:
+            raise ConfigError(f"{what}: the environment variable {var} is not set",
+                              f"export {var}=... (it is copied to the host as a 0400 file, never logged)")
+        return v
+
+    if a.receiver == "email" and a.smtp_username:
+        out.append(Secret(f"{s.secrets}/alertmanager/smtp_password",
+                          need(a.smtp_password_env or "", "monitoring.alerts.smtp_password_env"), "65534:65534"))
+    if a.receiver == "slack":
+        url = need(a.slack_webhook_env, "monitoring.alerts.slack_webhook_env")
+        if not url.startswith("https://"):
+            raise ConfigError(f"{a.slack_webhook_env}: the Slack webhook must be an https:// URL",
+                              "copy the webhook URL from Slack's app settings")
+        out.append(Secret(f"{s.secrets}/alertmanager/slack_webhook_url", url, "65534:65534"))
+    if grafana:
+        var = cfg.monitoring.grafana_admin_password_env
+        pw = need(var, "monitoring.grafana_admin_password_env")
+        if len(pw) < GRAFANA_MIN_PASSWORD or pw.lower() in ("admin", "password", "changeme"):
+            raise ConfigError(f"{var}: Grafana's admin password is too weak",
+                              f"use at least {GRAFANA_MIN_PASSWORD} random characters, e.g. `openssl rand -base64 18`")
+        out.append(Secret(f"{s.secrets}/grafana/admin_password", pw, "472:0"))
+    return out
+
+
+def tarball(files: dict[str, str]) -> bytes:
+    """A gzip tar of relative path -> text (to stage many small files in one SSH round trip)."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for rel in sorted(files):
+            data = files[rel].encode()
+            ti = tarfile.TarInfo(rel)
+            ti.size = len(data)
+            ti.mode = 0o644
+            ti.mtime = 1
+            tar.addfile(ti, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def sha256_text(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def parse_sha256sum(out: str) -> dict[str, str]:
+    got = {}
+    for line in out.splitlines():
+        parts = line.split(None, 1)
+        if len(parts) == 2 and len(parts[0]) == 64:
+            got[parts[1].lstrip("*")] = parts[0]
+    return got
+
+
+def changed_files(files: list[render.File], remote_hashes: dict[str, str]) -> list[render.File]:
+    return [f for f in files if remote_hashes.get(f.path) != sha256_text(f.content)]
+
+
+def tunnel_argv(spec, key: str | None, ports: list[int], offset: int = 0) -> list[str]:
+    argv = ["ssh", "-N", "-o", "ExitOnForwardFailure=yes", "-o", "ServerAliveInterval=30"]
+    for p in ports:
+        argv += ["-L", f"{LOOPBACK}:{p + offset}:{LOOPBACK}:{p}"]
+    if key:
+        argv += ["-i", key]
+    if spec.port != 22:
+        argv += ["-p", str(spec.port)]
+    return [*argv, f"{spec.user}@{spec.hostname}"]
+
+
+# --- on a host ---------------------------------------------------------------------------------
+
+def _hosts(cfg: Config, progress: Progress):
+    from ..deploy.release import resolve_hosts
+
+    return resolve_hosts(cfg, progress)
+
+
+def _connect(cfg: Config, spec, progress: Progress):
+    from ..deploy.release import _connect as connect
+
+    return connect(cfg, spec, progress)
+
+
+def observe_targets(host, cfg: Config, s: Settings) -> tuple[list[Slot], str | None]:
+    """What runs on the host now: the app's colours (docker labels) and the live one (nginx)."""
+    from .. import nginx
+    from ..deploy import docker as D
+
+    r = host.run(D.ps_argv(cfg))
+    if not r.ok:
+        raise HostError(f"{host.name}: cannot list containers: {(r.stderr or r.stdout).strip()[-300:]}",
+                        "is Docker running on the host?")
+    slots = slots_from_ps(parse_ps(r.stdout), s.app, D.LABEL)
+    live = live_colour_of(s, nginx.live_port(host.read(nginx.upstream_path(cfg))))
+    return slots, live
+
+
+def refresh_targets(host, cfg: Config, s: Settings | None = None) -> str:
+    """Rewrite the app's scrape targets from what runs on the host (atomic; Prometheus picks
+    the file up by itself). Returns the JSON written."""
+    s = s or resolve_settings(cfg, host.name)
+    slots, live = observe_targets(host, cfg, s)
+    text = targets_json(s, slots, live)
+    host.check(["mkdir", "-p", s.targets_dir], f"create {s.targets_dir}")
+    if host.read(s.targets_file()) != text:
+        host.write(s.targets_file(), text, mode="0644")
+    return text
+
+
+class HostStack:
+    def __init__(self, host, cfg: Config, s: Settings, progress: Progress = NULL):
+        self.host = host
+        self.cfg = cfg
+        self.s = s
+        self.progress = progress
+
+    def step(self, msg: str) -> None:
+        self.progress.step(msg, host=self.host.name)
+
+    def docker(self, *args: str) -> list[str]:
+        return [*self.s.docker, *args]
+
+    # images ---------------------------------------------------------------------------------
+
+    def pull(self, ref: str) -> str:
+        """Pull ``ref`` on the host and return it pinned: repository@sha256:..."""
+        from ..deploy.release import registry_credentials
+
+        repo = ref.split("@", 1)[0]
+        if ":" in repo.rsplit("/", 1)[-1]:
+            repo = repo.rsplit(":", 1)[0]
+        creds = registry_credentials(self.cfg, ref)
+        if creds:
+            user, password = creds
+            registry = ref.split("/", 1)[0]
+            d = shlex.join(self.docker("--config", "DIR")).replace("DIR", '"$d"')
+            script = ("set -e; d=$(mktemp -d); trap 'rm -rf \"$d\"' EXIT; chmod 700 \"$d\"; "
+                      f"{d} login --username {shlex.quote(user)} --password-stdin {shlex.quote(registry)} >/dev/null; "
+                      f"{d} pull --quiet {shlex.quote(ref)}")
+            r = self.host.run(["sh", "-c", script], stdin=password + "\n")
+        else:
+            r = self.host.run(self.docker("pull", "--quiet", ref))
+        if not r.ok:
+            err = (r.stderr.strip() or r.stdout.strip())[-400:]
+            raise HostError(f"{self.host.name}: pull of {ref} failed: {err}",
+                            "is the image in the registry? `ferry monitoring images --push` builds and pushes the "
+                            "stack's images; set [monitoring.images] to where they are")
+        if "@sha256:" in ref:
+            return ref
+        r = self.host.check(self.docker("image", "inspect", "--format", "{{json .RepoDigests}}", ref),
+                            f"inspect {ref}")
+        digests = json.loads(r.stdout.strip() or "[]")
+        for d in digests:
+            if d.split("@", 1)[0] == repo:
+                return d
+        raise HostError(f"{self.host.name}: {ref} has no digest for {repo} after the pull ({digests})",
+                        "push it to the registry first: `ferry monitoring images --push`")
+
+    # files ----------------------------------------------------------------------------------
+
+    def stage(self, files: list[render.File]) -> str:
+        """Copy every config file under a scratch directory, in one round trip."""
+        root = self.s.root
+        stage = f"{root}/staging"
+        rel = {f.path[len(root) + 1:]: f.content for f in files if f.path.startswith(root + "/")}
+        payload = base64.b64encode(tarball(rel)).decode()
+        script = (f"set -e; rm -rf {shlex.quote(stage)}; mkdir -p {shlex.quote(stage)}; "
+                  f"base64 -d | tar -xzf - -C {shlex.quote(stage)}; chmod -R go+rX {shlex.quote(stage)}")
+        self.host.check(["sh", "-c", script], "stage the monitoring config", stdin=payload)
+        return stage
+
+    def validate(self, stage: str, pinned: dict[str, str]) -> None:
+        """promtool/amtool of the exact versions that will read the files."""
+        checks = [
+            ("prometheus", "/usr/bin/promtool", [f"{stage}/etc/prometheus:/etc/prometheus:ro"],
+             ["check", "config", "/etc/prometheus/prometheus.yml"]),
+            ("alertmanager", "/usr/bin/amtool", [f"{stage}/etc/alertmanager:/etc/alertmanager:ro"],
+             ["check-config", "/etc/alertmanager/alertmanager.yml"]),
+        ]
+        for component, tool, vols, args in checks:
+            argv = self.docker("run", "--rm", "--network", "none", "--read-only", "--entrypoint", tool)
+            for v in vols:
+                argv += ["--volume", v]
+            r = self.host.run([*argv, pinned[component], *args], timeout=120)
+            if not r.ok:
+                detail = (r.stdout.strip() + "\n" + r.stderr.strip()).strip()[-800:]
+                raise ConfigError(f"{self.host.name}: {component} rejects the rendered config: {detail}",
+                                  f"fix the template in {self.s.templates} (nothing was changed on the host)")
+
+    def sync(self, files: list[render.File], stage: str) -> list[str]:
+        """Move the changed files into place (each atomically); return their paths."""
+        root = self.s.root
+        r = self.host.run(["sh", "-c", "sha256sum -- " + " ".join(shlex.quote(f.path) for f in files) + " 2>/dev/null; true"])
+        changed = changed_files(files, parse_sha256sum(r.stdout))
+        if changed:
+            lines = ["set -e"]
+            for f in changed:
+                rel = f.path[len(root) + 1:]
+                d = os.path.dirname(f.path)
+                tmp = f"{d}/.{os.path.basename(f.path)}.ferry-tmp"
+                lines.append(f"mkdir -p {shlex.quote(d)}")
+                lines.append(f"cp {shlex.quote(stage + '/' + rel)} {shlex.quote(tmp)}")
+                lines.append(f"chmod {f.mode} {shlex.quote(tmp)}")
+                lines.append(f"mv -f {shlex.quote(tmp)} {shlex.quote(f.path)}")
+            self.host.check(["sh", "-c", "\n".join(lines)], "install the monitoring config")
+        # files of ours that no template produces any more (a removed rule file, dashboard)
+        wanted = {f.path for f in files}
+        stale = []
+        for d, pattern in ((f"{self.s.etc}/prometheus/rules", "*.yml"),
+                           (f"{self.s.etc}/grafana/dashboards", "*.json"),
+                           (f"{self.s.etc}/grafana/provisioning/datasources", "*.yml"),
+                           (f"{self.s.etc}/grafana/provisioning/dashboards", "*.yml")):
+            r = self.host.run(["find", d, "-maxdepth", "1", "-type", "f", "-name", pattern])
+            stale += [p for p in r.stdout.split() if p not in wanted]
+        if stale:
+            self.host.check(["rm", "-f", *stale], "remove files no template produces")
+        self.host.run(["rm", "-rf", stage])
+        return [f.path for f in changed] + stale
+
+    def write_secrets(self, secrets: list[Secret]) -> list[str]:
+        changed = []
+        if not secrets:
+            return changed
+        r = self.host.run(["sh", "-c", "sha256sum -- " + " ".join(shlex.quote(x.path) for x in secrets) + " 2>/dev/null; true"])
+        have = parse_sha256sum(r.stdout)
+        for x in secrets:
+            d = os.path.dirname(x.path)
+            self.host.check(["mkdir", "-p", d], f"create {d}")
+            self.host.check(["chown", x.owner, d], f"own {d}")
+            self.host.check(["chmod", "0500", d], f"protect {d}")
+            if have.get(x.path) != sha256_text(x.value):
+                self.host.write(x.path, x.value, mode="0400")
+                changed.append(x.path)
+            self.host.check(["chown", x.owner, x.path], f"own {x.path}")
+        return changed
+
+    def prepare_dirs(self, stack: list[ContainerSpec]) -> None:
+        s = self.s
+        self.host.check(["mkdir", "-p", s.etc, s.data, s.textfile_dir, s.targets_dir, s.secrets],
+                        f"create {s.root}")
+        self.host.check(["chmod", "0700", s.secrets], f"protect {s.secrets}")
+        for spec in stack:
+            for d in (*spec.data_dirs, *spec.secret_dirs):
+                self.host.check(["mkdir", "-p", d], f"create {d}")
+                self.host.check(["chown", spec.user, d], f"own {d} for {spec.component}")
+            for d in spec.secret_dirs:
+                self.host.check(["chmod", "0500", d], f"protect {d}")
+
+    # containers -----------------------------------------------------------------------------
+
+    def containers(self) -> dict[str, dict]:
+        r = self.host.run(self.docker("ps", "--all", "--no-trunc", "--filter", f"label={LABEL}",
+                                      "--format", "{{json .}}"))
+        if not r.ok:
+            raise HostError(f"{self.host.name}: cannot list containers: {(r.stderr or r.stdout).strip()[-300:]}",
+                            "is Docker running on the host?")
+        out = {}
+        for row in parse_ps(r.stdout):
+            labels = dict(p.split("=", 1) for p in (row.get("Labels") or "").split(",") if "=" in p)
+            out[row.get("Names", "")] = {"running": row.get("State") == "running", "state": row.get("State", ""),
+                                         "status": row.get("Status", ""), "image": row.get("Image", ""),
+                                         "spec": labels.get(f"{LABEL}.spec"), "component": labels.get(LABEL)}
+        return out
+
+    def health(self, urls: list[str]) -> dict[str, bool]:
+        script = "; ".join(f"printf '%s %s\\n' {shlex.quote(u)} \"$(curl -s -o /dev/null -m 3 -w '%{{http_code}}' "
+                           f"{shlex.quote(u)})\"" for u in urls)
+        r = self.host.run(["sh", "-c", script])
+        got = {}
+        for line in r.stdout.splitlines():
+            parts = line.split()
+            if len(parts) == 2:
+                got[parts[0]] = parts[1] == "200"
+        return {u: got.get(u, False) for u in urls}
+
+    def wait_healthy(self, stack: list[ContainerSpec], timeout: float = HEALTH_TIMEOUT) -> None:
+        deadline = time.monotonic() + timeout
+        pending = {spec.health: spec for spec in stack}
+        while pending:
+            ok = self.health(list(pending))
+            for url, good in ok.items():
+                if good:
+                    self.progress.info(f"{pending[url].component} answers on {url}", host=self.host.name)
+                    pending.pop(url)
+            if not pending:
+                return
+            if time.monotonic() > deadline:
+                spec = next(iter(pending.values()))
+                logs = self.host.run(self.docker("logs", "--tail", "15", spec.name))
+                raise HostError(f"{self.host.name}: {spec.component} did not answer on {spec.health} within "
+                                f"{timeout:.0f}s: {(logs.stderr or logs.stdout).strip()[-600:]}",
+                                f"see `docker logs {spec.name}` on the host")
+            time.sleep(0.5)
+
+    def prometheus_targets(self) -> list[dict]:
+        url = f"{self.s.prometheus_url}/api/v1/targets?state=active"
+        r = self.host.run(["curl", "-fsS", "-m", "5", url])
+        if not r.ok:
+            return []
+        try:
+            doc = json.loads(r.stdout)
+        except json.JSONDecodeError:
+            return []
+        return [{"job": t["labels"].get("job"), "instance": t["labels"].get("instance"), "health": t.get("health"),
+                 "colour": t["labels"].get("colour"), "role": t["labels"].get("role"),
+                 "last_error": t.get("lastError", "")} for t in doc.get("data", {}).get("activeTargets", [])]
+
+    # the commands ---------------------------------------------------------------------------
+
+    def up(self, images: dict[str, str], secrets: list[Secret]) -> dict:
+        s = self.s
+        self.step("pull the stack's images")
+        pinned = {c: self.pull(ref) for c, ref in images.items()}
+        stack = specs(s, images)
+        self.step("render the config")
+        targets = refresh_targets(self.host, self.cfg, s)
+        files = render.files(s, targets, grafana="grafana" in images)
+        self.prepare_dirs(stack)
+        stage = self.stage(files)
+        self.step("check it with the host's promtool and amtool")
+        try:
+            self.validate(stage, pinned)
+        except FerryError:
+            self.host.run(["rm", "-rf", stage])
+            raise
+        changed = self.sync(files, stage)
+        changed += self.write_secrets(secrets)
+        for p in changed:
+            self.progress.info(f"changed {p}", host=self.host.name)
+        actual = self.containers()
+        actions = []
+        for spec in stack:
+            cfg_changed = any(p.startswith(d + "/") for p in changed for d in (*spec.config_dirs, *spec.secret_dirs))
+            act = decide(s.docker, spec, pinned[spec.component], actual.get(spec.name), cfg_changed)
+            if act.do != "none":
+                self.step(f"{act.do} {spec.name} ({act.why})")
+            for argv in act.argv:
+                self.host.check(list(argv), f"{act.do} {spec.name}")
+            actions.append({"component": spec.component, "container": spec.name, "action": act.do, "why": act.why,
+                            "image": pinned[spec.component], "url": spec.health.rsplit("/", 1)[0] if spec.health else ""})
+        self.step("wait for every component to answer")
+        self.wait_healthy(stack)
+        did = [a for a in actions if a["action"] != "none"]
+        if not did and not changed:
+            self.progress.info("monitoring already up to date: nothing changed", host=self.host.name)
+        return {"host": self.host.name, "changed": bool(did or changed), "components": actions,
+                "files_changed": changed, "grafana": "grafana" in images}
+
+    def status(self, images: dict[str, str]) -> dict:
+        s = self.s
+        stack = specs(s, images)
+        actual = self.containers()
+        health = self.health([spec.health for spec in stack])
+        comps = []
+        for spec in stack:
+            a = actual.get(spec.name)
+            comps.append({"component": spec.component, "container": spec.name,
+                          "state": a["state"] if a else "absent", "image": a["image"] if a else None,
+                          "healthy": health[spec.health], "url": spec.health})
+        if "grafana" not in images:
+            comps.append({"component": "grafana", "container": None, "state": "not configured", "image": None,
+                          "healthy": False, "url": s.grafana_url,
+                          "note": "set monitoring.images.grafana to a Grafana image in your registry"})
+        targets = self.prometheus_targets()
+        return {"host": self.host.name, "components": comps, "targets": targets,
+                "targets_up": sum(1 for t in targets if t["health"] == "up"),
+                "targets_down": [t for t in targets if t["health"] != "up"],
+                "healthy": all(c["healthy"] for c in comps if c["state"] != "not configured")}
+
+    def down(self, purge: bool) -> dict:
+        actual = self.containers()
+        removed = []
+        for name in sorted(actual):
+            self.step(f"remove {name}")
+            self.host.check(self.docker("rm", "--force", name), f"remove {name}")
+            removed.append(name)
+        if purge:
+            self.step(f"delete {self.s.root} (configs, data, secrets)")
+            self.host.check(["rm", "-rf", self.s.root], f"delete {self.s.root}")
+        if not removed:
+            self.progress.info("monitoring was not running: nothing to stop", host=self.host.name)
+        return {"host": self.host.name, "removed": removed, "purged": purge}
+
+
+# --- the commands over every host -------------------------------------------------------------
+
+def _urls(s: Settings, grafana: bool) -> dict:
+    return {"prometheus_url": s.prometheus_url, "alertmanager_url": s.alertmanager_url,
+            "grafana_url": s.grafana_url if grafana else None}
+
+
+def up(cfg: Config, progress: Progress = NULL, environ: dict[str, str] | None = None) -> dict:
+    env = dict(os.environ if environ is None else environ)
+    images = images_of(cfg)
+    hosts = _hosts(cfg, progress)
+    check_pinned(images, [h.hostname for h in hosts])
+    results = []
+    s0 = None
+    for spec in hosts:
+        s = resolve_settings(cfg, str(spec))
+        s0 = s0 or s
+        # everything that can be wrong locally is found before the first host is touched
+        secrets = secrets_of(cfg, s, env, grafana="grafana" in images)
+        render.files(s, "[]\n", grafana="grafana" in images)
+        host = _connect(cfg, spec, progress)
+        try:
+            results.append(HostStack(host, cfg, s, progress).up(images, secrets))
+        finally:
+            host.close()
+    return {"ok": True, "hosts": results, **_urls(s0, "grafana" in images)}
+
+
+def status(cfg: Config, progress: Progress = NULL) -> dict:
+    images = images_of(cfg)
+    results = []
+    s0 = None
+    for spec in _hosts(cfg, progress):
+        s = resolve_settings(cfg, str(spec))
+        s0 = s0 or s
+        host = _connect(cfg, spec, progress)
+        try:
+            results.append(HostStack(host, cfg, s, progress).status(images))
+        finally:
+            host.close()
+    return {"ok": all(r["healthy"] for r in results), "hosts": results, **_urls(s0, "grafana" in images)}
+
+
+def down(cfg: Config, progress: Progress = NULL, purge: bool = False) -> dict:
+    results = []
+    for spec in _hosts(cfg, progress):
+        s = resolve_settings(cfg, str(spec))
+        host = _connect(cfg, spec, progress)
+        try:
+            results.append(HostStack(host, cfg, s, progress).down(purge))
+        finally:
+            host.close()
+    return {"ok": True, "hosts": results}
+
+
+def open_tunnel(cfg: Config, host: str | None = None, offset: int = 0, progress: Progress = NULL) -> dict:
+    """The SSH tunnel that reaches the stack on a host (pure: nothing is started here)."""
+    hosts = _hosts(cfg, progress)
+    spec = hosts[0]
+    if host:
+        match = [h for h in hosts if host in (str(h), h.hostname)]
+        if not match:
+            raise ConfigError(f"--host {host}: not one of this app's hosts ({', '.join(map(str, hosts))})",
+                              "pass one of those, or leave --host out for the first")
+        spec = match[0]
+    s = resolve_settings(cfg, str(spec))
+    grafana = bool(cfg.monitoring.images.grafana)
+    ports = [cfg.monitoring.prometheus_port, cfg.monitoring.alertmanager_port]
+    if grafana:
+        ports.append(cfg.monitoring.grafana_port)
+    urls = {k: (v.replace(f":{p}", f":{p + offset}") if v else None)
+            for (k, v), p in zip(_urls(s, grafana).items(),
+                                 (cfg.monitoring.prometheus_port, cfg.monitoring.alertmanager_port,
+                                  cfg.monitoring.grafana_port))}
+    if is_loopback(spec.hostname) and offset == 0:
+        # the host is this machine: its loopback is ours, a tunnel would only collide with it
+        return {"host": str(spec), "command": None, **urls,
+                "note": "the host is this machine: open the URLs directly"}
+    key = cfg.deploy.ssh_key
+    return {"host": str(spec), "command": tunnel_argv(spec, os.path.expanduser(key) if key else None, ports, offset),
+            **urls}
