@@ -99,6 +99,7 @@ class Lock:
         self.dir = lock_dir(cfg)
         self.info_path = f"{self.dir}/info.json"
         self.held: LockInfo | None = None
+        self._touched = 0.0
 
     def read(self) -> LockState:
         r = self.host.run(["sh", "-c", f"cat {self.info_path} 2>/dev/null; echo; echo @@; "
@@ -147,8 +148,10 @@ class Lock:
         raise DeployError(f"{self.host.name}: could not take the deploy lock", "run the command again")
 
     def touch(self) -> None:
-        if self.held:
+        """Keep the lock fresh; at most every 10 s (staleness is measured in minutes)."""
+        if self.held and time.monotonic() - self._touched > 10:
             self.host.run(["touch", self.info_path])
+            self._touched = time.monotonic()
 
     def release(self) -> None:
         if self.held:
