@@ -18,6 +18,7 @@ from __future__ import annotations
 import datetime
 import os
 import secrets
+import shlex
 import socket
 import ssl
 from pathlib import Path
@@ -154,8 +155,8 @@ def http_probe(cfg: Config, hosts: list, resolved: dict[str, set[str]] | None, p
 
 def prepare(cfg: Config, rh: RemoteHost) -> None:
     s = settings(cfg)
-    rh.run(["mkdir", "-p", f"{s.webroot}/{R.CHALLENGE_DIR}", s.tls_dir])
-    rh.run(["chmod", "0755", s.tls_dir])
+    rh.makedirs(f"{s.webroot}/{R.CHALLENGE_DIR}")
+    rh.makedirs(s.tls_dir)
     rh.write(f"{s.tls_dir}/dhparam.pem", DHPARAM.read_bytes())
     if cfg.tls.ca_bundle:
         src = cfg.resolve(cfg.tls.ca_bundle)
@@ -167,8 +168,7 @@ def prepare(cfg: Config, rh: RemoteHost) -> None:
 def renewal_kind(cfg: Config, rh: RemoteHost) -> str:
     if cfg.tls.renewal != "auto":
         return cfg.tls.renewal
-    rc, _ = rh.run(["test", "-d", "/run/systemd/system"], check=False)
-    return "systemd" if rc == 0 else "cron"
+    return "systemd" if rh.exists("/run/systemd/system") else "cron"
 
 
 def install_renewer(cfg: Config, rh: RemoteHost, fleet: int = 1) -> dict:
@@ -178,7 +178,7 @@ def install_renewer(cfg: Config, rh: RemoteHost, fleet: int = 1) -> dict:
     rh.write(f"{s.tls_dir}/renew.py", Path(R.__file__).read_bytes(), 0o755)
     rh.write(f"{s.tls_dir}/renew.json", s.to_json().encode(), 0o600)
     if s.metrics_dir:
-        rh.run(["mkdir", "-p", s.metrics_dir])
+        rh.makedirs(s.metrics_dir)
     # several hosts must share one certificate and every host must answer the challenge: a
     # timer per host would order one each and publish the token on one host only. There the
     # renewal runs from one place that reaches them all: `ferry certs renew` on a CI schedule.
@@ -194,11 +194,12 @@ def install_renewer(cfg: Config, rh: RemoteHost, fleet: int = 1) -> dict:
         out["files"].append(path)
     for argv in units.enable_commands(kind, cfg.app.name):
         rh.run(argv)
-    rc, _ = rh.run(["sh", "-c", f"{cfg.tls.host_python} -c 'import acme' 2>/dev/null"], check=False)
-    out["host_python_has_acme"] = rc == 0
+    # one command for both facts: each SSH command costs a session
+    _, facts = rh.run(["sh", "-c", f"{shlex.quote(cfg.tls.host_python)} -c 'import acme' 2>/dev/null && echo acme; "
+                                   "pgrep -x cron >/dev/null || pgrep -x crond >/dev/null && echo cron"], check=False)
+    out["host_python_has_acme"] = "acme" in facts.split()
     if kind == "cron":
-        rc, _ = rh.run(["sh", "-c", "pgrep -x cron || pgrep -x crond"], check=False)
-        out["scheduler_running"] = rc == 0
+        out["scheduler_running"] = "cron" in facts.split()
     return out
 
 
@@ -286,7 +287,7 @@ def _issue(cfg: Config, s: R.Settings, hosts, *, force, renew_only, dns_check, e
     for h, rh in zip(hosts, rhosts):
         prepare(cfg, rh)
         progress.step(f"{rh.name}: HTTPS site (nginx -t, reload)")
-        _ensure_tls_site(cfg, h)
+        _ensure_tls_site(cfg, h, rh)
         result.setdefault("renewal", install_renewer(cfg, rh, fleet=len(rhosts)))
         R.write_metric(rh, s, R.current(rh, s), success=True)
     result.update(_cert_json(cfg, info))
@@ -294,10 +295,10 @@ def _issue(cfg: Config, s: R.Settings, hosts, *, force, renew_only, dns_check, e
     return result
 
 
-def _ensure_tls_site(cfg: Config, host) -> None:
+def _ensure_tls_site(cfg: Config, host, rh: RemoteHost) -> None:
     site = nginx.site_path(cfg)
     for needed in (nginx.upstream_path(cfg), nginx.proxy_path(cfg)):
-        if not host.run(["test", "-s", needed]).ok:
+        if not rh.exists(needed):
             raise CertError(f"{host.name}: {needed} is missing: the app was never deployed there",
                             "deploy first (`ferry release`), then `ferry certs issue` switches it to HTTPS; "
                             "the certificate is installed and will be used by the next deploy")
@@ -339,8 +340,8 @@ def status(cfg: Config, progress: Progress = NULL) -> dict:
             served = served_certificate(address, cfg.proxy.https_port, s.domains[0])
             kind = None
             for k in ("systemd", "cron"):
-                if all(h.run(["test", "-f", p]).ok for p in units.files(k, cfg.app.name, cfg.tls.host_python,
-                                                                         nginx.app_dir(cfg), None)):
+                if all(rh.exists(p) for p in units.files(k, cfg.app.name, cfg.tls.host_python,
+                                                         nginx.app_dir(cfg), None)):
                     kind = k
             per_host.append({"host": h.name, **_cert_json(cfg, info, now), "due": due, "why": why,
                              "served_serial": served.serial if served else None, "renewal": kind})

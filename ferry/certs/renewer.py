@@ -86,15 +86,28 @@ class Settings:
 # --- where commands run: this machine, or a host over SSH (ferry/certs/remote.py) ------------
 
 class Host(Protocol):
+    """Files and commands on one host. Files go through these primitives (SFTP remotely), not
+    through shell commands: one SSH command costs far more than one SFTP request."""
+
     name: str
 
     def run(self, argv: list[str], check: bool = True) -> tuple[int, str]: ...
 
     def read(self, path: str) -> bytes | None: ...
 
-    def write(self, path: str, data: bytes, mode: int = 0o644) -> None: ...
+    def write(self, path: str, data: bytes, mode: int = 0o644) -> None:
+        """Atomic (temp file + rename), parents created, mode set before the content lands."""
 
     def remove(self, path: str) -> None: ...
+
+    def readlink(self, path: str) -> str | None: ...
+
+    def symlink(self, target: str, path: str) -> None:
+        """Point ``path`` at ``target``, replacing whatever is there in one rename()."""
+
+    def listdir(self, path: str) -> list[str]: ...
+
+    def rmtree(self, path: str) -> None: ...
 
 
 class LocalHost:
@@ -133,6 +146,29 @@ class LocalHost:
             os.unlink(path)
         except FileNotFoundError:
             pass
+
+    def readlink(self, path: str) -> str | None:
+        try:
+            return os.readlink(path)
+        except OSError:
+            return None
+
+    def symlink(self, target: str, path: str) -> None:
+        tmp = f"{path}.tmp-{os.getpid()}"
+        self.remove(tmp)
+        os.symlink(target, tmp)
+        os.replace(tmp, path)
+
+    def listdir(self, path: str) -> list[str]:
+        try:
+            return os.listdir(path)
+        except FileNotFoundError:
+            return []
+
+    def rmtree(self, path: str) -> None:
+        import shutil
+
+        shutil.rmtree(path, ignore_errors=True)
 
 
 # --- certificates: pure inspection -------------------------------------------------------------
@@ -413,19 +449,18 @@ def install(host: Host, settings: Settings, key_pem: bytes, fullchain: str, log=
     host.write(f"{archive}/fullchain.pem", fullchain.encode(), 0o644)
     host.write(f"{archive}/chain.pem", (chain or leaf).encode(), 0o644)
     host.write(f"{archive}/cert.pem", leaf.encode(), 0o644)
-    _, previous = host.run(["readlink", f"{d}/current"], check=False)
-    previous = previous.strip()
-    _swap(host, d, f"archive/{version}")
+    previous = host.readlink(f"{d}/current") or ""
+    # rename() of a symlink is atomic: nginx never sees a key from one certificate and the
+    # certificate of another
+    host.symlink(f"archive/{version}", f"{d}/current")
     # the stable names nginx reads; made once, then they follow `current`
     for name in FILES:
-        _, target = host.run(["readlink", f"{d}/{name}"], check=False)
-        if target.strip() != f"current/{name}":
-            host.run(["ln", "-sfn", f"current/{name}", f"{d}/{name}.tmp"])
-            host.run(["mv", "-Tf", f"{d}/{name}.tmp", f"{d}/{name}"])
+        if host.readlink(f"{d}/{name}") != f"current/{name}":
+            host.symlink(f"current/{name}", f"{d}/{name}")
     rc, out = host.run(list(settings.nginx_test), check=False)
     if rc:
         if previous:
-            _swap(host, d, previous)
+            host.symlink(previous, f"{d}/current")
         raise RenewError(f"nginx rejected the new certificate, the old one keeps serving: {out.strip()[-600:]}",
                          "read nginx's message above; nothing was reloaded")
     host.run(list(settings.nginx_reload))
@@ -434,21 +469,11 @@ def install(host: Host, settings: Settings, key_pem: bytes, fullchain: str, log=
     return info
 
 
-def _swap(host: Host, tls_dir: str, target: str) -> None:
-    # rename() of a symlink is atomic: nginx never sees a key from one certificate and the
-    # certificate of another
-    host.run(["ln", "-sfn", target, f"{tls_dir}/current.tmp"])
-    host.run(["mv", "-Tf", f"{tls_dir}/current.tmp", f"{tls_dir}/current"])
-
-
 def _prune(host: Host, tls_dir: str, keep: set[str]) -> None:
-    rc, out = host.run(["ls", "-1", f"{tls_dir}/archive"], check=False)
-    if rc:
-        return
-    versions = sorted(v for v in out.split() if v)
+    versions = sorted(v for v in host.listdir(f"{tls_dir}/archive") if v)
     for v in versions[:-KEEP_ARCHIVES]:
         if v not in keep:
-            host.run(["rm", "-rf", "--", f"{tls_dir}/archive/{v}"], check=False)
+            host.rmtree(f"{tls_dir}/archive/{v}")
 
 
 # --- the expiry metric (node_exporter textfile collector) -------------------------------------
