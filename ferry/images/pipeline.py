@@ -13,7 +13,13 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
+
+# httpx imports its own command line (rich, pygments) when they are installed: 0.1-0.2 s on every
+# `ferry build`, for a CLI ferry never uses. Marking that module absent makes httpx skip it.
+if "httpx" not in sys.modules:
+    sys.modules.setdefault("httpx._main", None)  # type: ignore[assignment]
 
 from ..errors import BuildError, ConfigError, RegistryError
 from ..progress import NULL, Progress, human_bytes
@@ -63,7 +69,8 @@ def _docker_client(cfg, environ):
 
 
 def sbom_bytes(doc: dict) -> bytes:
-    return (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode()
+    # compact: the attached artifact is uploaded with every new image digest
+    return (json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False) + "\n").encode()
 
 
 def build_and_publish(cfg, *, target: str = "none", path: str | os.PathLike | None = None,
@@ -121,7 +128,9 @@ def build_and_publish(cfg, *, target: str = "none", path: str | os.PathLike | No
             published = publisher.publish(result.image, list(tags))
             out = published.to_json()
             if attach_sbom:
-                attach = publisher.attach(result.digest, media_type, Blob.from_bytes(data, media_type)).to_json()
+                # a new image cannot have an SBOM yet: only an unchanged one is worth asking about
+                attach = _attach_sbom(publisher, result.digest, media_type, data, progress,
+                                      check_first=published.bytes_uploaded == 0)
         elif target == "tar":
             from .publish_local import TarPublisher
 
@@ -152,6 +161,18 @@ def build_and_publish(cfg, *, target: str = "none", path: str | os.PathLike | No
         p.write_bytes(data)
         progress.info(f"SBOM ({sbom_format}, {len(result.packages())} distributions) written to {p}")
     return _report(out, result, spec, data, media_type, sbom_path, attach)
+
+
+def _attach_sbom(publisher, digest: str, media_type: str, data: bytes, progress: Progress,
+                 check_first: bool = True) -> dict:
+    """Attach the SBOM unless this image already has one: it is a pure function of the image,
+    so a rebuild of an unchanged image sends nothing (and attaching twice is harmless)."""
+    blob = Blob.from_bytes(data, media_type)
+    for desc in (publisher.referrers(digest, media_type) if check_first else ()):
+        progress.info(f"SBOM already attached to {digest[:19]} ({desc.get('digest', '')[:19]})")
+        return {"reference": f"{publisher.name}@{desc.get('digest')}", "digest": desc.get("digest"),
+                "subject": digest, "artifact_type": media_type, "bytes_uploaded": 0, "already": True}
+    return publisher.attach(digest, media_type, blob).to_json()
 
 
 def _need(path, flag: str):
