@@ -305,8 +305,56 @@ def test_the_built_image_runs_and_answers_healthz(app, target, docker_cli):
                 time.sleep(0.3)
         else:
             pytest.fail(f"/healthz never answered: {last}")
-        user = subprocess.run([*docker_cli, "exec", name, "id", "-u"], capture_output=True, text=True)
-        if user.returncode == 0:
-            assert user.stdout.strip() == "65532"
+        assert docker_inspect_user(docker_cli, name) == "65532:65532"
+        # console scripts start with the image's Python, not the build machine's
+        script = subprocess.run([*docker_cli, "run", "--rm", "--network", "host", "--entrypoint", "gunicorn",
+                                 doc["image"], "--version"], capture_output=True, text=True, timeout=120)
+        assert script.returncode == 0 and "gunicorn (version 22.0.0)" in script.stdout + script.stderr, script.stderr
     finally:
         subprocess.run([*docker_cli, "rm", "-f", name], capture_output=True, timeout=60)
+
+
+def docker_inspect_user(docker_cli, name: str) -> str:
+    r = subprocess.run([*docker_cli, "inspect", "-f", "{{.Config.User}}", name], capture_output=True, text=True)
+    return r.stdout.strip()
+
+
+def test_pyproject_with_uv_lock_installs_the_locked_versions(tmp_path, target, uv_cache):
+    svc = tmp_path / "svc"
+    svc.mkdir()
+    (svc / "pyproject.toml").write_text('[project]\nname = "svc"\nversion = "0.1.0"\nrequires-python = ">=3.11"\n'
+                                        'dependencies = ["six>=1.15", "markupsafe>=2.1"]\n')
+    (svc / "main.py").write_text("print('hi')\n")
+    lock = subprocess.run([sys.executable, "-m", "uv", "lock", "--project", str(svc)], capture_output=True, text=True,
+                          env={**os.environ, "UV_CACHE_DIR": str(uv_cache)}, timeout=300)
+    assert lock.returncode == 0, lock.stderr
+    locked = {}
+    for block in (svc / "uv.lock").read_text().split("[[package]]")[1:]:
+        fields = dict(line.split(" = ", 1) for line in block.strip().splitlines()[:2])
+        locked[fields["name"].strip('"')] = fields["version"].strip('"')
+    (tmp_path / "ferry.toml").write_text(f"""
+[app]
+name = "svc"
+[image]
+repository = "{target['registry']}/ferry-test/lock-{uuid.uuid4().hex[:8]}"
+base = "{target['base_image']}"
+source = "svc"
+requirements = "svc/pyproject.toml"
+entrypoint = ["python3", "main.py"]
+platforms = ["linux/arm64"]
+""")
+    env = {**os.environ, "FERRY_CACHE_DIR": str(tmp_path / "cache"), "UV_CACHE_DIR": str(uv_cache)}
+    r = subprocess.run([*FERRY, "-c", str(tmp_path / "ferry.toml"), "build", "--json", "--sbom", str(tmp_path / "s.json")],
+                       capture_output=True, text=True, env=env, timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert "not reproducible" not in r.stderr  # a lock file pins everything
+    sbom = json.loads((tmp_path / "s.json").read_text())
+    got = {p["name"].lower(): p["versionInfo"] for p in sbom["packages"][1:]}
+    assert got == {"six": locked["six"], "markupsafe": locked["markupsafe"]}
+
+
+def test_unpinned_requirements_build_with_a_warning(app):
+    (app.root / "hello" / "requirements.txt").write_text("flask>=3\ngunicorn\nprometheus-client==0.20.0\n")
+    r = app.build("--json")
+    assert "warning: requirements.txt: not pinned to exact versions: flask, gunicorn" in r.stderr
+    assert json.loads(r.stdout)["warnings"]
