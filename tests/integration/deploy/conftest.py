@@ -140,7 +140,7 @@ def hello_images(local_target, tmp_path_factory) -> dict[str, str]:
     images = {}
     for name in VARIANTS:
         src = write_variant(tmp, name)
-        cfg = app_config(tmp / f"{name}.toml", "ferry-test", src, 18000, 18001, 18002,
+        cfg = app_config(tmp / f"{name}.toml", "ferry-test", src, 18000, 18003, 18004,
                          "127.0.0.1:5000/ferry-test/hello")
         out = ferry_json(cfg, "build", "--push", "--tag", name, timeout=900)
         images[name] = out["image"]
