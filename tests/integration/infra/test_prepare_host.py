@@ -1,0 +1,164 @@
+"""scripts/prepare-host, run for real on the local target over SSH (Fabric), the way ferry
+would run it on a host. Every write is redirected with --root into a temp folder on the target,
+so the machine itself is untouched (and nothing is started: --root implies --no-start)."""
+
+from __future__ import annotations
+
+import json
+import shlex
+from pathlib import Path
+
+import pytest
+
+from ferry.deploy.host import Host, HostSpec
+
+pytestmark = pytest.mark.integration
+
+SCRIPT = Path(__file__).resolve().parents[3] / "scripts" / "prepare-host"
+ECR = "123456789012.dkr.ecr.eu-west-1.amazonaws.com"
+# What the real machine has at these paths must not change when the script runs under --root.
+# (Files by content and time; /opt/ferry by mode and owner only: other tests deploy into it.)
+REAL_PATHS = ["/etc/nginx/conf.d/ferry.conf", "/etc/docker/daemon.json", "/etc/default/prometheus-node-exporter",
+              "/etc/ssh/sshd_config.d/10-ferry.conf", "/etc/apt/apt.conf.d/20auto-upgrades",
+              "/etc/systemd/journald.conf.d/ferry.conf", "/root/.docker/config.json"]
+
+
+@pytest.fixture
+def target(local_target):
+    with Host(HostSpec.parse(local_target["ssh"]), key_filename=local_target["ssh_key"]) as host:
+        work = host.check(["mktemp", "-d", "/tmp/ferry-prepare-host.XXXXXX"], "make a work dir").stdout.strip()
+        host.write(f"{work}/prepare-host", SCRIPT.read_text(), mode="0755")
+        host.work = work
+        host.root = f"{work}/root"
+        yield host
+        host.run(["rm", "-rf", work])
+
+
+def run_script(host: Host, *args: str, env: str = "") -> tuple[int, str]:
+    cmd = f"{env} {shlex.quote(host.work + '/prepare-host')} {' '.join(shlex.quote(a) for a in args)} 2>&1"
+    r = host.run(["sh", "-c", cmd], timeout=300)
+    return r.exit_code, r.stdout
+
+
+def snapshot(host: Host, root: str) -> dict[str, str]:
+    """path -> 'mode owner:group mtime sha256' of everything under root."""
+    r = host.check(["sh", "-c", f"cd {shlex.quote(root)} && find . -printf '%p %m %u:%g %T@\\n' | sort"], "list files")
+    out = {}
+    for line in r.stdout.splitlines():
+        path, rest = line.split(" ", 1)
+        out[path] = rest
+    sums = host.check(["sh", "-c", f"cd {shlex.quote(root)} && find . -type f -exec sha256sum {{}} + | sort"], "hash")
+    for line in sums.stdout.splitlines():
+        digest, path = line.split(maxsplit=1)
+        out[path] += " " + digest
+    return out
+
+
+def real_state(host: Host) -> dict[str, str]:
+    checks = [f"if [ -e {p} ]; then echo \"{p} $(stat -c '%Y %a' {p}) $(sha256sum < {p})\"; else echo '{p} absent'; fi"
+              for p in REAL_PATHS]
+    checks.append("stat -c '%n %a %U:%G' /opt/ferry 2>/dev/null || echo '/opt/ferry absent'")
+    r = host.run(["sh", "-c", " ; ".join(checks)])
+    return dict(line.split(" ", 1) for line in r.stdout.splitlines())
+
+
+def test_prepares_the_layout_and_a_second_run_changes_nothing(target):
+    before_real = real_state(target)
+
+    code, out = run_script(target, "--root", target.root)
+    assert code == 0, out
+    assert "packages: docker.io nginx prometheus-node-exporter prometheus-nginx-exporter" in out  # all there: no apt
+    for path in ("/opt/ferry/", "/etc/nginx/conf.d/ferry.conf", "/etc/docker/daemon.json",
+                 "/etc/default/prometheus-node-exporter", "/etc/default/prometheus-nginx-exporter",
+                 "/etc/apt/apt.conf.d/20auto-upgrades", "/var/lib/prometheus/node-exporter/"):
+        assert f"  changed    {path}\n" in out, out
+    assert "skipped    services" in out
+    first = snapshot(target, target.root)
+
+    code, out = run_script(target, "--root", target.root)
+    assert code == 0, out
+    assert "prepare-host: nothing changed" in out and "(host already prepared)" in out
+    assert "changed " not in out.replace("nothing changed", "")
+    assert snapshot(target, target.root) == first  # not even a timestamp moved
+
+    assert real_state(target) == before_real  # the machine itself was not touched
+
+
+def test_the_host_layout_is_what_ferry_and_nginx_expect(target):
+    code, out = run_script(target, "--root", target.root)
+    assert code == 0, out
+    r = target.root
+    assert target.check(["stat", "-c", "%a %U:%G", f"{r}/opt/ferry"], "stat").stdout.strip() == "750 root:www-data"
+    conf = target.read(f"{r}/etc/nginx/conf.d/ferry.conf")
+    assert "include /opt/ferry/*/nginx/site.conf;" in conf
+    assert "listen 80 default_server;" in conf and "return 444;" in conf
+    assert "ssl_reject_handshake on;" in conf
+    assert "listen 127.0.0.1:9180;" in conf and "stub_status;" in conf
+    daemon = json.loads(target.read(f"{r}/etc/docker/daemon.json"))
+    assert daemon == {"live-restore": True, "log-driver": "json-file", "log-opts": {"max-file": "5", "max-size": "10m"}}
+    node = target.read(f"{r}/etc/default/prometheus-node-exporter")
+    assert "--web.listen-address=127.0.0.1:9100" in node
+    assert "--collector.textfile.directory=/var/lib/prometheus/node-exporter" in node
+    assert "--web.listen-address=127.0.0.1:9113" in target.read(f"{r}/etc/default/prometheus-nginx-exporter")
+    assert 'APT::Periodic::Unattended-Upgrade "1";' in target.read(f"{r}/etc/apt/apt.conf.d/20auto-upgrades")
+    assert "PasswordAuthentication no" in target.read(f"{r}/etc/ssh/sshd_config.d/10-ferry.conf")
+
+
+def test_written_nginx_config_is_accepted_by_nginx(target):
+    code, out = run_script(target, "--root", target.root)
+    assert code == 0, out
+    main = f"{target.work}/nginx.conf"
+    target.write(main, f"pid {target.work}/nginx.pid;\nevents {{}}\nhttp {{\n"
+                       f"    include {target.root}/etc/nginx/conf.d/ferry.conf;\n}}\n")
+    r = target.run(["nginx", "-t", "-c", main, "-e", f"{target.work}/error.log"])
+    assert r.ok, r.stderr
+
+
+def test_drift_is_repaired_and_only_the_drift_is_reported(target):
+    run_script(target, "--root", target.root)
+    r = target.root
+    target.check(["sh", "-c", f"rm {r}/etc/docker/daemon.json && chmod 0755 {r}/opt/ferry && "
+                              f"echo 'ARGS=\"\"' > {r}/etc/default/prometheus-node-exporter"], "make drift")
+    code, out = run_script(target, "--root", target.root)
+    assert code == 0, out
+    changed = sorted(line.split()[1] for line in out.splitlines() if line.startswith("  changed "))
+    assert changed == ["/etc/default/prometheus-node-exporter", "/etc/docker/daemon.json", "/opt/ferry/"]
+    assert "prepare-host: 3 changed" in out
+    assert "changed config for: docker prometheus-node-exporter" in out
+    assert target.check(["stat", "-c", "%a", f"{r}/opt/ferry"], "stat").stdout.strip() == "750"
+
+
+def test_ecr_login_through_the_instance_role_keeps_other_registries(target):
+    cfg = f"{target.root}/root/.docker/config.json"
+    target.check(["mkdir", "-p", f"{target.root}/root/.docker"], "mkdir")
+    target.write(cfg, json.dumps({"auths": {"registry.example.com": {"auth": "eDp5"}}}))
+    code, out = run_script(target, "--root", target.root, "--ecr-registry", ECR)
+    assert code == 0, out
+    assert "amazon-ecr-credential-helper" in out
+    assert json.loads(target.read(cfg)) == {"auths": {"registry.example.com": {"auth": "eDp5"}},
+                                            "credHelpers": {ECR: "ecr-login"}}
+    code, out = run_script(target, "--root", target.root, "--ecr-registry", ECR)
+    assert "prepare-host: nothing changed" in out, out
+
+
+def test_missing_packages_are_never_installed_under_root(target):
+    fake = f"{target.work}/fakebin"
+    target.check(["mkdir", "-p", fake], "mkdir")
+    # dpkg-query that claims logrotate is not installed; every other package answers truthfully
+    target.write(f"{fake}/dpkg-query", '#!/bin/sh\nfor a; do last="$a"; done\n'
+                                       'if [ "$last" = logrotate ]; then printf "unknown ok not-installed"; exit 1; fi\n'
+                                       'exec /usr/bin/dpkg-query "$@"\n', mode="0755")
+    code, out = run_script(target, "--root", target.root, env=f"PATH={fake}:$PATH")
+    assert code == 3, out
+    assert "packages missing: logrotate; --root never installs" in out
+    assert target.run(["test", "-e", f"{target.root}/opt/ferry"]).exit_code != 0  # stopped before writing
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--root", "relative/dir"], "--root must be an absolute path"),
+    (["--bogus"], "unknown argument '--bogus'"),
+    (["--ecr-registry", "registry.example.com"], "is not an ECR registry host"),
+])
+def test_bad_arguments_exit_2_with_the_fix(target, args, message):
+    code, out = run_script(target, *args)
+    assert code == 2 and message in out, out
