@@ -139,9 +139,15 @@ def test_the_second_call_is_a_no_op_that_says_so(built, local_target, repo):
     assert "already built from this recipe" in again["message"]
 
 
-def test_a_build_in_an_empty_cache_gives_the_same_digest(built, tmp_path):
-    recipe = baseimage.load_recipe()
-    index, _ = baseimage.build_index(recipe, baseimage.Cache(tmp_path / "cache"))
+def test_the_same_packages_assembled_again_in_an_empty_cache_give_the_same_digest(built, tmp_path):
+    # the same resolution and .deb files (the mirror may move on between two resolutions),
+    # but nothing else: unpacking, bytecode, layer, config and manifests are all made again
+    first = baseimage.Cache(built["cache_dir"])
+    second = baseimage.Cache(tmp_path / "cache")
+    shutil.copytree(first.root / "locks", second.root / "locks")
+    (second.root / "debs").symlink_to(first.debs)
+    assert not (second.root / "blobs").exists() and not (second.root / "images").exists()
+    index, _ = baseimage.build_index(baseimage.load_recipe(), second)
     assert index.digest == built["digest"]
 
 
