@@ -227,10 +227,18 @@ def uv_export_command(uv: str, project_dir: Path, out: Path) -> list[str]:
             "--format", "requirements-txt", "--project", str(project_dir), "-o", str(out)]
 
 
+def pip_platforms(manylinux: str, arch: str) -> list[str]:
+    """pip takes --platform tags literally (uv expands them): name every glibc from the chosen
+    one down to 2.17, as an installer running on that glibc would accept."""
+    newest = int(manylinux.rsplit("_", 1)[-1])
+    tags = [f"manylinux_2_{m}_{arch}" for m in range(newest, 16, -1)]
+    return tags + [f"manylinux2014_{arch}"]
+
+
 def pip_command(python: str, spec: DepsSpec, target: Path, req_file: Path) -> list[str]:
     cp = "cp" + spec.python.replace(".", "")
-    cmd = [python, "-m", "pip", "install", "--target", str(target),
-           "--platform", f"{spec.manylinux}_{spec.arch}",
+    platforms = [a for tag in pip_platforms(spec.manylinux, spec.arch) for a in ("--platform", tag)]
+    cmd = [python, "-m", "pip", "install", "--target", str(target), *platforms,
            "--python-version", spec.python,
            "--implementation", "cp", "--abi", cp, "--abi", "abi3", "--abi", "none",
            "--only-binary=:all:",
@@ -281,7 +289,7 @@ def redact(text: str) -> str:
 
 def _install_error(spec: DepsSpec, output: str) -> BuildError:
     out = redact(output)
-    lines = [ln.strip() for ln in out.splitlines() if ln.strip()]
+    lines = [ln.strip() for ln in out.splitlines() if ln.strip() and not ln.lstrip().startswith("WARNING:")]
     tail = " ".join(lines[-6:])[-900:]
     where = f"{spec.platform} (CPython {spec.python}, {spec.manylinux}_{spec.arch} wheels)"
     name = spec.requirements.path.name

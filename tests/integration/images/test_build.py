@@ -358,3 +358,29 @@ def test_unpinned_requirements_build_with_a_warning(app):
     r = app.build("--json")
     assert "warning: requirements.txt: not pinned to exact versions: flask, gunicorn" in r.stderr
     assert json.loads(r.stdout)["warnings"]
+
+
+def so_machines(layer_tar: bytes) -> set[str]:
+    machines = set()
+    with tarfile.open(fileobj=io.BytesIO(layer_tar)) as t:
+        for m in t.getmembers():
+            if m.name.endswith(".so"):
+                head = t.extractfile(m).read(20)
+                machines.add(ELF_MACHINE.get(int.from_bytes(head[18:20], "little"), "other"))
+    return machines
+
+
+def test_pip_installs_arm64_wheels_when_uv_is_not_used(app, tmp_path):
+    app.write_config(app_base(app), ("linux/arm64",))
+    r = app.build("--to-oci", str(tmp_path / "layout"), "--json", env={"FERRY_INSTALLER": "pip"})
+    doc = json.loads(r.stdout)
+    assert doc["deps"][0]["origin"] == "built"
+    deps_digest = doc["deps"][0]["layer"]
+    layer = gzip.decompress((tmp_path / "layout" / "blobs" / "sha256" / deps_digest[7:]).read_bytes())
+    assert so_machines(layer) == {"aarch64"}
+    with tarfile.open(fileobj=io.BytesIO(layer)) as t:
+        installer = t.extractfile("app/deps/gunicorn-22.0.0.dist-info/INSTALLER").read()
+        shebang = t.extractfile("app/deps/bin/gunicorn").read().split(b"\n", 1)[0]
+        assert not any(n.endswith(".pyc") for n in t.getnames())
+    assert installer.strip() == b"pip"
+    assert shebang == b"#!/usr/bin/python3"  # ferry's base: no /usr/bin/env

@@ -204,6 +204,28 @@ def test_layers_are_base_then_deps_then_source_with_oci_media_types(app):
     assert calls == [("linux/amd64", "flask==3.0.3\ngunicorn==22.0.0\n")]
 
 
+def test_manifest_is_exactly_config_layers_and_annotations(app):
+    spec, calls, tmp = app
+    spec = BuildSpec(**{**spec.__dict__, "revision": "abc", "version": "1.0"})
+    img = run(spec, tmp).image
+    m = json.loads(img.manifest_bytes)
+    assert m == {
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": OCI_CONFIG, "digest": img.config.digest, "size": img.config.size},
+        "layers": [{"mediaType": OCI_LAYER_GZIP, "digest": layer.digest, "size": layer.size} for layer in img.layers],
+        "annotations": {
+            "org.opencontainers.image.base.digest": base_image(Platform()).digest,
+            "org.opencontainers.image.base.name": "127.0.0.1:5000/ferry/python:3.11",
+            "org.opencontainers.image.created": "1970-01-01T00:00:01Z",
+            "org.opencontainers.image.revision": "abc",
+            "org.opencontainers.image.title": "hello",
+            "org.opencontainers.image.version": "1.0",
+        },
+    }
+    assert img.manifest_bytes == canonical_json(m)
+
+
 def test_a_second_build_uses_the_cache_and_gives_the_same_digest(app):
     spec, calls, tmp = app
     first = run(spec, tmp)

@@ -114,8 +114,9 @@ def test_uv_command_targets_the_image_platform(tmp_path):
 
 def test_pip_command_targets_the_image_platform(tmp_path):
     r = read_requirements(write(tmp_path / "requirements.txt", "flask==3.0.3\n"))
+    platforms = [a for m in range(28, 16, -1) for a in ("--platform", f"manylinux_2_{m}_x86_64")]
     assert deps.pip_command("/py", spec(r), Path("/w/site"), Path("/w/req.txt")) == [
-        "/py", "-m", "pip", "install", "--target", "/w/site", "--platform", "manylinux_2_28_x86_64",
+        "/py", "-m", "pip", "install", "--target", "/w/site", *platforms, "--platform", "manylinux2014_x86_64",
         "--python-version", "3.11", "--implementation", "cp", "--abi", "cp311", "--abi", "abi3", "--abi", "none",
         "--only-binary=:all:", "--no-compile", "--no-warn-script-location", "--disable-pip-version-check", "--quiet",
         "-r", "/w/req.txt"]

@@ -1,0 +1,49 @@
+"""The source layer: which files go in (excludes, .ferryignore) and where."""
+
+from __future__ import annotations
+
+import pytest
+
+from ferry.errors import BuildError
+from ferry.images.source import Excludes, collect
+
+
+def tree(root, files):
+    for rel in files:
+        p = root / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(rel)
+    return root
+
+
+def test_name_patterns_match_anywhere_and_path_patterns_from_the_root():
+    ex = Excludes.parse(["__pycache__", "*.pyc", "docs/*", "/local.env", "# comment", ""])
+    assert ex("pkg/__pycache__", True) and ex("a/b/c.pyc") and ex("docs/index.md") and ex("local.env")
+    assert not ex("pkg/mod.py") and not ex("sub/local.env") and not ex("pkg/docs/x.md")
+
+
+def test_collect_places_files_under_the_workdir_and_leaves_out_excludes(tmp_path):
+    src = tree(tmp_path / "src", ["hello/__init__.py", "hello/__pycache__/x.pyc", "tests/test_a.py", ".git/HEAD",
+                                  "gunicorn.conf.py", "notes/secret.txt", ".ferryignore"])
+    (src / ".ferryignore").write_text("# local only\nnotes/\n")
+    layer = collect(src, "/app", ("__pycache__", "*.pyc", ".git", "tests"))
+    assert layer.files == ["app/gunicorn.conf.py", "app/hello/__init__.py"]
+    assert [e.path for e in layer.entries if e.kind == "dir"] == ["app", "app/hello"]
+
+
+def test_the_key_follows_content_not_location(tmp_path):
+    a = collect(tree(tmp_path / "a", ["m.py"]), "/app", ())
+    b = collect(tree(tmp_path / "deeper" / "b", ["m.py"]), "/app", ())
+    assert a.key == b.key
+    (tmp_path / "a" / "m.py").write_text("changed")
+    assert collect(tmp_path / "a", "/app", ()).key != a.key
+    assert collect(tmp_path / "deeper" / "b", "/srv", ()).key != b.key
+
+
+def test_an_empty_or_missing_source_folder_is_a_clear_error(tmp_path):
+    with pytest.raises(BuildError, match="does not exist") as e:
+        collect(tmp_path / "nope", "/app", ())
+    assert "image.source" in e.value.hint
+    tree(tmp_path / "only-tests", ["tests/t.py"])
+    with pytest.raises(BuildError, match="has no files to put in the image"):
+        collect(tmp_path / "only-tests", "/app", ("tests",))
