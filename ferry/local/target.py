@@ -220,7 +220,7 @@ class LocalTarget:
                 changed = True
         if not changed:
             self.progress.info("local target already up: nothing changed")
-        return {"changed": changed, "components": report, "base_image": base, **self._addresses()}
+        return {"changed": changed, "components": report, **self._addresses(), "base_image_build": base}
 
     def _write_files(self, c: Component) -> bool:
         changed = False
