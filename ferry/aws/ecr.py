@@ -70,7 +70,8 @@ def ecr_credentials(registry_host: str, *, endpoint_url: str | None = None, regi
     import botocore.exceptions as bex
 
     try:
-        client = boto3.client("ecr", region_name=region, endpoint_url=endpoint_url)
+        # a fresh session: the default one caches the credentials it first found
+        client = boto3.session.Session().client("ecr", region_name=region, endpoint_url=endpoint_url)
         # no registryIds: it is deprecated, and the token is valid for every registry the
         # identity may use
         resp = client.get_authorization_token()

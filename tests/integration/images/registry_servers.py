@@ -38,6 +38,7 @@ from ferry.local.token_server import (TokenIssuer, TokenServer, load_private_key
 USER, PASSWORD = "ferry", "s3cret-pass"
 READER, READER_PASSWORD = "reader", "read-only-pass"
 SERVICE, ISSUER = "ferry-test-registry", "ferry-test-issuer"
+ECR_ACCOUNT = "123456789012"  # moto's default account
 
 _root = Path(tempfile.mkdtemp(prefix="ferry-registry-tests-"))
 _started: dict[str, "Registry"] = {}
@@ -127,6 +128,13 @@ def _start(kind: str) -> Registry:
     if kind == "readonly":
         addr, proc, storage, log = _serve("readonly", lambda port, st: registry_config(port, st, read_only=True))
         return Registry(kind, addr, storage, proc, log)
+    if kind == "ecr-like":
+        # what ECR expects: user AWS, the password GetAuthorizationToken hands out (moto's is
+        # "<account>-auth-token")
+        htpasswd = write_htpasswd(_root / "ecr.htpasswd", {"AWS": f"{ECR_ACCOUNT}-auth-token"}, rounds=5)
+        addr, proc, storage, log = _serve(
+            "ecr-like", lambda port, st: registry_config(port, st, "htpasswd", htpasswd=htpasswd))
+        return Registry(kind, addr, storage, proc, log, "AWS", f"{ECR_ACCOUNT}-auth-token")
     htpasswd = write_htpasswd(_root / f"{kind}.htpasswd", {USER: PASSWORD, READER: READER_PASSWORD}, rounds=5)
     if kind == "basic":
         addr, proc, storage, log = _serve(
@@ -197,7 +205,8 @@ class FlakyProxy:
                     self.send_header("Content-Type", "application/json")
                     self.send_header("Content-Length", str(len(data)))
                     self.end_headers()
-                    self.wfile.write(data)
+                    if self.command != "HEAD":  # a body after HEAD would poison the kept-alive connection
+                        self.wfile.write(data)
                     return
                 headers = {k: v for k, v in self.headers.items()
                            if k.lower() not in ("transfer-encoding", "connection", "content-length")}
@@ -279,10 +288,11 @@ def make_image(files_per_layer: list[dict[str, bytes]], platform: Platform = Pla
         layers.append(blob)
         diff_ids.append(diff_id)
     config = {
+        "created": "1970-01-01T00:00:01Z",
         "architecture": platform.architecture, "os": platform.os,
         "config": {"Cmd": list(cmd), "Env": ["PATH=/bin"]},
         "rootfs": {"type": "layers", "diff_ids": diff_ids},
-        "history": [{"created_by": "ferry test"} for _ in diff_ids],
+        "history": [{"created": "1970-01-01T00:00:01Z", "created_by": "ferry test"} for _ in diff_ids],
     }
     return Image(config=Blob.from_bytes(canonical_json(config), OCI_CONFIG), layers=tuple(layers),
                  platform=platform, media_type=OCI_MANIFEST)
