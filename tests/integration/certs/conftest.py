@@ -49,7 +49,9 @@ class App:
         (tmp / "src").mkdir()
         (tmp / "www").mkdir()
         (tmp / "www" / "index.html").write_text(f"hello from {name}\n")
-        extra = "".join(f"{k} = {json.dumps(v)}\n" for k, v in tls.items())
+        tls = {"enabled": True, "acme_directory": pebble_ca["directory"], "ca_bundle": pebble_ca["ca_bundle"],
+               "resolver": pebble_ca["dns"], "metrics_dir": str(self.metrics_dir), "email": "ops@ferry.test", **tls}
+        tls_lines = "".join(f"{k} = {json.dumps(v)}\n" for k, v in tls.items())
         self.config = tmp / "ferry.toml"
         self.config.write_text(textwrap.dedent(f"""\
             [app]
@@ -70,13 +72,7 @@ class App:
             http_port = 8080
             https_port = 8443
             [tls]
-            enabled = true
-            acme_directory = "{pebble_ca['directory']}"
-            ca_bundle = "{pebble_ca['ca_bundle']}"
-            resolver = "{pebble_ca['dns']}"
-            metrics_dir = "{self.metrics_dir}"
-            email = "ops@ferry.test"
-            """) + extra)
+            """) + tls_lines)
         from ferry import config
 
         self.cfg = config.load(self.config)
