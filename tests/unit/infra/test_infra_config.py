@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import as_pulumi_strings, example_config
+from pulumi_harness import as_pulumi_strings, example_config
 
 from ferry.errors import ConfigError
 from infra.config import StackConfig, ami_filter, architecture_of, decode, parse

@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 import yaml
-from conftest import REPO
+from pulumi_harness import REPO
 
 from infra import naming, policies, userdata
 from infra.components.loadbalancer import health_check

@@ -9,7 +9,7 @@ import json
 
 import pulumi
 import pytest
-from conftest import ACCOUNT, REPO, run_program, with_config
+from pulumi_harness import ACCOUNT, REPO, run_program, with_config
 
 from infra import userdata
 from infra.components.security import MONITORING_PORTS
@@ -22,19 +22,19 @@ REPO_ARN = f"arn:aws:ecr:eu-west-1:{ACCOUNT}:repository/hello-dev"
 
 @pytest.fixture(scope="module")
 def one_host():
-    from conftest import example_config
+    from pulumi_harness import example_config
     return run_program(example_config())
 
 
 @pytest.fixture(scope="module")
 def three_hosts():
-    from conftest import example_config
+    from pulumi_harness import example_config
     return run_program(with_config(example_config(), hosts=3))
 
 
 @pytest.fixture(scope="module")
 def with_ssm():
-    from conftest import example_config
+    from pulumi_harness import example_config
     return run_program(with_config(example_config(), ssm=True, adminCidrs=None, cloudwatchAgent=True))
 
 
@@ -85,7 +85,7 @@ def test_ami_is_the_newest_official_debian_12_for_the_architecture(one_host):
 
 
 def test_graviton_instance_type_selects_the_arm64_image():
-    from conftest import example_config
+    from pulumi_harness import example_config
     run = run_program(with_config(example_config(), instanceType="t4g.small"))
     filters = {f["name"]: f["values"] for f in run.call("aws:ec2/getAmi:getAmi")["filters"]}
     assert filters["name"] == ["debian-12-arm64-*"]
@@ -106,7 +106,7 @@ def test_key_pair_is_created_from_the_configured_public_key(one_host):
 
 
 def test_optional_hardening_switches_reach_the_instance():
-    from conftest import example_config
+    from pulumi_harness import example_config
     run = run_program(with_config(example_config(), detailedMonitoring=True, terminationProtection=True,
                                   rootVolumeGb=50))
     inst = run.one(INSTANCE)
@@ -290,7 +290,7 @@ def test_every_host_is_registered_in_the_target_group_checked_on_the_health_path
 
 
 def test_health_path_from_config_reaches_the_target_group():
-    from conftest import example_config
+    from pulumi_harness import example_config
     run = run_program(with_config(example_config(), hosts=2, healthPath="/up"))
     assert run.one("aws:lb/targetGroup:TargetGroup").inputs["healthCheck"]["path"] == "/up"
 
@@ -337,7 +337,7 @@ def test_vpc_flow_logs_go_to_a_log_group_with_retention(one_host):
 
 
 def test_default_vpc_mode_declares_no_network_of_its_own():
-    from conftest import example_config
+    from pulumi_harness import example_config
     run = run_program(with_config(example_config(), useDefaultVpc=True, ipv6=False, vpcCidr=None))
     assert not run.of("aws:ec2/vpc:Vpc") and not run.of("aws:ec2/subnet:Subnet")
     assert run.one(INSTANCE).inputs["subnetId"] in ("subnet-def-a", "subnet-def-b")
@@ -346,7 +346,7 @@ def test_default_vpc_mode_declares_no_network_of_its_own():
 
 
 def test_created_zone_exports_its_name_servers():
-    from conftest import example_config
+    from pulumi_harness import example_config
     run = run_program(with_config(example_config(), createZone=True))
     assert run.one("aws:route53/zone:Zone").inputs["name"] == "example.com"
     assert run.outputs["nameServers"] == ["ns-1.awsdns-01.org", "ns-2.awsdns-02.net"]
@@ -418,7 +418,7 @@ def test_outputs_are_readable_by_ferry(one_host, three_hosts, tmp_path):
     ({"sshPublicKey": None}, "ferry:sshPublicKey", "pulumi config set sshPublicKey"),
 ])
 def test_bad_config_names_the_key_and_the_fix_and_declares_nothing(changes, key, fix):
-    from conftest import example_config
+    from pulumi_harness import example_config
     with pytest.raises(pulumi.RunError) as err:
         run_program(with_config(example_config(), **changes), stack="dev")
     message = str(err.value)
@@ -427,12 +427,12 @@ def test_bad_config_names_the_key_and_the_fix_and_declares_nothing(changes, key,
 
 
 def test_bad_config_declares_no_resource():
-    from conftest import example_config, ProgramRun, AwsMocks
+    from pulumi_harness import example_config, ProgramRun, AwsMocks
     import runpy
     run = ProgramRun()
     pulumi.runtime.settings.reset_options()
     pulumi.runtime.set_mocks(AwsMocks(run), project="ferry", stack="dev", preview=False)
-    from conftest import as_pulumi_strings
+    from pulumi_harness import as_pulumi_strings
     pulumi.runtime.set_all_config(as_pulumi_strings(with_config(example_config(), hosts=0)))
     with pytest.raises(pulumi.RunError, match="ferry:hosts: 0 is out of range"):
         runpy.run_path(str(REPO / "infra" / "__main__.py"), run_name="__main__")
