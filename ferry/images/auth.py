@@ -304,11 +304,16 @@ class RegistryAuth:
                 if c.username:
                     params.append(("account", c.username))
             resp = fetch("GET", realm, params=params, headers=headers)
-        if resp.status_code in (401, 403):
+        if resp.status_code == 401:
             who = "no credentials" if self.anonymous else f"the credentials of {self.describe()}"
-            raise AuthError(
-                f"token server {realm} for registry {registry} refused {who}: HTTP {resp.status_code}",
-                login_hint(registry), status=resp.status_code)
+            raise AuthError(f"token server {realm} for registry {registry} refused {who}: HTTP 401",
+                            login_hint(registry), status=401)
+        if resp.status_code == 403:
+            # the user is known but may not have what was asked: say which rights were missing
+            raise AuthError(f"token server {realm} for registry {registry} refused {' '.join(scopes)} "
+                            f"to {self.describe()}: HTTP 403",
+                            "the credentials have no right to that: grant it, or use other credentials",
+                            status=403)
         if resp.status_code != 200:
             raise RegistryError(f"token server {realm} for registry {registry} answered HTTP {resp.status_code}",
                                 "check the token server's logs; rerun once it answers", status=resp.status_code)

@@ -32,6 +32,7 @@ TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")
 REPO_RE = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$")
 EMPTY_CONFIG = Blob.from_bytes(b"{}", OCI_EMPTY)
 SBOM_TYPES = ("application/spdx+json", "application/vnd.cyclonedx+json", "text/spdx")
+BIG_BLOB = 4 << 20
 
 LOCAL_PUBLISHERS = ("DockerPublisher", "TarPublisher", "OCILayoutPublisher")
 
@@ -273,7 +274,8 @@ class RegistryPublisher:
 
     ``source_clients(registry) -> RegistryClient`` gives clients for other registries that
     base layers are streamed from (default: made on demand with ``image.auth``'s credentials).
-    ``chunk_size``: upload blobs larger than this in chunks (None: one PUT per blob).
+    ``chunk_size``: upload blobs larger than this in chunks (None: one PUT per blob). ECR,
+    like S3 under it, wants every chunk but the last to be at least 5 MiB.
     """
 
     def __init__(self, client: RegistryClient, repository: str, *,
@@ -298,6 +300,9 @@ class RegistryPublisher:
         if src and src[0] == c.registry and src[1] != repo:
             if c.mount_blob(repo, blob.digest, src[1]):
                 return BlobOutcome("mounted", source=src[1])
+        if blob.size >= BIG_BLOB:  # say what is in flight, not only what finished
+            self.progress.info(f"{blob.digest[7:19]}  {human_bytes(blob.size):>9}  uploading"
+                               + ("" if blob.local else f" from {blob.source}"))
         if blob.local:
             return BlobOutcome("uploaded", c.upload_blob(repo, blob, self.chunk_size))
         sent = c.upload_stream(repo, blob.digest, blob.size,

@@ -302,6 +302,17 @@ class DockerPublisher:
             raise FerryError(f"cannot reach the Docker daemon: {e}",
                              "is dockerd running, and DOCKER_HOST right? (locally: ferry local up)") from None
 
+    def _existing(self, image_id: str):
+        import docker.errors
+
+        try:
+            return self.docker.images.get(image_id)
+        except docker.errors.ImageNotFound:
+            return None
+        except Exception as e:
+            raise FerryError(f"cannot reach the Docker daemon: {e}",
+                             "is dockerd running, and DOCKER_HOST right? (locally: ferry local up)") from None
+
     def publish(self, image: Image | ImageIndex, tags: list[str] | tuple[str, ...] = ()) -> PublishResult:
         import docker.errors
 
@@ -310,6 +321,18 @@ class DockerPublisher:
             raise ConfigError("tags need a repository name to tag the loaded image", "pass repository=...")
         plat = self.platform or self._daemon_platform()
         repo_tags = [f"{self.repository}:{t}" for t in tags]
+        chosen = choose_image(image, plat)
+        existing = self._existing(chosen.config.digest)
+        if existing is not None:
+            # the daemon has this exact image (same config digest): tag it, send nothing
+            for t in tags:
+                existing.tag(self.repository, t)
+            outcomes = {b.digest: BlobOutcome("exists") for b in unique_blobs(chosen)}
+            layers, config = layer_report(chosen, outcomes)
+            ref = repo_tags[0] if repo_tags else chosen.config.digest
+            self.progress.step(f"{ref}: Docker already has {chosen.config.digest[:19]}; nothing loaded")
+            return PublishResult(reference=ref, digest=chosen.config.digest, layers=layers, bytes_uploaded=0,
+                                 tags=tags, media_type=chosen.media_type, target="docker", config=config)
         self.progress.step(f"load into Docker{(' as ' + ', '.join(repo_tags)) if repo_tags else ''}")
         with tempfile.SpooledTemporaryFile(max_size=64 << 20) as f:
             img, outcomes = write_docker_archive(f, image, repo_tags, self.fetch, plat, self.progress)

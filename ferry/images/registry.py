@@ -121,8 +121,8 @@ def error_for_response(registry: str, repo: str, what: str, status: int, body: b
         return RegistryError(head, "the registry is rate-limiting: wait a minute and rerun "
                                    "(the push resumes where it stopped)", status=status)
     if status >= 500:
-        return RegistryError(head, f"the registry is failing: check its logs; rerun once it is healthy "
-                                   f"(the push resumes where it stopped)", status=status)
+        return RegistryError(head, "the registry is failing: check its logs; rerun once it is healthy "
+                                   "(the push resumes where it stopped)", status=status)
     if codes & {"DIGEST_INVALID", "BLOB_UPLOAD_INVALID", "SIZE_INVALID"}:
         return RegistryError(head, "the uploaded bytes do not match their digest: the local cache may be "
                                    "corrupt; clear it (.ferry/cache) and rebuild", status=status)

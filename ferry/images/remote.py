@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass
 
 from ..errors import BuildError, RegistryError
-from .oci import (DOCKER_CONFIG, DOCKER_LAYER_GZIP, DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, INDEX_TYPES,
+from .oci import (DOCKER_CONFIG, DOCKER_LAYER_GZIP, DOCKER_MANIFEST, INDEX_TYPES,
                   MANIFEST_TYPES, OCI_CONFIG, OCI_LAYER_GZIP, OCI_MANIFEST, Blob, Image, ImageIndex, Platform,
                   Reference)
 from .registry import RegistryClient

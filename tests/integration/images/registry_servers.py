@@ -14,7 +14,6 @@ from __future__ import annotations
 import atexit
 import gzip
 import io
-import json
 import os
 import re
 import shutil
@@ -90,7 +89,7 @@ def _serve(name: str, config_for_port) -> tuple[str, subprocess.Popen, Path, Pat
     d = _root / name
     storage = d / "storage"
     storage.mkdir(parents=True, exist_ok=True)
-    for attempt in range(5):
+    for _ in range(5):
         port = free_port()
         cfg = d / "config.yml"
         cfg.write_text(config_for_port(port, storage))
@@ -98,7 +97,7 @@ def _serve(name: str, config_for_port) -> tuple[str, subprocess.Popen, Path, Pat
         proc = subprocess.Popen(["docker-registry", "serve", str(cfg)], stdin=subprocess.DEVNULL,
                                 stdout=open(log, "ab"), stderr=subprocess.STDOUT, start_new_session=True)
 
-        def up():
+        def up(proc=proc, port=port):
             if proc.poll() is not None:
                 return "exited"
             try:
@@ -279,7 +278,10 @@ def make_layer(files: dict[str, bytes]) -> tuple[Blob, str]:
     return Blob.from_bytes(gzip.compress(raw, mtime=0), OCI_LAYER_GZIP), sha256(raw)
 
 
-def make_image(files_per_layer: list[dict[str, bytes]], platform: Platform = Platform(),
+AMD64 = Platform("linux", "amd64")
+
+
+def make_image(files_per_layer: list[dict[str, bytes]], platform: Platform = AMD64,
                cmd: tuple[str, ...] = ("/bin/hello",), base: Image | None = None,
                base_diff_ids: list[str] | None = None) -> Image:
     layers, diff_ids = list(base.layers) if base else [], list(base_diff_ids or [])

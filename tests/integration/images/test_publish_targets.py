@@ -161,5 +161,11 @@ def test_docker_publisher_loads_an_image_on_the_real_base_that_then_runs(local_t
                            capture_output=True, text=True, timeout=120)
         assert r.returncode == 0, r.stderr
         assert r.stdout.startswith("loaded by ferry (3, ")
+        # the daemon has it now: a second publish only adds the tag
+        again = DockerPublisher(docker_client, name, source_clients=lambda r: base_client).publish(app, ["v2"])
+        assert again.bytes_uploaded == 0 and again.digest == app.config.digest
+        r = subprocess.run([*docker_cli, "image", "inspect", f"{name}:v2"], capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0 and json.loads(r.stdout)[0]["Id"] == app.config.digest
     finally:
         _remove(docker_cli, f"{name}:v1")
+        _remove(docker_cli, f"{name}:v2")

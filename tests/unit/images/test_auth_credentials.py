@@ -142,6 +142,16 @@ def test_token_server_refusal_is_an_auth_error_naming_the_fix():
     assert "Pw-9f3k" not in msg  # never the password
 
 
+def test_token_server_403_names_the_rights_that_were_refused():
+    http = _mock_registry([], token_status=403)
+    with pytest.raises(AuthError) as e:
+        RegistryAuth(Credentials("ci", "pw", source="env")).authenticate(
+            'Bearer realm="http://reg.test/token",service="svc"', ("repository:team/app:pull,push",),
+            fetch=http.request, registry="reg.test")
+    assert "repository:team/app:pull,push" in str(e.value) and "HTTP 403" in str(e.value)
+    assert "ci (from env)" in str(e.value) and e.value.status == 403
+
+
 def test_token_server_failure_is_a_registry_error():
     http = _mock_registry([], token_status=503)
     with pytest.raises(RegistryError, match="HTTP 503"):
