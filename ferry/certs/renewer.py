@@ -434,7 +434,7 @@ def obtain(settings: Settings, account: Account, webroots: list[tuple[Host, str]
 
 def version_name(info: CertInfo, now: datetime.datetime | None = None) -> str:
     now = now or datetime.datetime.now(datetime.timezone.utc)
-    return f"{now:%Y%m%dT%H%M%SZ}-{info.serial[:12]}"
+    return f"{now:%Y%m%dT%H%M%S.%fZ}-{info.serial[:12]}"  # sorts in install order
 
 
 def install(host: Host, settings: Settings, key_pem: bytes, fullchain: str, log=print) -> CertInfo:
