@@ -47,7 +47,7 @@ def proxy_path(cfg: Config) -> str:
     return f"{app_dir(cfg)}/nginx/proxy.conf"
 
 
-def context(cfg: Config, tls: bool) -> dict:
+def context(cfg: Config, tls: bool, extra_names: tuple[str, ...] = ()) -> dict:
     d = app_dir(cfg)
     p = cfg.proxy
     return {
@@ -59,7 +59,9 @@ def context(cfg: Config, tls: bool) -> dict:
         "http_port": p.http_port,
         "https_port": p.https_port,
         "https_port_suffix": "" if p.https_port == 443 else f":{p.https_port}",
-        "server_names": cfg.app.domain or "_",
+        # the domain and the host's own addresses (a load balancer's health check sends its
+        # private IP); never default_server: the host's default server drops unknown names
+        "server_names": " ".join(dict.fromkeys(n for n in (cfg.app.domain, *extra_names) if n)) or "_",
         "upstream": upstream_name(cfg),
         "proxy_include": proxy_path(cfg),
         "tls": tls,
@@ -70,8 +72,8 @@ def context(cfg: Config, tls: bool) -> dict:
     }
 
 
-def render_site(cfg: Config, *, tls: bool = False) -> str:
-    return _env().get_template("site.conf.j2").render(**context(cfg, tls))
+def render_site(cfg: Config, *, tls: bool = False, extra_names: tuple[str, ...] = ()) -> str:
+    return _env().get_template("site.conf.j2").render(**context(cfg, tls, extra_names))
 
 
 def render_proxy(cfg: Config) -> str:

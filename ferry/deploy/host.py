@@ -52,7 +52,7 @@ class Host:
     """One host. ``run`` returns a Result (never raises on a non-zero exit); ``check`` raises."""
 
     def __init__(self, spec: HostSpec, key_filename: str | None = None, progress: Progress = NULL,
-                 connect_timeout: float = 10.0):
+                 connect_timeout: float = 10.0, gateway: str | None = None):
         from fabric import Config, Connection
 
         self.spec = spec
@@ -63,7 +63,7 @@ class Host:
         if key_filename:
             kwargs["key_filename"] = key_filename
         self.conn = Connection(spec.hostname, user=spec.user, port=spec.port, connect_kwargs=kwargs,
-                               connect_timeout=connect_timeout,
+                               connect_timeout=connect_timeout, gateway=gateway,
                                config=Config(overrides={"runners": {"remote": _fast_remote()}}))
         self._sftp = None
 

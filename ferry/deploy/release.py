@@ -11,6 +11,7 @@ import os
 import re
 import subprocess
 import time
+from dataclasses import dataclass
 from typing import Callable
 
 from ..config import Config, read_secrets
@@ -31,16 +32,40 @@ def parse_image(ref: str) -> tuple[str, str]:
     return ref.strip(), m.group("digest")
 
 
-def resolve_hosts(cfg: Config, progress: Progress = NULL) -> list[HostSpec]:
+@dataclass(frozen=True)
+class HostTarget:
+    """One host to deploy to, with what the stack knows about it."""
+
+    spec: HostSpec
+    names: tuple[str, ...] = ()  # addresses nginx must answer to (public and private IPs)
+    instance_id: str | None = None
+    target_group_arn: str | None = None  # behind the load balancer: out before the swap, in after
+    region: str | None = None
+    gateway: str | None = None  # SSH ProxyCommand (SSM Session Manager)
+
+    def __str__(self) -> str:
+        return str(self.spec)
+
+
+def resolve_hosts(cfg: Config, progress: Progress = NULL) -> list[HostTarget]:
     """deploy.hosts, or the hosts of a Pulumi stack's outputs."""
     if cfg.deploy.hosts:
-        return [HostSpec.parse(h) for h in cfg.deploy.hosts]
+        return [HostTarget(s, (s.hostname,)) for s in (HostSpec.parse(h) for h in cfg.deploy.hosts)]
     if cfg.deploy.stack or cfg.deploy.stack_outputs:
         from ..aws import stack
 
-        outputs = stack.read_outputs(cfg)
-        progress.info(f"hosts from {outputs.source}")
-        return [HostSpec.parse(h) for h in outputs.host_specs()]
+        out = stack.read_outputs(cfg, progress=progress)
+        gateway = out.ssh_proxy_command()
+        targets = []
+        for h in out.hosts:
+            address = h.instance_id if gateway else h.address
+            names = tuple(n for n in (h.public_ip, h.public_dns, h.private_ip) if n)
+            targets.append(HostTarget(HostSpec(out.ssh_user, address, 22), names, h.instance_id,
+                                      h.target_group_arn, out.region, gateway))
+        if not targets:
+            raise ConfigError(f"deploy.stack: the stack outputs ({out.source}) list no hosts",
+                              "run `pulumi up` first, or check the stack name")
+        return targets
     raise ConfigError("deploy: no hosts", 'set deploy.hosts = ["root@HOST"] or deploy.stack = "dev" in ferry.toml')
 
 
@@ -70,31 +95,63 @@ def default_version(cfg: Config) -> str:
     return "dev"
 
 
-def _connect(cfg: Config, spec: HostSpec, progress: Progress) -> Host:
+def _connect(cfg: Config, target: HostTarget, progress: Progress) -> Host:
     key = cfg.deploy.ssh_key
     if key and not os.path.exists(os.path.expanduser(key)):
         raise ConfigError(f"deploy.ssh_key: {key} does not exist", "point it at the private key for the hosts")
-    return Host(spec, key_filename=os.path.expanduser(key) if key else None, progress=progress).open()
+    return Host(target.spec, key_filename=os.path.expanduser(key) if key else None, progress=progress,
+                gateway=target.gateway).open()
+
+
+class _OutOfBalancer:
+    """Behind the load balancer a host leaves its target group (drained) before its swap and
+    rejoins (healthy) after, so the balancer never sends it traffic mid-swap."""
+
+    def __init__(self, target: HostTarget, progress: Progress):
+        self.t = target
+        self.progress = progress
+
+    def __enter__(self):
+        if self.t.target_group_arn and self.t.instance_id:
+            from ..aws import alb
+
+            self.progress.step(f"deregister {self.t.instance_id} from the load balancer", host=str(self.t))
+            alb.deregister(self.t.target_group_arn, self.t.instance_id, region=self.t.region or "",
+                           progress=self.progress)
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if self.t.target_group_arn and self.t.instance_id:
+            from ..aws import alb
+
+            # back in even after a failed deploy: the live colour still serves
+            self.progress.step(f"register {self.t.instance_id} with the load balancer", host=str(self.t))
+            alb.register(self.t.target_group_arn, self.t.instance_id, region=self.t.region or "",
+                         progress=self.progress)
+        return False
 
 
 def for_each_host(cfg: Config, progress: Progress, action: Callable[[HostDeployer], dict], command: str,
-                  force: bool = False, secrets: dict | None = None, creds=None) -> dict:
-    specs = resolve_hosts(cfg, progress)
+                  force: bool = False, secrets: dict | None = None, creds=None, balancer: bool = True) -> dict:
+    targets = resolve_hosts(cfg, progress)
     done: list[dict] = []
-    for i, spec in enumerate(specs):
-        progress.step(f"host {i + 1}/{len(specs)}: {spec}")
+    for i, target in enumerate(targets):
+        progress.step(f"host {i + 1}/{len(targets)}: {target}")
         try:
-            with _connect(cfg, spec, progress) as host:
+            with _connect(cfg, target, progress) as host:
                 d = HostDeployer(host, cfg, progress, secrets=secrets, registry_credentials=creds, command=command,
-                                 force=force)
-                done.append(action(d))
+                                 force=force, server_names=target.names)
+                if balancer:
+                    with _OutOfBalancer(target, progress):
+                        done.append(action(d))
+                else:
+                    done.append(action(d))
         except FerryError as e:
-            untouched = [str(s) for s in specs[i + 1:]]
+            untouched = [str(s) for s in targets[i + 1:]]
             summary = "; ".join(f"{r['host']}: {r.get('release')}" for r in done)
-            e.message = (f"{e.message} [stopped at host {i + 1}/{len(specs)}"
+            e.message = (f"{e.message} [stopped at host {i + 1}/{len(targets)}"
                          + (f"; done: {summary}" if summary else "")
                          + (f"; untouched: {', '.join(untouched)}" if untouched else "") + "]")
-            e.hosts_done = done  # type: ignore[attr-defined]
             raise
     return {"ok": True, "url": cfg.url, "hosts": done}
 
@@ -118,14 +175,13 @@ def rollback(cfg: Config, to: str | None = None, progress: Progress = NULL, forc
 
 
 def status(cfg: Config, progress: Progress = NULL) -> dict:
-    specs = resolve_hosts(cfg, progress)
     hosts = []
-    for spec in specs:
+    for target in resolve_hosts(cfg, progress):
         try:
-            with _connect(cfg, spec, progress) as host:
-                hosts.append(HostDeployer(host, cfg, progress).status())
+            with _connect(cfg, target, progress) as host:
+                hosts.append(HostDeployer(host, cfg, progress, server_names=target.names).status())
         except FerryError as e:
-            hosts.append({"host": str(spec), "error": str(e), "live": None})
+            hosts.append({"host": str(target), "error": str(e), "live": None})
     return {"app": cfg.app.name, "url": cfg.url, "hosts": hosts,
             "ok": all("error" not in h and h.get("health", {}) and h["health"]["ok"] for h in hosts)}
 

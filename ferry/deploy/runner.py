@@ -64,7 +64,8 @@ class HostState:
 
 class HostDeployer:
     def __init__(self, host: Host, cfg: Config, progress: Progress = NULL, secrets: dict[str, str] | None = None,
-                 registry_credentials: tuple[str, str] | None = None, command: str = "deploy", force: bool = False):
+                 registry_credentials: tuple[str, str] | None = None, command: str = "deploy", force: bool = False,
+                 server_names: tuple[str, ...] = ()):
         self.host = host
         self.cfg = cfg
         self.progress = progress
@@ -72,6 +73,7 @@ class HostDeployer:
         self.creds = registry_credentials
         self.command = command
         self.force = force
+        self.server_names = server_names
         self.lock = Lock(host, cfg)
         self.dir = nginx.app_dir(cfg)
         self.history_path = f"{self.dir}/releases.json"
@@ -271,7 +273,7 @@ class HostDeployer:
         files = {
             nginx.upstream_path(cfg): nginx.render_upstream(cfg, colour, rid),
             nginx.proxy_path(cfg): nginx.render_proxy(cfg),
-            nginx.site_path(cfg): nginx.render_site(cfg, tls=self.tls_ready()),
+            nginx.site_path(cfg): nginx.render_site(cfg, tls=self.tls_ready(), extra_names=self.server_names),
         }
         nginx.apply(host, cfg, files)
         try:

@@ -48,9 +48,10 @@ def test_upstream_points_at_the_colour_and_names_the_release():
 
 
 def test_site_serves_acme_challenges_and_proxies_without_tls():
-    site = nginx.render_site(cfg(), tls=False)
+    site = nginx.render_site(cfg(), tls=False, extra_names=("127.0.0.1", "10.0.1.7"))
     assert "include /opt/ferry/hello/nginx/upstream.conf;" in site
-    assert "listen 127.0.0.1:8080 default_server;" in site
+    assert "listen 127.0.0.1:8080;" in site and "default_server" not in site
+    assert "server_name 127.0.0.1 10.0.1.7;" in site
     assert "location ^~ /.well-known/acme-challenge/" in site and "root /opt/ferry/hello/acme;" in site
     assert "include /opt/ferry/hello/nginx/proxy.conf;" in site
     proxy = nginx.render_proxy(cfg())
