@@ -3,10 +3,10 @@
 Three dashboards, every panel a PromQL query against the provisioned data source (uid
 ``prometheus``):
 
-- service: RED by colour and release (rate, 5xx ratio, latency p50/p95/p99), the SLO's error
+- <app>-service: RED by colour and release (rate, 5xx ratio, latency p50/p95/p99), the SLO's error
   budget and burn rate, what is live, deploy outcomes, the public URL as a user sees it;
-- host: CPU, memory, disk (with the 24-hour prediction the alert uses), network;
-- nginx: connections, requests, the public URL probe.
+- host (one per host): CPU, memory, disk (with the 24-hour prediction the alert uses), network;
+- nginx (one per host): connections, requests, every app's public URL probe.
 
 Every dashboard marks releases: a Prometheus annotation whose value is the event's time
 (``ferry_deploy_last_event_timestamp_seconds``, written by the deployer), so a latency change
@@ -68,21 +68,23 @@ def _never():
     return VisibilityMode.NEVER
 
 
-def deploy_annotation(app: str) -> dict:
+def deploy_annotation(app: str | None) -> dict:
     """Grafana's Prometheus annotation: one mark per release event, at the time the series'
-    value says (useValueForTime), titled with the event and the release."""
+    value says (useValueForTime), titled with the event and the release. ``app`` None: every
+    app on the host (the host-wide dashboards)."""
+    sel = f'{{app="{app}"}}' if app else ""
     return {
         "name": "Deploys",
         "datasource": {"type": "prometheus", "uid": "prometheus"},
         "enable": True,
         "hide": False,
         "iconColor": "#8F3BB8",
-        "expr": f'ferry_deploy_last_event_timestamp_seconds{{app="{app}"}} * 1000',
+        "expr": f"ferry_deploy_last_event_timestamp_seconds{sel} * 1000",
         "step": "60s",
         "useValueForTime": True,
-        "titleFormat": "{{event}}: {{release}}",
+        "titleFormat": "{{event}}: {{release}}" if app else "{{app}} {{event}}: {{release}}",
         "textFormat": "version {{version}}",
-        "tagKeys": "event,version",
+        "tagKeys": "app,event,version",
     }
 
 
@@ -97,12 +99,12 @@ BUILTIN_ANNOTATION = {
 }
 
 
-def _base(uid: str, title: str, app: str, tags: list[str]) -> db.Dashboard:
+def _base(uid: str, title: str, tags: list[str]) -> db.Dashboard:
     return (db.Dashboard(title).uid(uid).tags(["ferry", *tags]).refresh("30s").time("now-3h", "now")
             .timezone("browser").editable())
 
 
-def _finish(d: db.Dashboard, app: str) -> dict:
+def _finish(d: db.Dashboard, app: str | None) -> dict:
     doc = json.loads(json.dumps(d.build(), cls=JSONEncoder, sort_keys=True))
     doc["annotations"] = {"list": [BUILTIN_ANNOTATION, deploy_annotation(app)]}
     doc["editable"] = False  # provisioned from files: changes belong in dashboards.py
@@ -139,7 +141,7 @@ def service(s: Settings) -> dict:
     avail = (f'1 - ((sum(increase({req}{{{sel}, status=~"5.."}}[30d])) or vector(0)) '
              f"/ sum(increase({req}{{{sel}}}[30d])))")
 
-    d = _base(f"ferry-{app}-service", f"{app}: service", app, [app])
+    d = _base(f"ferry-{app}-service", f"{app}: service", [app])
     d = d.with_row(db.Row("Requests, errors, latency (by colour and release)"))
     d = d.with_panel(ts("Requests per second", "reqps", (all_rate, "{{colour}} {{release}}"),
                         description=f"Requests the app answered (scrapes of {mp} left out), per colour and release."))
@@ -197,7 +199,7 @@ def host(s: Settings) -> dict:
     n = 'job="node"'
     fs = f"{n}, {FS_FILTER}"
     hours = s.mon.alerts.disk_fill_hours
-    d = _base("ferry-host", "host", s.app, ["host"])
+    d = _base("ferry-host", "host", ["host"])
     d = d.with_row(db.Row("CPU and memory"))
     d = d.with_panel(ts("CPU busy", "percentunit",
                         (f'1 - avg(rate(node_cpu_seconds_total{{{n}, mode="idle"}}[{RATE}]))', "busy"),
@@ -232,19 +234,20 @@ def host(s: Settings) -> dict:
                          "{{device}} in"),
                         (f'sum by (device) (rate(node_network_transmit_bytes_total{{{n}, device!~"lo|veth.*|docker.*|ifb.*"}}[{RATE}]))',
                          "{{device}} out")))
-    return _finish(d, s.app)
+    return _finish(d, None)
 
 
 # --- nginx ------------------------------------------------------------------------------------
 
 def nginx(s: Settings) -> dict:
     g = 'job="nginx"'
-    d = _base("ferry-nginx", "nginx", s.app, ["nginx"])
-    d = d.with_row(db.Row("nginx"))
+    p = 'job="probe"'
+    d = _base("ferry-nginx", "nginx", ["nginx"])
+    d = d.with_row(db.Row("nginx and the public URLs"))
     d = d.with_panel(st("nginx up", "none", f"nginx_up{{{g}}}", span=6))
     d = d.with_panel(st("Active connections", "none", f"nginx_connections_active{{{g}}}", span=6))
     d = d.with_panel(st("Requests per second", "reqps", f"sum(rate(nginx_http_requests_total{{{g}}}[{RATE}]))", span=6))
-    d = d.with_panel(st("Public URL up", "none", f'probe_success{{job="probe", app="{s.app}"}}', span=6))
+    d = d.with_panel(st("Public URLs up", "none", f"probe_success{{{p}}}", "{{app}}", span=6))
     d = d.with_panel(ts("Requests per second", "reqps",
                         (f"rate(nginx_http_requests_total{{{g}}}[{RATE}])", "requests")))
     d = d.with_panel(ts("Connections", "short",
@@ -258,21 +261,17 @@ def nginx(s: Settings) -> dict:
                         (f"rate(nginx_connections_accepted{{{g}}}[{RATE}]) - rate(nginx_connections_handled{{{g}}}[{RATE}])",
                          "dropped"),
                         description="Dropped connections mean worker_connections is too small."))
-    d = d.with_panel(ts("Public URL: time per phase", "s",
-                        (f'sum by (phase) (probe_http_duration_seconds{{job="probe", app="{s.app}"}})', "{{phase}}"),
-                        (f'probe_http_status_code{{job="probe", app="{s.app}"}}', "HTTP status"),
-                        description=f"The blackbox exporter's GET of {s.probe_url}."))
-    if s.probes_tls:
-        d = d.with_panel(st("Certificate days left", "d",
-                            f'(probe_ssl_earliest_cert_expiry{{job="probe", app="{s.app}"}} - time()) / 86400',
-                            "{{instance}}", span=6))
-    return _finish(d, s.app)
+    d = d.with_panel(ts("Public URLs: time per phase", "s",
+                        (f"sum by (app, phase) (probe_http_duration_seconds{{{p}}})", "{{app}} {{phase}}"),
+                        (f"probe_http_status_code{{{p}}}", "{{app}} HTTP status"),
+                        description="The blackbox exporter's GET of each app's public URL, through nginx."))
+    return _finish(d, None)
 
 
 def generate(s: Settings) -> dict[str, str]:
     """File name -> JSON text of every dashboard."""
     return {name: json.dumps(doc, indent=2, sort_keys=True) + "\n"
-            for name, doc in (("service.json", service(s)), ("host.json", host(s)), ("nginx.json", nginx(s)))}
+            for name, doc in ((f"{s.app}-service.json", service(s)), ("host.json", host(s)), ("nginx.json", nginx(s)))}
 
 
 def queries(doc: dict) -> list[tuple[str, str]]:

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import BuildError
-from ..images.layers import Entry, content_key, write_layer
+from ..images.layers import Entry, content_key, normalise_mode, write_layer
 from ..images.oci import OCI_CONFIG, OCI_LAYER_GZIP, Blob, Image, Platform, canonical_json
 from ..progress import NULL, Progress
 
@@ -41,13 +41,16 @@ class Component:
     package: str  # the Debian package the binaries come from
     binaries: tuple[str, ...]  # installed paths; the first is the entrypoint
     title: str
+    # the package's data files the program reads at run time (Debian's builds load their web
+    # UI and notification templates from here instead of embedding them)
+    data: tuple[str, ...] = ()
 
 
 COMPONENTS: tuple[Component, ...] = (
     Component("prometheus", "prometheus", ("/usr/bin/prometheus", "/usr/bin/promtool"),
-              "Prometheus (Debian's build), assembled by ferry"),
+              "Prometheus (Debian's build), assembled by ferry", ("/usr/share/prometheus/web/",)),
     Component("alertmanager", "prometheus-alertmanager", ("/usr/bin/prometheus-alertmanager", "/usr/bin/amtool"),
-              "Alertmanager (Debian's build), assembled by ferry"),
+              "Alertmanager (Debian's build), assembled by ferry", ("/usr/share/prometheus/alertmanager/",)),
     Component("node-exporter", "prometheus-node-exporter", ("/usr/bin/prometheus-node-exporter",),
               "node_exporter (Debian's build), assembled by ferry"),
     Component("nginx-exporter", "prometheus-nginx-exporter", ("/usr/bin/prometheus-nginx-exporter",),
@@ -119,6 +122,18 @@ def runtime_entries(binaries: list[str]) -> list[Entry]:
     return entries
 
 
+def package_files(package: str, prefixes: tuple[str, ...]) -> list[str]:
+    """Regular files the installed package owns under ``prefixes`` (``dpkg -L``)."""
+    if not prefixes:
+        return []
+    out = []
+    for line in _run(["dpkg", "-L", package]).splitlines():
+        p = line.strip()
+        if p.startswith(prefixes) and os.path.isfile(p) and not os.path.islink(p):
+            out.append(p)
+    return sorted(out)
+
+
 def component_entries(c: Component) -> list[Entry]:
     out = []
     for b in c.binaries:
@@ -126,6 +141,8 @@ def component_entries(c: Component) -> list[Entry]:
         if not p.is_file():
             raise BuildError(f"{b} is missing", f"apt-get install {c.package}")
         out.append(Entry(b.lstrip("/"), "file", 0o755, source=p))
+    for f in package_files(c.package, c.data):
+        out.append(Entry(f.lstrip("/"), "file", normalise_mode(os.stat(f).st_mode), source=Path(f)))
     return out
 
 

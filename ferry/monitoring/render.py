@@ -110,6 +110,9 @@ def blackbox_yml(s: Settings) -> str:
     return _render(s, "blackbox.yml.j2", context(s))
 
 
+PER_APP = "app-"  # rules/app-*.yml.j2 are rendered once per app (as <app>-*.yml), the rest once per host
+
+
 def rule_templates(s: Settings) -> list[str]:
     rules = s.templates / "rules"
     names = sorted(p.name for p in rules.glob("*.yml.j2")) if rules.is_dir() else []
@@ -119,10 +122,27 @@ def rule_templates(s: Settings) -> list[str]:
     return names
 
 
+def rule_file_name(s: Settings, template: str) -> str:
+    """'app-slo.yml.j2' -> 'hello-slo.yml'; 'host.yml.j2' -> 'host.yml'. Host-wide names have
+    no dash, so one app's `up` can tell its own files from other apps' and the host's."""
+    name = template[: -len(".j2")]
+    if name.startswith(PER_APP):
+        return f"{s.app}-{name[len(PER_APP):]}"
+    if "-" in name:
+        raise ConfigError(f"monitoring/rules/{template}: a host-wide rule file's name must not contain '-'",
+                          "rename it (per-app templates start with app-)")
+    return name
+
+
 def rules(s: Settings) -> dict[str, str]:
-    """``{"app.yml": text, ...}``: one rule file per template in monitoring/rules/."""
+    """``{"host.yml": text, "hello-slo.yml": text, ...}``: one rule file per template."""
     ctx = context(s)
-    return {name[: -len(".j2")]: _render(s, f"rules/{name}", ctx) for name in rule_templates(s)}
+    return {rule_file_name(s, name): _render(s, f"rules/{name}", ctx) for name in rule_templates(s)}
+
+
+def probes_json(s: Settings) -> str:
+    """The app's public URL for the blackbox exporter (file_sd, like the targets)."""
+    return dump_json([{"targets": [s.probe_url], "labels": {"app": s.app}}])
 
 
 @dataclass(frozen=True)
@@ -143,14 +163,17 @@ GRAFANA_UID = "472:0"
 
 def grafana_files(s: Settings) -> dict[str, str]:
     """Provisioning files and dashboards, copied as they are from monitoring/ (Grafana reads the
-    ports from its environment: the files themselves are host-independent)."""
+    ports from its environment: the files themselves are host-independent). The dashboards are
+    generated for this app (its service dashboard) and the host (host, nginx)."""
+    from .dashboards import generate
+
     out: dict[str, str] = {}
     base = s.templates / "grafana" / "provisioning"
     for kind in ("datasources", "dashboards"):
         for p in sorted((base / kind).glob("*.yml")):
             out[f"provisioning/{kind}/{p.name}"] = p.read_text()
-    for p in sorted((s.templates / "dashboards").glob("*.json")):
-        out[f"dashboards/{p.name}"] = p.read_text()
+    for name, text in generate(s).items():
+        out[f"dashboards/{name}"] = text
     return out
 
 
@@ -162,6 +185,7 @@ def files(s: Settings, targets_json: str, grafana: bool) -> list[File]:
         File(f"{etc}/alertmanager/alertmanager.yml", alertmanager_yml(s)),
         File(f"{etc}/blackbox/blackbox.yml", blackbox_yml(s)),
         File(s.targets_file(), targets_json),
+        File(s.probes_file(), probes_json(s)),
     ]
     out += [File(f"{etc}/prometheus/rules/{name}", text) for name, text in rules(s).items()]
     if grafana:
@@ -176,6 +200,7 @@ def example(s: Settings, targets_json: str) -> dict[str, str]:
         "alertmanager.yml": alertmanager_yml(s),
         "blackbox.yml": blackbox_yml(s),
         f"targets/{s.app}.json": targets_json,
+        f"probes/{s.app}.json": probes_json(s),
     }
     out.update({f"rules/{name}": text for name, text in rules(s).items()})
     return out

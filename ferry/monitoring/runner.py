@@ -12,7 +12,6 @@ A second ``up`` with nothing changed changes nothing and says so.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import io
 import json
@@ -203,17 +202,24 @@ class HostStack:
         repo = ref.split("@", 1)[0]
         if ":" in repo.rsplit("/", 1)[-1]:
             repo = repo.rsplit(":", 1)[0]
+        docker = shlex.join(self.docker())
+        inspect = f"{docker} image inspect --format '{{{{json .RepoDigests}}}}' {shlex.quote(ref)}"
         creds = registry_credentials(self.cfg, ref)
+        stdin = None
+        if "@sha256:" in ref:
+            # a pinned image already on the host cannot have changed: no registry round trip
+            pull = f"{inspect} >/dev/null 2>&1 || {docker} pull --quiet {shlex.quote(ref)} >/dev/null"
+        else:
+            pull = f"{docker} pull --quiet {shlex.quote(ref)} >/dev/null"
         if creds:
             user, password = creds
             registry = ref.split("/", 1)[0]
             d = shlex.join(self.docker("--config", "DIR")).replace("DIR", '"$d"')
-            script = ("set -e; d=$(mktemp -d); trap 'rm -rf \"$d\"' EXIT; chmod 700 \"$d\"; "
-                      f"{d} login --username {shlex.quote(user)} --password-stdin {shlex.quote(registry)} >/dev/null; "
-                      f"{d} pull --quiet {shlex.quote(ref)}")
-            r = self.host.run(["sh", "-c", script], stdin=password + "\n")
-        else:
-            r = self.host.run(self.docker("pull", "--quiet", ref))
+            pull = ("d=$(mktemp -d); trap 'rm -rf \"$d\"' EXIT; chmod 700 \"$d\"; "
+                    f"{d} login --username {shlex.quote(user)} --password-stdin {shlex.quote(registry)} >/dev/null; "
+                    + pull.replace(docker + " pull", d + " pull"))
+            stdin = password + "\n"
+        r = self.host.run(["sh", "-c", f"set -e; {pull}; {inspect}"], stdin=stdin)
         if not r.ok:
             err = (r.stderr.strip() or r.stdout.strip())[-400:]
             raise HostError(f"{self.host.name}: pull of {ref} failed: {err}",
@@ -221,9 +227,7 @@ class HostStack:
                             "stack's images; set [monitoring.images] to where they are")
         if "@sha256:" in ref:
             return ref
-        r = self.host.check(self.docker("image", "inspect", "--format", "{{json .RepoDigests}}", ref),
-                            f"inspect {ref}")
-        digests = json.loads(r.stdout.strip() or "[]")
+        digests = json.loads(r.stdout.strip().splitlines()[-1] or "[]")
         for d in digests:
             if d.split("@", 1)[0] == repo:
                 return d
@@ -237,10 +241,17 @@ class HostStack:
         root = self.s.root
         stage = f"{root}/staging"
         rel = {f.path[len(root) + 1:]: f.content for f in files if f.path.startswith(root + "/")}
-        payload = base64.b64encode(tarball(rel)).decode()
-        script = (f"set -e; rm -rf {shlex.quote(stage)}; mkdir -p {shlex.quote(stage)}; "
-                  f"base64 -d | tar -xzf - -C {shlex.quote(stage)}; chmod -R go+rX {shlex.quote(stage)}")
-        self.host.check(["sh", "-c", script], "stage the monitoring config", stdin=payload)
+        archive = f"{root}/staging.tar.gz"
+        try:
+            with self.host.sftp().open(archive, "wb") as f:
+                f.write(tarball(rel))
+        except OSError as e:
+            raise HostError(f"{self.host.name}: cannot upload the monitoring config to {archive}: {e}",
+                            "is the disk full?") from None
+        q = shlex.quote
+        script = (f"set -e; rm -rf {q(stage)}; mkdir -p {q(stage)}; tar -xzf {q(archive)} -C {q(stage)}; "
+                  f"rm -f {q(archive)}; chmod -R go+rX {q(stage)}")
+        self.host.check(["sh", "-c", script], "stage the monitoring config")
         return stage
 
     def validate(self, stage: str, pinned: dict[str, str]) -> None:
@@ -261,34 +272,40 @@ class HostStack:
                 raise ConfigError(f"{self.host.name}: {component} rejects the rendered config: {detail}",
                                   f"fix the template in {self.s.templates} (nothing was changed on the host)")
 
-    def sync(self, files: list[render.File], stage: str) -> list[str]:
-        """Move the changed files into place (each atomically); return their paths."""
-        root = self.s.root
+    def remote_changes(self, files: list[render.File]) -> tuple[list[render.File], list[str]]:
+        """(files whose content differs on the host, files of ours no template produces any more)
+        in two round trips: hashes of every file, then a listing of the managed folders."""
         r = self.host.run(["sh", "-c", "sha256sum -- " + " ".join(shlex.quote(f.path) for f in files) + " 2>/dev/null; true"])
         changed = changed_files(files, parse_sha256sum(r.stdout))
-        if changed:
-            lines = ["set -e"]
-            for f in changed:
-                rel = f.path[len(root) + 1:]
-                d = os.path.dirname(f.path)
-                tmp = f"{d}/.{os.path.basename(f.path)}.ferry-tmp"
-                lines.append(f"mkdir -p {shlex.quote(d)}")
-                lines.append(f"cp {shlex.quote(stage + '/' + rel)} {shlex.quote(tmp)}")
-                lines.append(f"chmod {f.mode} {shlex.quote(tmp)}")
-                lines.append(f"mv -f {shlex.quote(tmp)} {shlex.quote(f.path)}")
-            self.host.check(["sh", "-c", "\n".join(lines)], "install the monitoring config")
-        # files of ours that no template produces any more (a removed rule file, dashboard)
         wanted = {f.path for f in files}
-        stale = []
-        for d, pattern in ((f"{self.s.etc}/prometheus/rules", "*.yml"),
-                           (f"{self.s.etc}/grafana/dashboards", "*.json"),
-                           (f"{self.s.etc}/grafana/provisioning/datasources", "*.yml"),
-                           (f"{self.s.etc}/grafana/provisioning/dashboards", "*.yml")):
-            r = self.host.run(["find", d, "-maxdepth", "1", "-type", "f", "-name", pattern])
-            stale += [p for p in r.stdout.split() if p not in wanted]
+        finds = [f"find {shlex.quote(d)} -maxdepth 1 -type f -name {shlex.quote(pattern)} 2>/dev/null"
+                 for d, pattern in ((f"{self.s.etc}/prometheus/rules", "*.yml"),
+                                    (f"{self.s.etc}/grafana/dashboards", "*.json"),
+                                    (f"{self.s.etc}/grafana/provisioning/datasources", "*.yml"),
+                                    (f"{self.s.etc}/grafana/provisioning/dashboards", "*.yml"))]
+        r = self.host.run(["sh", "-c", "; ".join(finds) + "; true"])
+        # only host-wide files (no dash in the name) are ours to delete: <app>-* belong to the
+        # apps that share the host, each managed by its own `ferry monitoring up`
+        stale = sorted(p for p in r.stdout.split() if p not in wanted and "-" not in os.path.basename(p))
+        return changed, stale
+
+    def install(self, changed: list[render.File], stale: list[str], stage: str) -> list[str]:
+        """Move the changed files into place, each atomically (a reader sees the old file or the
+        new one), and delete the stale ones; return the paths touched."""
+        root = self.s.root
+        lines = ["set -e"]
+        for f in changed:
+            rel = f.path[len(root) + 1:]
+            d = os.path.dirname(f.path)
+            tmp = f"{d}/.{os.path.basename(f.path)}.ferry-tmp"
+            lines.append(f"mkdir -p {shlex.quote(d)}")
+            lines.append(f"cp {shlex.quote(stage + '/' + rel)} {shlex.quote(tmp)}")
+            lines.append(f"chmod {f.mode} {shlex.quote(tmp)}")
+            lines.append(f"mv -f {shlex.quote(tmp)} {shlex.quote(f.path)}")
         if stale:
-            self.host.check(["rm", "-f", *stale], "remove files no template produces")
-        self.host.run(["rm", "-rf", stage])
+            lines.append("rm -f " + " ".join(shlex.quote(p) for p in stale))
+        lines.append(f"rm -rf {shlex.quote(stage)}")
+        self.host.check(["sh", "-c", "\n".join(lines)], "install the monitoring config")
         return [f.path for f in changed] + stale
 
     def write_secrets(self, secrets: list[Secret]) -> list[str]:
@@ -310,15 +327,16 @@ class HostStack:
 
     def prepare_dirs(self, stack: list[ContainerSpec]) -> None:
         s = self.s
-        self.host.check(["mkdir", "-p", s.etc, s.data, s.textfile_dir, s.targets_dir, s.secrets],
-                        f"create {s.root}")
-        self.host.check(["chmod", "0700", s.secrets], f"protect {s.secrets}")
+        q = shlex.quote
+        lines = ["set -e", "mkdir -p " + " ".join(q(d) for d in (s.etc, s.data, s.textfile_dir, s.targets_dir,
+                                                                    s.probes_dir, s.secrets)),
+                 f"chmod 0700 {q(s.secrets)}"]
         for spec in stack:
             for d in (*spec.data_dirs, *spec.secret_dirs):
-                self.host.check(["mkdir", "-p", d], f"create {d}")
-                self.host.check(["chown", spec.user, d], f"own {d} for {spec.component}")
+                lines += [f"mkdir -p {q(d)}", f"chown {q(spec.user)} {q(d)}"]
             for d in spec.secret_dirs:
-                self.host.check(["chmod", "0500", d], f"protect {d}")
+                lines.append(f"chmod 0500 {q(d)}")
+        self.host.check(["sh", "-c", "\n".join(lines)], f"create {s.root}")
 
     # containers -----------------------------------------------------------------------------
 
@@ -390,21 +408,26 @@ class HostStack:
         targets = refresh_targets(self.host, self.cfg, s)
         files = render.files(s, targets, grafana="grafana" in images)
         self.prepare_dirs(stack)
-        stage = self.stage(files)
-        self.step("check it with the host's promtool and amtool")
-        try:
-            self.validate(stage, pinned)
-        except FerryError:
-            self.host.run(["rm", "-rf", stage])
-            raise
-        changed = self.sync(files, stage)
+        to_install, stale = self.remote_changes(files)
+        changed: list[str] = []
+        if to_install or stale:
+            stage = self.stage(files)
+            self.step("check it with the host's promtool and amtool")
+            try:
+                self.validate(stage, pinned)
+            except FerryError:
+                self.host.run(["rm", "-rf", stage])
+                raise
+            changed = self.install(to_install, stale, stage)
         changed += self.write_secrets(secrets)
         for p in changed:
             self.progress.info(f"changed {p}", host=self.host.name)
         actual = self.containers()
         actions = []
+        # the targets file is re-read by Prometheus on its own: it never needs a reload
+        reload_worthy = [p for p in changed if not p.startswith(s.targets_dir + "/")]
         for spec in stack:
-            cfg_changed = any(p.startswith(d + "/") for p in changed for d in (*spec.config_dirs, *spec.secret_dirs))
+            cfg_changed = any(p.startswith(d + "/") for p in reload_worthy for d in (*spec.config_dirs, *spec.secret_dirs))
             act = decide(s.docker, spec, pinned[spec.component], actual.get(spec.name), cfg_changed)
             if act.do != "none":
                 self.step(f"{act.do} {spec.name} ({act.why})")

@@ -82,6 +82,14 @@ class Settings:
     def targets_file(self) -> str:
         return f"{self.targets_dir}/{self.app}.json"
 
+    @property
+    def probes_dir(self) -> str:
+        """The blackbox exporter's targets: one JSON file per app (its public URL)."""
+        return f"{self.etc}/prometheus/probes"
+
+    def probes_file(self) -> str:
+        return f"{self.probes_dir}/{self.app}.json"
+
     def deploy_metrics_file(self) -> str:
         return f"{self.textfile_dir}/ferry_deploy_{self.app}.prom"
 

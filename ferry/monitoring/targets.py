@@ -34,6 +34,8 @@ def targets_doc(s: Settings, slots: Iterable[Slot], live_colour: str | None) -> 
         out.append({
             "targets": [f"{LOOPBACK}:{s.colours[slot.colour]}"],
             "labels": {
+                "job": s.job,
+                "__metrics_path__": s.mon.metrics_path,
                 "app": s.app,
                 "colour": slot.colour,
                 "release": slot.release or "unknown",
