@@ -81,17 +81,15 @@ def _eab(cfg: Config) -> tuple[str, str] | None:
 
 
 def _connect(cfg: Config, progress: Progress):
-    from ..deploy.host import Host
-    from ..deploy.release import resolve_hosts
+    """Open every host the deploy would (deploy.hosts, or the Pulumi stack's outputs)."""
+    from ..deploy.release import _connect as connect, resolve_hosts
 
-    key = cfg.deploy.ssh_key
-    if key and not os.path.exists(os.path.expanduser(key)):
-        raise ConfigError(f"deploy.ssh_key: {key} does not exist", "point it at the private key for the hosts")
     hosts = []
     try:
-        for spec in resolve_hosts(cfg, progress):
-            hosts.append(Host(spec, key_filename=os.path.expanduser(key) if key else None,
-                              progress=progress).open())
+        for target in resolve_hosts(cfg, progress):
+            h = connect(cfg, target, progress)
+            h.names = tuple(getattr(target, "names", ()) or (h.spec.hostname,))
+            hosts.append(h)
     except BaseException:
         for h in hosts:
             h.close()
@@ -104,7 +102,9 @@ def _connect(cfg: Config, progress: Progress):
 def expected_addresses(cfg: Config, hosts) -> set[str]:
     if cfg.tls.public_addresses:
         return set(cfg.tls.public_addresses)
-    return dns.host_addresses([h.spec.hostname for h in hosts])
+    # the addresses the stack knows for each host (or deploy.hosts as written); a record that
+    # points anywhere else (an old IP, the load balancer) fails the check
+    return dns.host_addresses([n for h in hosts for n in getattr(h, "names", (h.spec.hostname,))])
 
 
 def dns_precheck(cfg: Config, hosts, progress: Progress) -> dict[str, set[str]]:

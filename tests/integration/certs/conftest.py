@@ -38,7 +38,8 @@ def free_port() -> int:
 class App:
     """One app on the local target with an HTTP-only site, as a deploy leaves it."""
 
-    def __init__(self, name: str, tmp: Path, local_target: dict, pebble_ca: dict, **tls):
+    def __init__(self, name: str, tmp: Path, local_target: dict, pebble_ca: dict,
+                 hosts: list[str] | None = None, **tls):
         self.name = name
         self.domain = f"{name}.ferry.test"
         self.tmp = tmp
@@ -63,7 +64,7 @@ class App:
             source = "src"
             entrypoint = ["python3"]
             [deploy]
-            hosts = ["{local_target['ssh']}"]
+            hosts = {json.dumps(hosts or [local_target['ssh']])}
             ssh_key = "{local_target['ssh_key']}"
             colours = {{ blue = {self.port}, green = {free_port()} }}
             nginx_conf = "{local_target['nginx_conf']}"
@@ -136,8 +137,8 @@ class App:
 def make_app(local_target, pebble_ca, tmp_path_factory):
     apps: list[App] = []
 
-    def make(name: str, **tls) -> App:
-        app = App(name, tmp_path_factory.mktemp(name), local_target, pebble_ca, **tls)
+    def make(name: str, hosts: list[str] | None = None, **tls) -> App:
+        app = App(name, tmp_path_factory.mktemp(name), local_target, pebble_ca, hosts=hosts, **tls)
         apps.append(app)
         return app
 
