@@ -78,7 +78,9 @@ def image_from_manifest(manifest: dict, media_type: str, config: bytes, source: 
         raise BuildError(f"{source} uses the old Docker schema 1 manifest",
                          "push it again with a current docker or skopeo (schema 2 / OCI)")
     cfg_desc = manifest.get("config") or {}
-    cfg = Blob.from_bytes(config, cfg_desc.get("mediaType", OCI_CONFIG), annotations=cfg_desc.get("annotations") or {})
+    # the config keeps its source too: pushed unchanged (a mirror), it is mounted like the layers
+    cfg = Blob.from_bytes(config, cfg_desc.get("mediaType", OCI_CONFIG), annotations=cfg_desc.get("annotations") or {},
+                          source=source)
     if cfg.digest != cfg_desc.get("digest"):
         raise RegistryError(f"config of {source} has digest {cfg.digest}, manifest says {cfg_desc.get('digest')}",
                             "the registry altered it; do not use this image")

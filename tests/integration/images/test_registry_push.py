@@ -107,6 +107,17 @@ def test_base_layers_are_mounted_from_the_base_repository_not_uploaded(anon, pro
     assert r.returncode == 0 and json.loads(r.stdout)["Digest"] == app.digest
 
 
+def test_copying_an_image_to_another_repository_of_the_same_registry_sends_no_bytes(anon):
+    c = client(anon.address)
+    src_repo, dst_repo = unique_name("copy/src"), unique_name("copy/dst")
+    image = small_image("copy")
+    RegistryPublisher(c, src_repo).publish(image, ["v1"])
+    remote = fetch_image(c, f"{anon.address}/{src_repo}:v1")
+    res = RegistryPublisher(c, dst_repo).publish(remote, ["v1"])
+    assert res.bytes_uploaded == 0 and res.config["mounted"] and all(row["mounted"] for row in res.layers)
+    assert res.digest == image.digest  # canonical JSON: the same manifest bytes
+
+
 def test_base_layers_on_another_registry_are_streamed_without_touching_the_disk(anon):
     """The production case: base in one registry (e.g. python:slim mirrored to ECR), target in another."""
     basic_reg = shared("basic")
