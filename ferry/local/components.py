@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..config import LocalConfig
+from .token_server import registry_config
 
 NGINX_HTTP_PORT = 8080
 NGINX_HTTPS_PORT = 8443
@@ -98,34 +99,16 @@ def dockerd(p: Paths) -> Component:
     )
 
 
-def registry_config(port: int, storage: Path, auth: dict | None = None) -> str:
-    """distribution 2.8 config: loopback only, filesystem storage, deletes allowed (tests
-    clean up after themselves: the registry has no garbage collection while it serves)."""
-    import yaml
-
-    doc: dict = {
-        "version": 0.1,
-        "log": {"level": "warn", "accesslog": {"disabled": True}},
-        "storage": {"filesystem": {"rootdirectory": str(storage)}, "delete": {"enabled": True},
-                    "cache": {"blobdescriptor": "inmemory"}},
-        "http": {"addr": f"127.0.0.1:{port}", "headers": {"X-Content-Type-Options": ["nosniff"]}},
-    }
-    if auth:
-        doc["auth"] = auth
-    return yaml.safe_dump(doc, sort_keys=True)
-
-
 def registries(p: Paths, s: LocalConfig) -> list[Component]:
     reg = p.root / "registry"
     storage = reg / "storage"  # one store: the auth registries see the same blobs
     issuer_port = s.token_registry_port + TOKEN_ISSUER_PORT_OFFSET
     variants = [
-        ("registry", s.registry_port, None),
-        ("registry-basic", s.basic_registry_port,
-         {"htpasswd": {"realm": "ferry-local", "path": str(p.htpasswd)}}),
+        ("registry", s.registry_port, {}),
+        ("registry-basic", s.basic_registry_port, {"auth": "htpasswd", "htpasswd": p.htpasswd}),
         ("registry-token", s.token_registry_port,
-         {"token": {"realm": f"http://127.0.0.1:{issuer_port}/token", "service": "ferry-local-registry",
-                    "issuer": "ferry-local", "rootcertbundle": str(p.token_cert)}}),
+         {"auth": "token", "realm": f"http://127.0.0.1:{issuer_port}/token", "service": "ferry-local-registry",
+          "issuer": "ferry-local", "rootcertbundle": p.token_cert}),
     ]
     out = []
     for name, port, auth in variants:
@@ -135,7 +118,7 @@ def registries(p: Paths, s: LocalConfig) -> list[Component]:
             argv=("docker-registry", "serve", str(cfg)),
             address=f"127.0.0.1:{port}",
             check=Check("tcp", f"127.0.0.1:{port}"),
-            files={str(cfg): registry_config(port, storage, auth)},
+            files={str(cfg): registry_config(port, storage, **auth)},
         ))
     out.append(Component(
         name="token-issuer",
