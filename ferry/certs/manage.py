@@ -59,6 +59,7 @@ def settings(cfg: Config) -> R.Settings:
         renew_before_days=cfg.tls.renew_before_days,
         metrics_dir=cfg.tls.metrics_dir,
         https_port=cfg.proxy.https_port,
+        https_address="127.0.0.1" if cfg.proxy.listen in ("0.0.0.0", "", "*", "::") else cfg.proxy.listen,
         timeout=cfg.tls.timeout,
     )
 
@@ -277,7 +278,8 @@ def _issue(cfg: Config, s: R.Settings, hosts, *, force, renew_only, dns_check, e
         for rh in rhosts:
             progress.step(f"install the certificate on {rh.name}")
             try:
-                new = R.install(rh, s, key_pem, fullchain, log=progress.info)
+                # the HTTPS site may not be on yet (first issue): what nginx serves is checked below
+                new = R.install(rh, s, key_pem, fullchain, log=progress.info, check_served=False)
             except R.RenewError as e:
                 R.write_metric(rh, s, R.current(rh, s), success=False)
                 raise CertError(f"{rh.name}: {e.message}", e.hint) from None
@@ -288,6 +290,11 @@ def _issue(cfg: Config, s: R.Settings, hosts, *, force, renew_only, dns_check, e
         prepare(cfg, rh)
         progress.step(f"{rh.name}: HTTPS site (nginx -t, reload)")
         _ensure_tls_site(cfg, h, rh)
+        if info is not None and not R.verify(rh, s, info.serial, log=progress.info):
+            raise CertError(f"{rh.name}: nginx does not serve the new certificate {info.serial} for {s.domains[0]} "
+                            f"on {s.https_address}:{s.https_port}",
+                            "check the host's nginx error log; the certificate is installed and `ferry certs "
+                            "renew` can be re-run")
         result.setdefault("renewal", install_renewer(cfg, rh, fleet=len(rhosts)))
         R.write_metric(rh, s, R.current(rh, s), success=True)
     result.update(_cert_json(cfg, info))

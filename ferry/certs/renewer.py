@@ -70,6 +70,7 @@ class Settings:
     renew_before_days: int = 30
     metrics_dir: str | None = None
     https_port: int = 443
+    https_address: str = "127.0.0.1"  # where, on the host, nginx answers HTTPS (to verify a swap)
     timeout: float = 120.0
 
     def to_json(self) -> str:
@@ -437,7 +438,8 @@ def version_name(info: CertInfo, now: datetime.datetime | None = None) -> str:
     return f"{now:%Y%m%dT%H%M%S.%fZ}-{info.serial[:12]}"  # sorts in install order
 
 
-def install(host: Host, settings: Settings, key_pem: bytes, fullchain: str, log=print) -> CertInfo:
+def install(host: Host, settings: Settings, key_pem: bytes, fullchain: str, log=print,
+            check_served: bool = True) -> CertInfo:
     """Write the new certificate beside the old one, swap ``current``, ``nginx -t`` (swap back on
     failure) and reload nginx gracefully."""
     info = inspect(fullchain.encode())
@@ -466,7 +468,35 @@ def install(host: Host, settings: Settings, key_pem: bytes, fullchain: str, log=
     host.run(list(settings.nginx_reload))
     log(f"installed certificate {info.serial} (expires {info.not_after:%Y-%m-%d}) and reloaded nginx")
     _prune(host, d, keep={version, previous.rsplit("/", 1)[-1]})
+    if check_served:
+        verify(host, settings, info.serial, log)
     return info
+
+
+def served_serial_argv(settings: Settings) -> list[str]:
+    addr = settings.https_address
+    target = f"[{addr}]:{settings.https_port}" if ":" in addr else f"{addr}:{settings.https_port}"
+    return ["sh", "-c", f"openssl s_client -connect {shlex.quote(target)} -servername "
+                        f"{shlex.quote(settings.domains[0])} </dev/null 2>/dev/null | openssl x509 -noout -serial"]
+
+
+def verify(host: Host, settings: Settings, serial: str, log=print, timeout: float = 15.0) -> bool:
+    """A reload is asynchronous (nginx starts new workers after the signal): wait until a TLS
+    handshake on the host gets the new certificate, so "done" means clients see it."""
+    deadline = time.monotonic() + timeout
+    seen = ""
+    while True:
+        _, out = host.run(served_serial_argv(settings), check=False)
+        seen = out.strip().partition("=")[2].lower().lstrip("0")
+        if seen == serial.lstrip("0"):
+            log(f"nginx serves certificate {serial} on {settings.https_address}:{settings.https_port}")
+            return True
+        if time.monotonic() > deadline:
+            log(f"warning: after {timeout:.0f}s nginx still serves {seen or 'no certificate'} on "
+                f"{settings.https_address}:{settings.https_port} for {settings.domains[0]} (installed {serial}); "
+                "is the HTTPS site enabled? (`ferry certs issue` switches it on)")
+            return False
+        time.sleep(0.2)
 
 
 def _prune(host: Host, tls_dir: str, keep: set[str]) -> None:

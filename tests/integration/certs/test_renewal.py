@@ -105,5 +105,6 @@ def test_the_hosts_own_renewer_renews_as_the_timer_would(app):
     after = app.served_serial()
     assert after != before
     assert f"installed certificate {after}" in r.stdout
+    assert f"nginx serves certificate {after} on 127.0.0.1:8443" in r.stdout
     text = (app.metrics_dir / f"ferry_certs_{app.name}.prom").read_text()
     assert 'ferry_certificate_renewal_success{app="certs-renew",domain="certs-renew.ferry.test"} 1' in text
