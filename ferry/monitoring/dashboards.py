@@ -295,6 +295,6 @@ def interpolate(expr: str, rate_interval: str, range_: str) -> str:
 
 if __name__ == "__main__":  # pragma: no cover - a convenience for `python -m`
     from ..config import load
-    from .commands import render_all
+    from .generated import render_all
 
     print(json.dumps(render_all(load()), indent=2))

@@ -129,8 +129,10 @@ def changed_files(files: list[render.File], remote_hashes: dict[str, str]) -> li
     return [f for f in files if remote_hashes.get(f.path) != sha256_text(f.content)]
 
 
-def tunnel_argv(spec, key: str | None, ports: list[int], offset: int = 0) -> list[str]:
+def tunnel_argv(spec, key: str | None, ports: list[int], offset: int = 0, gateway: str | None = None) -> list[str]:
     argv = ["ssh", "-N", "-o", "ExitOnForwardFailure=yes", "-o", "ServerAliveInterval=30"]
+    if gateway:  # e.g. SSM Session Manager when the host has no public SSH
+        argv += ["-o", f"ProxyCommand={gateway}"]
     for p in ports:
         argv += ["-L", f"{LOOPBACK}:{p + offset}:{LOOPBACK}:{p}"]
     if key:
@@ -490,7 +492,7 @@ def up(cfg: Config, progress: Progress = NULL, environ: dict[str, str] | None = 
     env = dict(os.environ if environ is None else environ)
     images = images_of(cfg)
     hosts = _hosts(cfg, progress)
-    check_pinned(images, [h.hostname for h in hosts])
+    check_pinned(images, [h.spec.hostname for h in hosts])
     results = []
     s0 = None
     for spec in hosts:
@@ -537,26 +539,27 @@ def down(cfg: Config, progress: Progress = NULL, purge: bool = False) -> dict:
 def open_tunnel(cfg: Config, host: str | None = None, offset: int = 0, progress: Progress = NULL) -> dict:
     """The SSH tunnel that reaches the stack on a host (pure: nothing is started here)."""
     hosts = _hosts(cfg, progress)
-    spec = hosts[0]
+    target = hosts[0]
     if host:
-        match = [h for h in hosts if host in (str(h), h.hostname)]
+        match = [h for h in hosts if host in (str(h), h.spec.hostname)]
         if not match:
             raise ConfigError(f"--host {host}: not one of this app's hosts ({', '.join(map(str, hosts))})",
                               "pass one of those, or leave --host out for the first")
-        spec = match[0]
+        target = match[0]
+    spec = target.spec
     s = resolve_settings(cfg, str(spec))
-    grafana = bool(cfg.monitoring.images.grafana)
-    ports = [cfg.monitoring.prometheus_port, cfg.monitoring.alertmanager_port]
-    if grafana:
-        ports.append(cfg.monitoring.grafana_port)
-    urls = {k: (v.replace(f":{p}", f":{p + offset}") if v else None)
-            for (k, v), p in zip(_urls(s, grafana).items(),
-                                 (cfg.monitoring.prometheus_port, cfg.monitoring.alertmanager_port,
-                                  cfg.monitoring.grafana_port))}
+    m = cfg.monitoring
+    grafana = bool(m.images.grafana)
+    ports = [m.prometheus_port, m.alertmanager_port] + ([m.grafana_port] if grafana else [])
+    urls = {"prometheus_url": f"http://{LOOPBACK}:{m.prometheus_port + offset}",
+            "alertmanager_url": f"http://{LOOPBACK}:{m.alertmanager_port + offset}",
+            "grafana_url": f"http://{LOOPBACK}:{m.grafana_port + offset}" if grafana else None}
     if is_loopback(spec.hostname) and offset == 0:
         # the host is this machine: its loopback is ours, a tunnel would only collide with it
         return {"host": str(spec), "command": None, **urls,
                 "note": "the host is this machine: open the URLs directly"}
     key = cfg.deploy.ssh_key
-    return {"host": str(spec), "command": tunnel_argv(spec, os.path.expanduser(key) if key else None, ports, offset),
+    return {"host": str(spec), "root": s.root,
+            "command": tunnel_argv(spec, os.path.expanduser(key) if key else None, ports, offset,
+                                   getattr(target, "gateway", None)),
             **urls}
