@@ -41,7 +41,9 @@ ROOT = Path(__file__).resolve().parent.parent
 HELLO = ROOT / "examples" / "hello"
 SCENARIOS = ("cold", "one-line change", "dependency added", "no change")
 MODES = ("warm", "fresh")
-ADDED_DEPENDENCY = "six==1.16.0"
+# one per repetition: each repetition's change is new to every cache (docker's builder cache,
+# ferry's layer cache), as a real change is, while the warm caches keep everything else
+ADDED_DEPENDENCIES = ("six==1.16.0", "six==1.15.0", "six==1.14.0", "six==1.13.0", "six==1.12.0")
 CA_BUNDLE_CANDIDATES = ("PIP_CERT", "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE")
 
 
@@ -240,16 +242,16 @@ class Bench:
         return json.loads(r.stdout)["digest"]
 
 
-def edit_line(app: Path) -> None:
+def edit_line(app: Path, rep: int) -> None:
     f = app / "hello" / "__init__.py"
     text = f.read_text()
     assert 'GREETING = "hello from ferry"' in text, "examples/hello changed: update the benchmark's edit"
-    f.write_text(text.replace('GREETING = "hello from ferry"', 'GREETING = "hello from ferry, edited"'))
+    f.write_text(text.replace('GREETING = "hello from ferry"', f'GREETING = "hello from ferry, edit {rep}"'))
 
 
-def add_dependency(app: Path) -> None:
+def add_dependency(app: Path, rep: int) -> None:
     with open(app / "requirements.txt", "a") as f:
-        f.write(ADDED_DEPENDENCY + "\n")
+        f.write(ADDED_DEPENDENCIES[rep % len(ADDED_DEPENDENCIES)] + "\n")
 
 
 STEPS = {"cold": None, "one-line change": edit_line, "dependency added": add_dependency, "no change": None}
@@ -270,7 +272,7 @@ def series(bench: Bench, tool: str, mode: str, rep: int, run_id: str) -> None:
             bench.ferry_build_push(app, cache, push=False)
     for scenario, change in STEPS.items():
         if change:
-            change(app)
+            change(app, rep)
         if mode == "fresh":
             if tool == "docker":
                 bench.docker_fresh()
@@ -337,8 +339,40 @@ def markdown(rows: list[dict], reps: int, command: str, machine: str) -> str:
         out.append(f"| {r['mode']} | {r['scenario']} | {r['docker_s']:.2f} s | {r['ferry_s']:.2f} s | "
                    f"{r['speedup']:.1f}× | {human(r['docker_bytes'])} | {human(r['ferry_bytes'])} | {ratio} | "
                    f"{r['docker_digests']} / {r['ferry_digests']} |")
+    out += ["", "Targets (issue 3), checked on these medians:", ""]
+    out += [f"- {line}" for line in targets(rows)]
     out += ["", "<!-- build-benchmark:end -->"]
     return "\n".join(out) + "\n"
+
+
+def targets(rows: list[dict]) -> list[str]:
+    by = {(r["mode"], r["scenario"]): r for r in rows}
+    out = []
+
+    def check(ok: bool, text: str) -> None:
+        out.append(f"{'met' if ok else 'NOT met'}: {text}")
+
+    r = by.get(("fresh", "one-line change"))
+    if r:
+        check(r["speedup"] >= 10, f"fresh one-line change at least 10× faster than docker ({r['speedup']:.1f}×)")
+        check(r["bytes_ratio"] is not None and r["bytes_ratio"] < 0.01,
+              f"fresh one-line change under 1 % of docker's bytes ({100 * (r['bytes_ratio'] or 0):.2f} %)")
+    r = by.get(("warm", "one-line change"))
+    if r:
+        check(r["ferry_s"] <= 1.5 * r["docker_s"],
+              f"warm one-line change within 1.5× of docker's time ({r['ferry_s'] / r['docker_s']:.2f}×)")
+    for mode in MODES:
+        r = by.get((mode, "dependency added"))
+        if r:
+            check(r["ferry_s"] <= r["docker_s"], f"{mode} dependency change no slower than docker "
+                                                 f"({r['ferry_s']:.2f} s vs {r['docker_s']:.2f} s)")
+    for mode in MODES:
+        r = by.get((mode, "no change"))
+        if r:
+            check(r["ferry_bytes"] == 0, f"{mode} no change uploads 0 B ({r['ferry_bytes']} B)")
+    ferry_cold = {r["ferry_digests"] for r in rows}
+    check(ferry_cold == {1}, "ferry gives one digest per scenario across repetitions and machines' caches")
+    return out
 
 
 def write_section(path: Path, section: str) -> None:

@@ -441,6 +441,15 @@ def _dependency_files(spec: BuildSpec, req: Requirements | None) -> tuple[str, .
     return tuple(out)
 
 
+def _mountable(blob: Blob, cache: Cache, repository: str) -> Blob:
+    """A cached layer that was pushed to another repository of the target registry names it
+    as its source, so the publisher mounts it there instead of uploading it again."""
+    if blob.source:
+        return blob
+    where = cache.pushed_to(blob.digest, repository.split("/", 1)[0])
+    return dataclasses.replace(blob, source=where) if where and where != repository else blob
+
+
 def _source_key(src: SourceLayer, spec: BuildSpec) -> str:
     return sha256(canonical_json({"recipe": SOURCE_RECIPE, "content": src.key, "mtime": spec.epoch,
                                   "gzip": GZIP_LEVEL}))[7:]
@@ -594,9 +603,9 @@ def build(spec: BuildSpec, *, fetch_base: Callable[[Platform], Image],
         layers = tuple(_as_oci_layer(b) for b in base.layers)
         diff_ids = list(base_diff_ids)
         if deps_blob is not None and deps_info is not None:
-            layers += (deps_blob,)
+            layers += (_mountable(deps_blob, cache, spec.repository),)
             diff_ids.append(deps_info.diff_id)
-        layers += (source_layer.blob(),)
+        layers += (_mountable(source_layer.blob(), cache, spec.repository),)
         diff_ids.append(source_layer.diff_id)
         img_platform = Platform(platform.os, platform.architecture, base_cfg.get("variant") or base.platform.variant)
         config = image_config(base_cfg, spec, img_platform, diff_ids, deps_info, base_digest)

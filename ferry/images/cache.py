@@ -84,6 +84,32 @@ class Cache:
         os.replace(tmp, rec)
         return CachedLayer(digest, diff_id, size, dest, meta["extra"])
 
+    # --- where layers were pushed: lets the next push to another repository of the same
+    # registry mount them instead of uploading (docker keeps the same memory)
+
+    def note_pushed(self, digests, location: str) -> None:
+        registry = location.split("/", 1)[0]
+        base = self.root / "pushed"
+        base.mkdir(parents=True, exist_ok=True)
+        for digest in digests:
+            rec = base / digest.replace(":", "-")
+            try:
+                known = json.loads(rec.read_text())
+            except (OSError, ValueError):
+                known = {}
+            if known.get(registry) == location:
+                continue
+            known[registry] = location
+            tmp = rec.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(known, sort_keys=True))
+            os.replace(tmp, rec)
+
+    def pushed_to(self, digest: str, registry: str) -> str | None:
+        try:
+            return json.loads((self.root / "pushed" / digest.replace(":", "-")).read_text()).get(registry)
+        except (OSError, ValueError):
+            return None
+
     def tmpdir(self, prefix: str) -> Path:
         base = self.root / "tmp"
         base.mkdir(parents=True, exist_ok=True)

@@ -15,8 +15,6 @@ image from the registry.
 
 from __future__ import annotations
 
-import email.parser
-import email.policy
 import hashlib
 import json
 import os
@@ -24,7 +22,6 @@ import re
 import shutil
 import subprocess
 import sys
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -143,6 +140,8 @@ def read_requirements(path: Path) -> Requirements:
     if not path.is_file():
         raise BuildError(f"requirements file {path} does not exist", "fix image.requirements in ferry.toml or remove it")
     if path.name == "pyproject.toml":
+        import tomllib
+
         lock = path.parent / "uv.lock"
         try:
             project = tomllib.loads(path.read_text())
@@ -418,6 +417,9 @@ def _license(msg) -> str:
 
 def inventory(target: Path) -> tuple[Distribution, ...]:
     """The installed distributions, read from their .dist-info/METADATA."""
+    import email.parser  # only when a dependency layer is built: keeps `ferry build` quick to start
+    import email.policy
+
     parser = email.parser.BytesParser(policy=email.policy.compat32)
     out = []
     for meta in sorted(target.glob("*.dist-info/METADATA")):

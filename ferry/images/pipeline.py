@@ -39,19 +39,21 @@ def target_reference(cfg) -> Reference:
     return ref
 
 
-def _previous_fetcher(client, ref: Reference, tag: str):
-    """The image under ``tag`` in the target repository, or None when there is none yet."""
+def _previous_fetcher(client, ref: Reference, tags: list[str]):
+    """The image under the first of ``tags`` that exists in the target repository (the tags
+    being pushed, then ``latest``), or None when there is none yet."""
     from .remote import resolve_image
 
     def fetch(platform: Platform) -> Image | None:
-        try:
-            return resolve_image(client, ref.with_tag(tag), platform).image
-        except RegistryError as e:
-            if e.status == 404:
-                return None
-            raise
-        except BuildError:
-            return None  # the previous image lacks this platform: nothing to reuse
+        for tag in tags:
+            try:
+                return resolve_image(client, ref.with_tag(tag), platform).image
+            except RegistryError as e:
+                if e.status != 404:
+                    raise
+            except BuildError:
+                return None  # the previous image lacks this platform: nothing to reuse
+        return None
     return fetch
 
 
@@ -111,8 +113,10 @@ def build_and_publish(cfg, *, target: str = "none", path: str | os.PathLike | No
         def fetch_base(platform: Platform):
             return resolve_image(base_client, base_ref, platform)
 
-        fetch_previous = _previous_fetcher(target_client, repo, tags[0]) if target_client else None
-        result = build(spec, fetch_base=fetch_base, fetch_previous=fetch_previous, cache=cache or Cache(),
+        candidates = list(dict.fromkeys([tags[0], "latest"]))
+        fetch_previous = _previous_fetcher(target_client, repo, candidates) if target_client else None
+        cache = cache or Cache()
+        result = build(spec, fetch_base=fetch_base, fetch_previous=fetch_previous, cache=cache,
                        progress=progress, environ=env)
 
         name = repo.name
@@ -127,6 +131,8 @@ def build_and_publish(cfg, *, target: str = "none", path: str | os.PathLike | No
             publisher = RegistryPublisher(target_client, repo.repository, source_clients=sources, progress=progress)
             published = publisher.publish(result.image, list(tags))
             out = published.to_json()
+            roles = result.roles()
+            cache.note_pushed([d for d, role in roles.items() if role != "base"], repo.name)
             if attach_sbom:
                 # a new image cannot have an SBOM yet: only an unchanged one is worth asking about
                 attach = _attach_sbom(publisher, result.digest, media_type, data, progress,

@@ -346,3 +346,14 @@ def test_spec_from_config_refuses_a_wrong_manylinux_tag(tmp_path):
     spec = BuildSpec.from_config(ok, environ={"SOURCE_DATE_EPOCH": "1700000000"})
     assert (spec.shebang, spec.manylinux, spec.epoch, spec.platforms) == (
         "/usr/bin/python3", "manylinux_2_28", 1700000000, (Platform("linux", "arm64"),))
+
+
+def test_a_layer_pushed_to_another_repository_is_offered_for_a_mount(app):
+    spec, calls, tmp = app
+    first = run(spec, tmp)
+    cache = Cache(tmp / "cache")
+    cache.note_pushed([first.image.layers[1].digest], "127.0.0.1:5000/other")
+    again = run(spec, tmp)
+    assert again.image.layers[1].source == "127.0.0.1:5000/other"
+    assert again.image.layers[2].source is None
+    assert again.digest == first.digest

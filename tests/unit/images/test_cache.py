@@ -56,3 +56,13 @@ def test_cache_location_follows_the_environment(tmp_path):
     assert default_root({"XDG_CACHE_HOME": "/xdg"}) == Path("/xdg/ferry")
     assert default_root({}) == Path.home() / ".cache" / "ferry"
     assert Cache(tmp_path / "c").uv_dir == tmp_path / "c" / "uv"
+
+
+def test_pushed_layers_are_remembered_per_registry(tmp_path):
+    c = Cache(tmp_path / "c")
+    assert c.pushed_to("sha256:aa", "127.0.0.1:5000") is None
+    c.note_pushed(["sha256:aa"], "127.0.0.1:5000/team/one")
+    c.note_pushed(["sha256:aa"], "registry.example/team/one")
+    c.note_pushed(["sha256:aa"], "127.0.0.1:5000/team/two")
+    assert c.pushed_to("sha256:aa", "127.0.0.1:5000") == "127.0.0.1:5000/team/two"
+    assert c.pushed_to("sha256:aa", "registry.example") == "registry.example/team/one"
