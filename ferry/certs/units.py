@@ -23,7 +23,6 @@ def _minute(app: str) -> int:
 
 
 def systemd_service(app: str, host_python: str, app_dir: str, metrics_dir: str | None) -> str:
-    writable = " ".join(p for p in (f"{app_dir}/tls", f"{app_dir}/acme", metrics_dir) if p)
     return f"""# managed by ferry (ferry certs issue): renews {app}'s certificate when it is due
 [Unit]
 Description=Renew the TLS certificate of {app} (ferry)
@@ -33,9 +32,9 @@ After=network-online.target nginx.service
 [Service]
 Type=oneshot
 ExecStart={shlex.join(command(host_python, app_dir))}
-# it writes only the certificate, the challenge webroot and the metric, and signals nginx
-ProtectSystem=strict
-ReadWritePaths={writable} /run
+# /usr, /boot and /etc read-only; not "strict": `nginx -t` opens nginx's logs and temp
+# directories under /var for writing, and a failing check would block every renewal
+ProtectSystem=full
 PrivateTmp=yes
 ProtectHome=yes
 NoNewPrivileges=yes

@@ -18,7 +18,7 @@ def test_systemd_files_run_the_renewer_twice_a_day_with_jitter():
     timer = files["/etc/systemd/system/ferry-certs-hello.timer"]
     assert "ExecStart=/usr/bin/python3 /opt/ferry/hello/tls/renew.py --config /opt/ferry/hello/tls/renew.json\n" in service
     assert "Type=oneshot\n" in service
-    assert "ReadWritePaths=/opt/ferry/hello/tls /opt/ferry/hello/acme /var/lib/node /run\n" in service
+    assert "ProtectSystem=full\n" in service and "NoNewPrivileges=yes\n" in service
     minute = units._minute("hello")
     assert f"OnCalendar=*-*-* 00,12:{minute:02d}:00\n" in timer
     assert "RandomizedDelaySec=1h\n" in timer and "Persistent=true\n" in timer
@@ -159,3 +159,18 @@ def test_shipped_dh_parameters_are_the_rfc7919_ffdhe2048_group():
     r = subprocess.run(["openssl", "pkeyparam", "-in", str(manage.DHPARAM), "-text", "-noout"],
                        capture_output=True, text=True, timeout=30)
     assert "GROUP: ffdhe2048" in r.stdout, r.stdout + r.stderr
+
+
+def test_systemd_units_pass_systemd_analyze_verify(tmp_path):
+    import subprocess
+    import sys
+
+    app_dir = tmp_path / "app"
+    (app_dir / "tls").mkdir(parents=True)
+    (app_dir / "acme").mkdir()
+    (app_dir / "tls" / "renew.py").write_text("")
+    for path, text in units.files("systemd", "hello", sys.executable, str(app_dir), str(tmp_path)).items():
+        (tmp_path / path.rsplit("/", 1)[1]).write_text(text)
+    r = subprocess.run(["systemd-analyze", "verify", "ferry-certs-hello.timer", "ferry-certs-hello.service"],
+                       cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and not r.stderr.strip(), r.stderr
