@@ -29,7 +29,8 @@ def _status_text(r: dict) -> str:
             mark = "ok" if c["healthy"] else ("-" if c["state"] == "not configured" else "DOWN")
             lines.append(f"  {c['component']:<18} {c['state']:<15} {mark:<5} {c['url']}")
         down = h["targets_down"]
-        lines.append(f"  targets: {h['targets_up']} up, {len(down)} down")
+        pending = f", {h['targets_unknown']} not scraped yet" if h.get("targets_unknown") else ""
+        lines.append(f"  targets: {h['targets_up']} up, {len(down)} down{pending}")
         for t in down:
             lines.append(f"    {t['job']} {t['instance']}: {t['last_error'] or t['health']}")
     lines.append(f"Prometheus {r['prometheus_url']}  Grafana {r['grafana_url'] or '(not configured)'}")

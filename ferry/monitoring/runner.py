@@ -463,7 +463,9 @@ class HostStack:
         targets = self.prometheus_targets()
         return {"host": self.host.name, "components": comps, "targets": targets,
                 "targets_up": sum(1 for t in targets if t["health"] == "up"),
-                "targets_down": [t for t in targets if t["health"] != "up"],
+                # "unknown" is a target not scraped yet (just added or reloaded), not a failure
+                "targets_unknown": sum(1 for t in targets if t["health"] == "unknown"),
+                "targets_down": [t for t in targets if t["health"] == "down"],
                 "healthy": all(c["healthy"] for c in comps if c["state"] != "not configured")}
 
     def down(self, purge: bool) -> dict:

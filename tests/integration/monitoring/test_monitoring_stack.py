@@ -1,0 +1,170 @@
+"""The stack on the local target, for real: `ferry monitoring up` starts every component as a
+container (images built from Debian's binaries, pinned by digest), a release of the sample
+service goes out, some traffic goes through nginx, and then every target is up and every query
+of every dashboard panel returns data from the real Prometheus."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from ferry.config import load
+from ferry.monitoring import dashboards
+from ferry.monitoring.settings import settings
+
+from .conftest import APP, HTTP_PORT, ROOT, STACK_ROOT, ferry, ferry_json, prom, wait_for, write_config
+
+pytestmark = pytest.mark.integration
+
+
+def record(config: Path, kind: str, release: str, colour: str, duration: float | None = None) -> None:
+    """What the deployer records around a release (the writer it calls over its SSH connection)."""
+    from ferry.deploy.release import _connect, resolve_hosts
+    from ferry.monitoring.events import DeployEvent, record_deploy_event
+
+    cfg = load(config)
+    host = _connect(cfg, resolve_hosts(cfg)[0], __import__("ferry.progress").progress.NULL)
+    try:
+        assert record_deploy_event(host, cfg, DeployEvent(kind, release, "e2e1", "", colour, duration=duration))
+    finally:
+        host.close()
+
+
+def traffic(url: str, n: int = 240) -> dict[int, int]:
+    """A bounded mix through nginx: pages, health, version, a slow-ish call, and a request the
+    sample answers with a 500 (a bad ?s=), so the error panels have something to show."""
+    codes: dict[int, int] = {}
+    paths = ["/", "/", "/", "/healthz", "/version", "/slow?s=0.05", "/slow?s=oops", "/nope"]
+    deadline = time.monotonic() + 60
+    with httpx.Client(timeout=5) as c:
+        for i in range(n):
+            if time.monotonic() > deadline:
+                break
+            r = c.get(url + paths[i % len(paths)])
+            codes[r.status_code] = codes.get(r.status_code, 0) + 1
+    return codes
+
+
+def empty_queries(docs: dict[str, dict], window: float = 600) -> list[str]:
+    """Every panel and annotation query, as Grafana would send it over the last ``window``
+    seconds; the ones that return no series."""
+    end = time.time()
+    empty = []
+    for name, doc in docs.items():
+        for where, expr in dashboards.queries(doc):
+            q = dashboards.interpolate(expr, rate_interval="20s", range_=f"{int(window)}s")
+            data = prom("/api/v1/query_range", query=q, start=end - window, end=end, step=5)
+            if not data["result"]:
+                empty.append(f"{name}: {where}: {q}")
+    return empty
+
+
+def test_monitoring_up_release_and_traffic_leave_no_dashboard_panel_empty(e2e_app, monitoring_images):
+    up = ferry_json(e2e_app.config, "monitoring", "up")
+    assert up["ok"] and up["prometheus_url"] == "http://127.0.0.1:9090"
+    for c in up["hosts"][0]["components"]:
+        assert "@sha256:" in c["image"], c  # every container runs by digest
+    assert {c["component"] for c in up["hosts"][0]["components"]} == {
+        "prometheus", "alertmanager", "node_exporter", "nginx_exporter", "blackbox_exporter"}
+
+    # a release, with the events the deployer records around it
+    t0 = time.monotonic()
+    record(e2e_app.config, "start", "pending", "blue")
+    rel = ferry_json(e2e_app.config, "release", "--version", "e2e1", timeout=900)["hosts"][0]
+    release_id, colour = rel["release"], rel["colour"]
+    record(e2e_app.config, "success", release_id, colour, duration=time.monotonic() - t0)
+
+    codes = traffic(e2e_app.url)
+    assert codes.get(200, 0) > 100 and codes.get(500, 0) > 0, codes
+    # a counter's first scrape is its baseline: more traffic once Prometheus has seen the 5xx
+    # series, so rates over it are real increases
+    wait_for("the 5xx series to be scraped", lambda: prom(
+        "/api/v1/query", query=f'hello_requests_total{{job="{APP}", status="500"}}')["result"], timeout=60)
+    codes = traffic(e2e_app.url, n=120)
+    assert codes.get(500, 0) > 0, codes
+
+    # the targets: the host-wide ones and this app's colour and probe all up
+    def ours_up():
+        ts = prom("/api/v1/targets", state="active")["activeTargets"]
+        mine = [t for t in ts if t["labels"]["job"] in ("prometheus", "alertmanager", "node", "nginx", "blackbox")
+                or t["labels"].get("app") == APP]
+        jobs = {t["labels"]["job"] for t in mine}
+        ok = jobs == {"prometheus", "alertmanager", "node", "nginx", "blackbox", "probe", APP} and \
+            all(t["health"] == "up" for t in mine)
+        return mine if ok else [(t["labels"], t["health"], t["lastError"]) for t in mine] and None
+
+    targets = wait_for("every target of the stack and the app to be up", ours_up, timeout=90)
+    app_targets = [t for t in targets if t["labels"]["job"] == APP]
+    assert app_targets[0]["labels"]["colour"] in ("blue", "green")
+    assert app_targets[0]["labels"]["role"] == "live"
+    assert app_targets[0]["labels"]["release"] == release_id
+
+    # every panel of every dashboard (this app's service dashboard, host, nginx) has data
+    s = settings(load(e2e_app.config), "root@127.0.0.1:2222")
+    docs = {name: json.loads(text) for name, text in dashboards.generate(s).items()}
+    assert set(docs) == {f"{APP}-service.json", "host.json", "nginx.json"}
+    n = sum(len(dashboards.queries(d)) for d in docs.values())
+    assert n > 40
+    empty = wait_for("every dashboard query to return data", lambda: (lambda e: True if not e else None)(
+        empty_queries(docs)) or None, timeout=120, every=5)
+    assert empty is True
+
+    # the SLO recording rules work on the real series: 1 request in 8 was a 500 (scrapes of
+    # /metrics do not count), so the ratio is well above 0 and below 1
+    def ratio():
+        r = prom("/api/v1/query", query=f'app:request_errors:ratio_rate5m{{app="{APP}"}}')["result"]
+        return r and 0 < float(r[0]["value"][1]) < 1 and float(r[0]["value"][1])
+
+    assert 0.02 < wait_for("the 5xx ratio to be recorded", ratio, timeout=60) < 0.5
+
+
+def test_status_reports_urls_components_and_targets(e2e_app):
+    r = ferry_json(e2e_app.config, "monitoring", "status")
+    assert r["prometheus_url"] == "http://127.0.0.1:9090"
+    assert "grafana_url" in r and r["grafana_url"] is None  # no Grafana image named: not started
+    h = r["hosts"][0]
+    assert h["healthy"] is True
+    assert {c["component"]: c["state"] for c in h["components"]}["grafana"] == "not configured"
+    assert h["targets_up"] >= 7
+
+
+def test_a_second_up_changes_nothing(e2e_app):
+    r = ferry_json(e2e_app.config, "monitoring", "up")
+    h = r["hosts"][0]
+    assert h["changed"] is False, h
+    assert {c["action"] for c in h["components"]} == {"none"}
+
+
+def rules_digest() -> str:
+    h = hashlib.sha256()
+    for p in sorted(Path(f"{STACK_ROOT}/etc/prometheus/rules").glob("*.yml")):
+        h.update(p.name.encode() + p.read_bytes())
+    return h.hexdigest()
+
+
+def test_a_broken_rule_template_is_refused_by_the_hosts_promtool_and_nothing_changes(
+        e2e_app, monitoring_images, tmp_path):
+    broken = tmp_path / "monitoring"
+    shutil.copytree(ROOT / "monitoring", broken, ignore=shutil.ignore_patterns("rendered", "tests"))
+    slo = broken / "rules" / "app-slo.yml.j2"
+    slo.write_text(slo.read_text().replace("histogram_quantile(0.99,", "histogram_quantile(0.99,, ", 1))
+    cfg = write_config(tmp_path / "ferry.toml", monitoring_images, monitoring_dir=broken)
+    before = rules_digest()
+    r = ferry(cfg, "monitoring", "up", check=False)
+    assert r.returncode == 2, r.stderr
+    assert "prometheus rejects the rendered config" in r.stderr and "nothing was changed on the host" in r.stderr
+    assert rules_digest() == before
+    assert httpx.get("http://127.0.0.1:9090/-/ready", timeout=5).status_code == 200
+
+
+def test_open_on_the_local_target_points_at_the_urls_without_a_tunnel(e2e_app):
+    r = ferry_json(e2e_app.config, "monitoring", "open")
+    assert r["command"] is None and r["prometheus_url"] == "http://127.0.0.1:9090"
+    shifted = ferry_json(e2e_app.config, "monitoring", "open", "--offset", "10000")
+    assert shifted["command"][:2] == ["ssh", "-N"] and "127.0.0.1:19090:127.0.0.1:9090" in shifted["command"]
