@@ -286,7 +286,7 @@ def _issue(cfg: Config, s: R.Settings, hosts, *, force, renew_only, dns_check, e
         result.update(renewed=True, reason=reason, previous_serial=info.serial if info else None)
         info = new
     # the HTTPS site and the renewer are (re)asserted every time: a no-op when already there
-    for h, rh in zip(hosts, rhosts):
+    for h, rh in zip(hosts, rhosts, strict=True):
         prepare(cfg, rh)
         progress.step(f"{rh.name}: HTTPS site (nginx -t, reload)")
         _ensure_tls_site(cfg, h, rh)
