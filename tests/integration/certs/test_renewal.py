@@ -72,6 +72,8 @@ def test_forced_renewal_under_load_drops_no_request(app, pebble_ca):
         new = doc["serial"]
         assert doc["renewed"] is True and doc["previous_serial"] == old and new != old
         load.wait_for(lambda: sum(1 for _, s in load.results if s == new) >= 50, "requests on the new certificate")
+    print(f"renewal under load: {len(load.results)} requests on fresh TLS connections, "
+          f"{sum(1 for _, s in load.results if s == old)} on the old certificate, {len(load.errors)} errors")
     assert load.errors == []
     assert {status for status, _ in load.results} == {200}
     assert {s for _, s in load.results} == {old, new}  # the load spanned the swap
