@@ -54,10 +54,10 @@ VARIANTS = {
             if _r.path == "/healthz":
                 return ("not ready: the database is unreachable\\n", 503)
     """,
-    # the process dies at import: the container exits at start
-    "crash": """
+    # the server refuses to start (its config fails): the container exits at start
+    "crash": ("gunicorn.conf.py", """
         raise SystemExit("hello: missing setting HELLO_REQUIRED; refusing to start")
-    """,
+    """),
 }
 
 
@@ -67,8 +67,10 @@ def write_variant(dest: Path, name: str) -> Path:
         shutil.rmtree(src)
     shutil.copytree(ROOT / "examples" / "hello", src, ignore=shutil.ignore_patterns("__pycache__"))
     init = src / "hello" / "__init__.py"
-    text = init.read_text().replace('GREETING = "hello from ferry"', f'GREETING = "hello from ferry ({name})"')
-    init.write_text(text + textwrap.dedent(VARIANTS[name]))
+    init.write_text(init.read_text().replace('GREETING = "hello from ferry"', f'GREETING = "hello from ferry ({name})"'))
+    target, code = VARIANTS[name] if isinstance(VARIANTS[name], tuple) else ("hello/__init__.py", VARIANTS[name])
+    f = src / target
+    f.write_text(f.read_text() + textwrap.dedent(code))
     return src
 
 

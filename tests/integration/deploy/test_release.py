@@ -109,7 +109,7 @@ def test_container_that_exits_at_start_is_reported_with_its_log(app, load):
     r = app.deploy("crash", check=False)
     assert_no_loss(lo.stop())
     assert r.returncode == 1
-    assert "exited at start" in r.stderr and "HELLO_REQUIRED" in r.stderr
+    assert "exited at start" in r.stderr and "HELLO_REQUIRED" in r.stderr, r.stderr
     assert app.live()["version"] == "v1"
     host = app.status()["hosts"][0]
     assert host["releases"][0]["outcome"] == "failed"
@@ -272,8 +272,9 @@ def test_warm_rollback_is_one_reload_and_cold_rollback_redeploys_the_old_digest(
     h = out["hosts"][0]
     assert h["action"] == "rolled-back" and h["warm"] is True and h["version"] == "v1"
     assert version_through_nginx(app)["version"] == "v1"
-    # v2 is warm now; with nothing warm for v1's predecessor... deploy v3, then roll back to v1 by name
+    # two more releases: v1's container is replaced, so going back to it is a gated deploy
     app.deploy("v3")
+    app.deploy("v4")
     v1 = next(r for r in app.status()["hosts"][0]["releases"] if r["version"] == "v1" and r["kind"] == "deploy")
     out = ferry_json(app.config, "rollback", "--to", v1["id"])
     h = out["hosts"][0]
