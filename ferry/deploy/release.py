@@ -165,7 +165,36 @@ def deploy(cfg: Config, image: str, version: str | None = None, progress: Progre
     t0 = time.monotonic()
     r = for_each_host(cfg, progress, lambda d: d.deploy(target), f"deploy {version or ''}".strip(), force, secrets, creds)
     r.update(image=ref, digest=digest, version=target.version, duration=round(time.monotonic() - t0, 2))
+    r["hooks"] = run_hooks(cfg, r, progress)
     return r
+
+
+def hook_env(cfg: Config, result: dict) -> dict[str, str]:
+    """What a post-deploy hook knows (like Kamal's KAMAL_* variables)."""
+    hosts = result.get("hosts", [])
+    return {
+        "FERRY_APP": cfg.app.name,
+        "FERRY_VERSION": str(result.get("version", "")),
+        "FERRY_IMAGE": str(result.get("image", "")),
+        "FERRY_DIGEST": str(result.get("digest", "")),
+        "FERRY_RELEASE": str(hosts[-1].get("release", "")) if hosts else "",
+        "FERRY_HOSTS": ",".join(h["host"] for h in hosts),
+        "FERRY_URL": cfg.url,
+    }
+
+
+def run_hooks(cfg: Config, result: dict, progress: Progress) -> list[dict]:
+    """deploy.post_deploy commands, run here (where ferry runs) after every host is live."""
+    out = []
+    for cmd in cfg.deploy.post_deploy:
+        progress.step(f"post-deploy hook: {cmd}")
+        r = subprocess.run(cmd, shell=True, cwd=cfg.root, env={**os.environ, **hook_env(cfg, result)},
+                           capture_output=True, text=True, timeout=600)
+        out.append({"command": cmd, "exit_code": r.returncode})
+        if r.returncode != 0:
+            raise DeployError(f"post-deploy hook `{cmd}` failed (exit {r.returncode}): {(r.stderr or r.stdout).strip()[-300:]}",
+                              "the release itself is live; fix the hook and run it by hand")
+    return out
 
 
 def rollback(cfg: Config, to: str | None = None, progress: Progress = NULL, force: bool = False) -> dict:

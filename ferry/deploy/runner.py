@@ -93,6 +93,14 @@ class HostDeployer:
             raise DeployError(f"{self.host.name}: {self.history_path} is not valid JSON",
                               "restore it from the .bak beside it or move it away") from None
 
+    def event(self, kind: str, release: str, version: str = "", digest: str = "", colour: str = "",
+              duration: float | None = None) -> None:
+        """Deploy metrics for Prometheus (node_exporter textfile); a witness that never fails a deploy."""
+        from ..monitoring.events import DeployEvent, record_deploy_event
+
+        record_deploy_event(self.host, self.cfg, DeployEvent(kind, release, version, digest, colour, duration=duration),
+                            self.progress)
+
     def write_history(self, h: History) -> None:
         self.host.write(self.history_path, h.dumps())
 
@@ -180,6 +188,7 @@ class HostDeployer:
         self.step(f"record release {rid} (in progress)")
         history = state.history.append(release)
         self.write_history(history)
+        self.event("start", rid, target.version, target.digest, colour)
 
         try:
             self.step(f"start {name} on 127.0.0.1:{port}")
@@ -198,6 +207,7 @@ class HostDeployer:
                 self.write_history(history.update(rid, outcome=outcome, note=str(e)[:300]))
             except FerryError:
                 pass
+            self.event("failure", rid, target.version, target.digest, colour, round(time.monotonic() - t0, 2))
             raise
 
         history = history.update(rid, outcome=SUCCESS, duration=round(time.monotonic() - t0, 2))
@@ -210,6 +220,8 @@ class HostDeployer:
                 nginx.apply(host, cfg, {nginx.upstream_path(cfg): nginx.render_upstream(cfg, old.colour, old.release)})
             host.run(D.rm_argv(cfg, name))
             raise
+        self.event("rollback" if target.kind == "rollback" else "success", rid, target.version, target.digest, colour,
+                   round(time.monotonic() - t0, 2))
         self.retire(old)
         self.prune(history)
         self.progress.info(f"release {rid} is live on {colour} ({time.monotonic() - t0:.1f}s)", host=host.name)
@@ -425,6 +437,7 @@ class HostDeployer:
         history = history.update(rid, outcome=SUCCESS, duration=round(time.monotonic() - t0, 2))
         self.write_history(history)
         swapped = round(time.monotonic() - t0, 3)
+        self.event("rollback", warm.release, warm.version, warm.digest, warm.colour, swapped)
         self.retire(old)
         return {"host": self.host.name, "action": "rolled-back", "warm": True, "release": warm.release,
                 "entry": rid, "colour": warm.colour, "digest": warm.digest, "version": warm.version,
