@@ -17,8 +17,9 @@ import pytest
 from ferry.config import load
 from ferry.monitoring import dashboards
 from ferry.monitoring.settings import settings
+from ferry.progress import NULL
 
-from .conftest import APP, HTTP_PORT, ROOT, STACK_ROOT, ferry, ferry_json, prom, wait_for, write_config
+from .conftest import APP, ROOT, STACK_ROOT, ferry, ferry_json, prom, wait_for, write_config
 
 pytestmark = pytest.mark.integration
 
@@ -29,7 +30,7 @@ def record(config: Path, kind: str, release: str, colour: str, duration: float |
     from ferry.monitoring.events import DeployEvent, record_deploy_event
 
     cfg = load(config)
-    host = _connect(cfg, resolve_hosts(cfg)[0], __import__("ferry.progress").progress.NULL)
+    host = _connect(cfg, resolve_hosts(cfg)[0], NULL)
     try:
         assert record_deploy_event(host, cfg, DeployEvent(kind, release, "e2e1", "", colour, duration=duration))
     finally:
@@ -42,7 +43,7 @@ def traffic(url: str, n: int = 240) -> dict[int, int]:
     codes: dict[int, int] = {}
     paths = ["/", "/", "/", "/healthz", "/version", "/slow?s=0.05", "/slow?s=oops", "/nope"]
     deadline = time.monotonic() + 60
-    with httpx.Client(timeout=5) as c:
+    with httpx.Client(timeout=5, trust_env=False) as c:
         for i in range(n):
             if time.monotonic() > deadline:
                 break
@@ -84,8 +85,11 @@ def test_monitoring_up_release_and_traffic_leave_no_dashboard_panel_empty(e2e_ap
     assert codes.get(200, 0) > 100 and codes.get(500, 0) > 0, codes
     # a counter's first scrape is its baseline: more traffic once Prometheus has seen the 5xx
     # series, so rates over it are real increases
-    wait_for("the 5xx series to be scraped", lambda: prom(
-        "/api/v1/query", query=f'hello_requests_total{{job="{APP}", status="500"}}')["result"], timeout=60)
+    def scraped():
+        r = prom("/api/v1/query", query=f'hello_requests_total{{job="{APP}", status="500"}}')["result"]
+        return bool(r), r
+
+    wait_for("the 5xx series to be scraped", scraped, timeout=60)
     codes = traffic(e2e_app.url, n=120)
     assert codes.get(500, 0) > 0, codes
 
@@ -97,7 +101,7 @@ def test_monitoring_up_release_and_traffic_leave_no_dashboard_panel_empty(e2e_ap
         jobs = {t["labels"]["job"] for t in mine}
         ok = jobs == {"prometheus", "alertmanager", "node", "nginx", "blackbox", "probe", APP} and \
             all(t["health"] == "up" for t in mine)
-        return mine if ok else [(t["labels"], t["health"], t["lastError"]) for t in mine] and None
+        return ok, mine if ok else "\n".join(f"{t['labels']} {t['health']} {t['lastError']}" for t in mine)
 
     targets = wait_for("every target of the stack and the app to be up", ours_up, timeout=90)
     app_targets = [t for t in targets if t["labels"]["job"] == APP]
@@ -111,15 +115,17 @@ def test_monitoring_up_release_and_traffic_leave_no_dashboard_panel_empty(e2e_ap
     assert set(docs) == {f"{APP}-service.json", "host.json", "nginx.json"}
     n = sum(len(dashboards.queries(d)) for d in docs.values())
     assert n > 40
-    empty = wait_for("every dashboard query to return data", lambda: (lambda e: True if not e else None)(
-        empty_queries(docs)) or None, timeout=120, every=5)
-    assert empty is True
+    def all_have_data():
+        empty = empty_queries(docs)
+        return not empty, "\n".join(empty)
+
+    wait_for(f"all {n} dashboard queries to return data", all_have_data, timeout=120, every=5)
 
     # the SLO recording rules work on the real series: 1 request in 8 was a 500 (scrapes of
     # /metrics do not count), so the ratio is well above 0 and below 1
     def ratio():
         r = prom("/api/v1/query", query=f'app:request_errors:ratio_rate5m{{app="{APP}"}}')["result"]
-        return r and 0 < float(r[0]["value"][1]) < 1 and float(r[0]["value"][1])
+        return bool(r) and 0 < float(r[0]["value"][1]) < 1, r and float(r[0]["value"][1])
 
     assert 0.02 < wait_for("the 5xx ratio to be recorded", ratio, timeout=60) < 0.5
 
@@ -160,7 +166,7 @@ def test_a_broken_rule_template_is_refused_by_the_hosts_promtool_and_nothing_cha
     assert r.returncode == 2, r.stderr
     assert "prometheus rejects the rendered config" in r.stderr and "nothing was changed on the host" in r.stderr
     assert rules_digest() == before
-    assert httpx.get("http://127.0.0.1:9090/-/ready", timeout=5).status_code == 200
+    assert httpx.get("http://127.0.0.1:9090/-/ready", timeout=5, trust_env=False).status_code == 200
 
 
 def test_open_on_the_local_target_points_at_the_urls_without_a_tunnel(e2e_app):
