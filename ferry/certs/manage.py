@@ -83,7 +83,7 @@ def _eab(cfg: Config) -> tuple[str, str] | None:
 
 def _connect(cfg: Config, progress: Progress):
     """Open every host the deploy would (deploy.hosts, or the Pulumi stack's outputs)."""
-    from ..deploy.release import _connect as connect, resolve_hosts
+    from ..deploy.release import connect, resolve_hosts
 
     hosts = []
     try:

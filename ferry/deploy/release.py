@@ -95,7 +95,7 @@ def default_version(cfg: Config) -> str:
     return "dev"
 
 
-def _connect(cfg: Config, target: HostTarget, progress: Progress) -> Host:
+def connect(cfg: Config, target: HostTarget, progress: Progress) -> Host:
     key = cfg.deploy.ssh_key
     if key and not os.path.exists(os.path.expanduser(key)):
         raise ConfigError(f"deploy.ssh_key: {key} does not exist", "point it at the private key for the hosts")
@@ -138,7 +138,7 @@ def for_each_host(cfg: Config, progress: Progress, action: Callable[[HostDeploye
     for i, target in enumerate(targets):
         progress.step(f"host {i + 1}/{len(targets)}: {target}")
         try:
-            with _connect(cfg, target, progress) as host:
+            with connect(cfg, target, progress) as host:
                 d = HostDeployer(host, cfg, progress, secrets=secrets, registry_credentials=creds, command=command,
                                  force=force, server_names=target.names)
                 if balancer:
@@ -207,7 +207,7 @@ def status(cfg: Config, progress: Progress = NULL) -> dict:
     hosts = []
     for target in resolve_hosts(cfg, progress):
         try:
-            with _connect(cfg, target, progress) as host:
+            with connect(cfg, target, progress) as host:
                 hosts.append(HostDeployer(host, cfg, progress, server_names=target.names).status())
         except FerryError as e:
             hosts.append({"host": str(target), "error": str(e), "live": None})
@@ -218,7 +218,7 @@ def status(cfg: Config, progress: Progress = NULL) -> dict:
 def lock_status(cfg: Config, progress: Progress = NULL) -> dict:
     out = []
     for spec in resolve_hosts(cfg, progress):
-        with _connect(cfg, spec, progress) as host:
+        with connect(cfg, spec, progress) as host:
             st = Lock(host, cfg).read()
             out.append({"host": str(spec), "lock": st.to_json(), "text": st.describe()})
     return {"hosts": out}
@@ -227,7 +227,7 @@ def lock_status(cfg: Config, progress: Progress = NULL) -> dict:
 def lock_release(cfg: Config, force: bool = False, progress: Progress = NULL) -> dict:
     out = []
     for spec in resolve_hosts(cfg, progress):
-        with _connect(cfg, spec, progress) as host:
+        with connect(cfg, spec, progress) as host:
             lock = Lock(host, cfg)
             st = lock.read()
             if st.info is None:
