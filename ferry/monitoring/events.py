@@ -219,7 +219,17 @@ def record_deploy_event(host: "Host", cfg: Config, event: DeployEvent, progress:
     """Record one release event on ``host`` (a ``ferry.deploy.host.Host``, already open):
     update the app's ``ferry_deploy_*`` textfile and rewrite its scrape targets from what runs
     there now. A no-op when ``[monitoring] enabled`` is false. Never raises: a deploy must not
-    fail because its witness did; problems become a warning. Returns True when written."""
+    fail because its witness did; problems become a warning. Returns True when written.
+
+    In the deployer (under its lock, with its open Host)::
+
+        record_deploy_event(host, cfg, DeployEvent("start", rid, version, digest, colour), progress)
+        ...  # after the swap is verified:
+        record_deploy_event(host, cfg, DeployEvent("success", rid, version, digest, colour,
+                                                   duration=time.monotonic() - t0), progress)
+        # or DeployEvent("failure", ...) when it gives up; DeployEvent("rollback", <release now
+        # live>, ..., <its colour>, duration=...) after a rollback.
+    """
     if not cfg.monitoring.enabled:
         return False
     from ..errors import FerryError
