@@ -13,10 +13,11 @@ DEBS := docker.io python3-acme unattended-upgrades logrotate amazon-ecr-credenti
         prometheus-blackbox-exporter hey wrk skopeo umoci apache2-utils cloud-init curl iproute2 file
 STAMP := .venv/.ferry-installed
 
-.PHONY: setup demo test test-unit bench clean-local help
+.PHONY: setup demo demo-tls test test-unit bench clean-local help
 
 help:
 	@echo "make demo    # set up, start the local target, release the sample service"
+	@echo "make demo-tls # the sample over HTTPS with a pebble certificate"
 	@echo "make test    # set up, run the whole test suite"
 	@echo "make bench   # run the benchmarks (writes BENCHMARKS.md figures)"
 
@@ -33,6 +34,14 @@ $(STAMP): pyproject.toml scripts/install-debs
 demo: setup
 	$(FERRY) local up
 	scripts/release
+
+# the sample over HTTPS with a certificate from pebble (Let's Encrypt's test CA) on this machine
+demo-tls: setup
+	$(FERRY) local up --acme
+	$(FERRY) -c examples/ferry-tls.toml release
+	$(FERRY) -c examples/ferry-tls.toml certs issue
+	@curl -sS -o /dev/null -w 'https://hello.ferry.test:8443/ answered %{http_code} over HTTP/%{http_version}\n' \
+	    --resolve hello.ferry.test:8443:127.0.0.1 -k https://hello.ferry.test:8443/healthz || true
 
 test: setup
 	$(FERRY) local up

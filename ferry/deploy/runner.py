@@ -19,7 +19,7 @@ from ..config import Config
 from ..errors import DeployError, FerryError, HealthCheckFailed, HostError, NothingToRollBack
 from ..progress import NULL, Progress
 from . import docker as D
-from .history import ABORTED, FAILED, IN_PROGRESS, SUCCESS, History, Release, now_iso, release_id
+from .history import ABORTED, FAILED, SUCCESS, History, Release, now_iso, release_id
 from .host import Host
 from .lock import Lock, LockInfo
 from .plan import idle_colour, images_to_prune
