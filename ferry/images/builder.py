@@ -548,8 +548,7 @@ def build(spec: BuildSpec, *, fetch_base: Callable[[Platform], Image],
     source_files = {p[len(spec.workdir.strip("/")) + 1:] for p in src.files}
     source_layer, source_origin = _source_layer(src, spec, cache, progress)
 
-    builds = []
-    for platform in spec.platforms:
+    def one(platform: Platform) -> PlatformBuild:
         progress.step(f"base image {spec.base} ({platform})")
         fetched = fetch_base(platform)
         # a RemoteImage also knows the digest the registry has for the base (the model's own
@@ -565,7 +564,8 @@ def build(spec: BuildSpec, *, fetch_base: Callable[[Platform], Image],
         if len(base_diff_ids) != len(base.layers):
             raise BuildError(f"base image {spec.base} ({platform}) lists {len(base.layers)} layers but "
                              f"{len(base_diff_ids)} diff_ids", "rebuild or re-push the base image")
-        progress.info(f"base: {len(base.layers)} layers, {human_bytes(sum(b.size for b in base.layers))} (never downloaded)")
+        progress.info(f"base {platform}: {len(base.layers)} layers, {human_bytes(sum(b.size for b in base.layers))} "
+                      "(never downloaded)")
 
         deps_info: DepsInfo | None = None
         deps_blob: Blob | None = None
@@ -612,8 +612,18 @@ def build(spec: BuildSpec, *, fetch_base: Callable[[Platform], Image],
         image = Image(config=Blob.from_bytes(canonical_json(config), OCI_CONFIG), layers=layers,
                       platform=img_platform, annotations=annotations(spec, base_digest), media_type=OCI_MANIFEST)
         progress.info(f"image {platform}: {image.digest}")
-        builds.append(PlatformBuild(img_platform, image, len(base.layers), deps_info, origin,
-                                    source_layer.digest, source_origin))
+        return PlatformBuild(img_platform, image, len(base.layers), deps_info, origin,
+                             source_layer.digest, source_origin)
+
+    # platforms are independent (their own base manifest, wheels, layer): one installer per
+    # platform runs at the same time
+    if len(spec.platforms) == 1:
+        builds = [one(spec.platforms[0])]
+    else:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=len(spec.platforms), thread_name_prefix="ferry-build") as pool:
+            builds = list(pool.map(one, spec.platforms))
 
     if len(builds) == 1:
         result_image: Image | ImageIndex = builds[0].image
