@@ -226,7 +226,9 @@ def summary(doc: dict) -> str:
     """The human text of a build: the image and each layer's fate."""
     lines = [doc["image"]]
     for layer in doc.get("layers", []):
-        if layer.get("uploaded"):
+        if layer.get("role") == "base" and doc.get("target") == "none":
+            fate = "from the base image"
+        elif layer.get("uploaded"):
             fate = "uploaded"
         elif layer.get("mounted"):
             fate = "mounted"
