@@ -93,6 +93,7 @@ class DeployConfig:
     stack: str | None = None  # read hosts from `pulumi stack output` of this stack
     stack_outputs: str | None = None  # or from an exported JSON file
     ssh_key: str | None = None
+    ssh_port: int = 22  # for hosts from a stack (deploy.hosts name their own port)
     root: str = "/opt/ferry"
     colours: dict[str, int] = field(default_factory=lambda: {"blue": 8081, "green": 8082})
     health: Health = field(default_factory=Health)

@@ -35,3 +35,22 @@ def docker_cli(local_target) -> list[str]:
     """argv prefix for the local target's Docker engine (Debian's 20.10 client)."""
     docker = "/usr/bin/docker" if os.path.exists("/usr/bin/docker") else "docker"
     return [docker, "-H", local_target["docker_host"]]
+
+
+@pytest.fixture(scope="module")
+def moto_endpoint():
+    """A moto server (a real HTTP endpoint on 127.0.0.1, ephemeral port) for ferry's boto3
+    code; fake credentials only, so nothing can reach AWS."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    with pytest.MonkeyPatch.context() as mp:
+        for k, v in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_SESSION_TOKEN": "testing",
+                     "AWS_DEFAULT_REGION": "eu-west-1", "FERRY_AWS_ENDPOINT_URL": endpoint}.items():
+            mp.setenv(k, v)
+        mp.delenv("AWS_PROFILE", raising=False)
+        yield endpoint
+    server.stop()

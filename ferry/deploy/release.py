@@ -60,7 +60,7 @@ def resolve_hosts(cfg: Config, progress: Progress = NULL) -> list[HostTarget]:
         for h in out.hosts:
             address = h.instance_id if gateway else h.address
             names = tuple(n for n in (h.public_ip, h.public_dns, h.private_ip) if n)
-            targets.append(HostTarget(HostSpec(out.ssh_user, address, 22), names, h.instance_id,
+            targets.append(HostTarget(HostSpec(out.ssh_user, address, cfg.deploy.ssh_port), names, h.instance_id,
                                       h.target_group_arn, out.region, gateway))
         if not targets:
             raise ConfigError(f"deploy.stack: the stack outputs ({out.source}) list no hosts",
