@@ -303,3 +303,30 @@ def test_five_releases_and_two_rollbacks_under_16_way_load_lose_nothing(app, loa
         result = lo.stop()
     assert_no_loss(result)
     assert set(result["codes"]) == {200}, result["raw"]
+
+
+def test_scripts_release_then_rollback_as_ci_runs_them(app, load):
+    """scripts/release builds, pushes and deploys; a one-line change uploads only the source
+    layer; scripts/rollback goes back with one reload. All with --json, no terminal."""
+    env = {**os.environ, "FERRY_CONFIG": str(app.config)}
+    root = os.path.join(os.path.dirname(__file__), "../../..")
+
+    def script(name: str, *args: str) -> dict:
+        r = subprocess.run([f"{root}/scripts/{name}", *args, "--json"], capture_output=True, text=True, env=env,
+                           stdin=subprocess.DEVNULL, timeout=900)
+        assert r.returncode == 0, r.stderr[-3000:]
+        return json.loads(r.stdout)
+
+    first = script("release", "--version", "s1")
+    assert first["hosts"][0]["action"] == "deployed" and first["build"]["image"] == first["image"]
+    src = app.tmp / "src" / "v1" / "hello" / "__init__.py"
+    src.write_text(src.read_text().replace("hello from ferry (v1)", "hello from ferry (one line changed)"))
+    lo = load(app.url + "/")
+    second = script("release", "--version", "s2")
+    back = script("rollback")
+    assert_no_loss(lo.stop())
+    uploaded = [layer for layer in second["build"]["layers"] if layer["uploaded"]]
+    assert [layer.get("role") for layer in uploaded] == ["source"], second["build"]["layers"]
+    assert second["build"]["bytes_uploaded"] < 20_000
+    assert back["hosts"][0]["warm"] is True and back["hosts"][0]["version"] == "s1"
+    assert version_through_nginx(app)["version"] == "s1"
