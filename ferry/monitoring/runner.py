@@ -151,7 +151,7 @@ def _hosts(cfg: Config, progress: Progress):
 
 
 def _connect(cfg: Config, spec, progress: Progress):
-    from ..deploy.release import _connect as connect
+    from ..deploy.release import connect
 
     return connect(cfg, spec, progress)
 

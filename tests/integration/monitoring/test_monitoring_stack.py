@@ -17,24 +17,10 @@ import pytest
 from ferry.config import load
 from ferry.monitoring import dashboards
 from ferry.monitoring.settings import settings
-from ferry.progress import NULL
 
 from .conftest import APP, ROOT, STACK_ROOT, ferry, ferry_json, prom, wait_for, write_config
 
 pytestmark = pytest.mark.integration
-
-
-def record(config: Path, kind: str, release: str, colour: str, duration: float | None = None) -> None:
-    """What the deployer records around a release (the writer it calls over its SSH connection)."""
-    from ferry.deploy.release import _connect, resolve_hosts
-    from ferry.monitoring.events import DeployEvent, record_deploy_event
-
-    cfg = load(config)
-    host = _connect(cfg, resolve_hosts(cfg)[0], NULL)
-    try:
-        assert record_deploy_event(host, cfg, DeployEvent(kind, release, "e2e1", "", colour, duration=duration))
-    finally:
-        host.close()
 
 
 def traffic(url: str, n: int = 240) -> dict[int, int]:
@@ -74,19 +60,20 @@ def test_monitoring_up_release_and_traffic_leave_no_dashboard_panel_empty(e2e_ap
     assert {c["component"] for c in up["hosts"][0]["components"]} == {
         "prometheus", "alertmanager", "node_exporter", "nginx_exporter", "blackbox_exporter"}
 
-    # a release, with the events the deployer records around it
-    t0 = time.monotonic()
-    record(e2e_app.config, "start", "pending", "blue")
+    # a release: the deployer records its events (start, success) for the textfile collector
     rel = ferry_json(e2e_app.config, "release", "--version", "e2e1", timeout=900)["hosts"][0]
     release_id, colour = rel["release"], rel["colour"]
-    record(e2e_app.config, "success", release_id, colour, duration=time.monotonic() - t0)
+    events = Path(f"{STACK_ROOT}/textfile/ferry_deploy_{APP}.prom").read_text()
+    assert f'ferry_deploy_events_total{{app="{APP}",event="success"}} 1' in events
+    assert f'ferry_release_info{{app="{APP}",release="{release_id}",version="e2e1"' in events
 
     codes = traffic(e2e_app.url)
     assert codes.get(200, 0) > 100 and codes.get(500, 0) > 0, codes
     # a counter's first scrape is its baseline: more traffic once Prometheus has seen the 5xx
     # series, so rates over it are real increases
     def scraped():
-        r = prom("/api/v1/query", query=f'hello_requests_total{{job="{APP}", status="500"}}')["result"]
+        r = prom("/api/v1/query",
+                 query=f'hello_requests_total{{job="{APP}", release="{release_id}", status="500"}}')["result"]
         return bool(r), r
 
     wait_for("the 5xx series to be scraped", scraped, timeout=60)
