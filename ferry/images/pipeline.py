@@ -26,7 +26,7 @@ from ..progress import NULL, Progress, human_bytes
 from . import sbom as sbom_mod
 from .builder import TOOL, BuildResult, BuildSpec, build
 from .cache import Cache
-from .oci import Blob, Image, ImageIndex, Platform, Reference
+from .oci import Blob, Image, Platform, Reference
 
 TARGETS = ("none", "registry", "docker", "tar", "oci")
 

@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 
 from ferry.errors import BuildError
-from ferry.images import builder as b
 from ferry.images import deps as deps_mod
 from ferry.images.builder import BuildSpec, DepsInfo, build, check_entrypoint, image_config
 from ferry.images.cache import Cache
