@@ -261,7 +261,9 @@ STEPS = {"cold": None, "one-line change": edit_line, "dependency added": add_dep
 def series(bench: Bench, tool: str, mode: str, rep: int, run_id: str) -> None:
     repo = f"bench/{tool}-{mode}-{run_id}-{rep}"
     app = bench.app(f"{tool}-{mode}-{rep}")
-    cache = bench.work / f"ferry-cache-{mode}"
+    # one cache for both modes, as docker has one daemon: a fresh series leaves behind what it
+    # built, for the next warm series, on both sides
+    cache = bench.work / "ferry-cache"
     if tool == "ferry":
         (app / "ferry.toml").write_text(FERRY_TOML.format(repository=f"{bench.registry}/{repo}",
                                                           base=f"{bench.registry}/{bench.base_repo}"))
