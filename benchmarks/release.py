@@ -34,7 +34,7 @@ from ferry.loadgen import Load  # noqa: E402
 
 FERRY = [sys.executable, "-m", "ferry"]
 APP = "bench-release"
-HTTP, BLUE, GREEN, NAIVE_HTTP, NAIVE_PORT = 18900, 18901, 18902, 18905, 18906
+HTTP, BLUE, GREEN, NAIVE_HTTP, NAIVE_PORT = 18900, 18903, 18904, 18905, 18906
 DOCKER = ["/usr/bin/docker", "-H", "unix:///var/lib/ferry-local/docker.sock"]
 NGINX_CONF = "/var/lib/ferry-local/nginx/nginx.conf"
 

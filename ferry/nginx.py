@@ -108,10 +108,7 @@ def test_and_reload(host, cfg: Config) -> None:
     if not t.ok:
         raise DeployError(f"{host.name}: nginx -t failed: {(t.stderr or t.stdout).strip()[-400:]}",
                           "fix the template in nginx/ (the old configuration is still serving)")
-    r = host.run(nginx_argv(cfg, "-s", "reload"))
-    if not r.ok:
-        raise DeployError(f"{host.name}: nginx reload failed: {(r.stderr or r.stdout).strip()[-300:]}",
-                          "is nginx running on the host? (`ferry local up` here, systemctl status nginx there)")
+    reload_nginx(host, cfg)
 
 
 def apply(host, cfg: Config, files: dict[str, str], reload: bool = True) -> bool:
@@ -139,5 +136,12 @@ def apply(host, cfg: Config, files: dict[str, str], reload: bool = True) -> bool
                 host.write(path, old[path])
         raise
     if reload:
-        test_and_reload(host, cfg)
+        reload_nginx(host, cfg)
     return True
+
+
+def reload_nginx(host, cfg: Config) -> None:
+    r = host.run(nginx_argv(cfg, "-s", "reload"))
+    if not r.ok:
+        raise DeployError(f"{host.name}: nginx reload failed: {(r.stderr or r.stdout).strip()[-300:]}",
+                          "is nginx running on the host? (`ferry local up` here, systemctl status nginx there)")

@@ -116,8 +116,40 @@ class Host:
         return r
 
     def read(self, path: str) -> str | None:
-        r = self.run(["cat", path])
-        return r.stdout if r.ok else None
+        """A file's text, or None when it does not exist (over SFTP: one round trip, no process)."""
+        try:
+            with self.sftp().open(path, "rb") as f:
+                return f.read().decode()
+        except FileNotFoundError:
+            return None
+        except OSError as e:
+            raise HostError(f"{self.name}: cannot read {path}: {e}") from None
+
+    def mkdir(self, path: str, parents: bool = False) -> bool:
+        """Create a directory; False when it already exists (atomic: the lock relies on it)."""
+        sftp = self.sftp()
+        if parents:
+            parts = [p for p in path.split("/") if p]
+            for i in range(1, len(parts)):
+                try:
+                    sftp.mkdir("/" + "/".join(parts[:i]))
+                except OSError:
+                    pass
+        try:
+            sftp.mkdir(path)
+            return True
+        except OSError:
+            try:
+                sftp.stat(path)
+            except FileNotFoundError:
+                raise HostError(f"{self.name}: cannot create {path}", "check the host's disk and permissions") from None
+            return False
+
+    def remove(self, path: str) -> None:
+        try:
+            self.sftp().remove(path)
+        except FileNotFoundError:
+            pass
 
     def sftp(self):
         if self._sftp is None:

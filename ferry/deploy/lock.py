@@ -120,15 +120,15 @@ class Lock:
         return LockState(info, age, stale_reason(info, age, stale_after(self.cfg), socket.gethostname(), _pid_alive))
 
     def acquire(self, info: LockInfo, force: bool = False, progress=None) -> None:
-        self.host.check(["mkdir", "-p", f"{self.cfg.deploy.root}/{self.cfg.app.name}"], "create the app directory")
+        self.host.mkdir(f"{self.cfg.deploy.root}/{self.cfg.app.name}", parents=True)
         for attempt in range(2):
-            r = self.host.run(["mkdir", self.dir])
-            if r.ok:
+            if self.host.mkdir(self.dir):
                 try:
                     self.host.write(self.info_path, json.dumps(info.to_json(), indent=2) + "\n")
                 except Exception:
                     self.host.run(["rm", "-rf", self.dir])
                     raise
+                self._touched = time.monotonic()
                 self.held = info
                 return
             state = self.read()
@@ -155,7 +155,11 @@ class Lock:
 
     def release(self) -> None:
         if self.held:
-            self.host.run(["rm", "-rf", self.dir])
+            try:
+                self.host.remove(self.info_path)
+                self.host.sftp().rmdir(self.dir)
+            except OSError:
+                self.host.run(["rm", "-rf", self.dir])
             self.held = None
 
     def force_release(self) -> LockState:
