@@ -464,6 +464,9 @@ def _source_layer(src: SourceLayer, spec: BuildSpec, cache: Cache, progress: Pro
     try:
         lf = write_layer(src.entries, work / "layer.tar.gz", spec.epoch)
         stored = cache.put("source", key, lf.path, lf.digest, lf.diff_id, lf.size)
+    except OSError as e:
+        raise BuildError(f"could not archive the source folder {spec.source}: {e}",
+                         "a file changed or vanished while ferry read it; rerun the build") from None
     finally:
         cache.discard(work)
     progress.info(f"source layer: built {stored.digest[7:19]} ({human_bytes(stored.size)}, {len(src.files)} files)")

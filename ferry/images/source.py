@@ -70,8 +70,13 @@ def collect(source: Path, workdir: str, exclude) -> SourceLayer:
     """Every file of the source folder (less the excludes) placed under ``workdir``."""
     if not source.is_dir():
         raise BuildError(f"source folder {source} does not exist", "set image.source in ferry.toml to your service's folder")
-    entries = tree_entries(source, workdir, skip=excludes_for(source, exclude))
+    try:
+        entries = tree_entries(source, workdir, skip=excludes_for(source, exclude))
+        key = content_key(entries)
+    except OSError as e:
+        raise BuildError(f"cannot read the source folder {source}: {e}",
+                         "check the files' permissions, or exclude them with image.exclude / .ferryignore") from None
     if not any(e.kind == "file" for e in entries):
         raise BuildError(f"source folder {source} has no files to put in the image (all excluded?)",
                          "check image.source and image.exclude in ferry.toml")
-    return SourceLayer(tuple(entries), content_key(entries))
+    return SourceLayer(tuple(entries), key)

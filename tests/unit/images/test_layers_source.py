@@ -47,3 +47,20 @@ def test_an_empty_or_missing_source_folder_is_a_clear_error(tmp_path):
     tree(tmp_path / "only-tests", ["tests/t.py"])
     with pytest.raises(BuildError, match="has no files to put in the image"):
         collect(tmp_path / "only-tests", "/app", ("tests",))
+
+
+def test_a_source_file_that_vanishes_while_read_is_a_clear_error(tmp_path, monkeypatch):
+    from ferry.images import layers
+
+    src = tree(tmp_path / "src", ["a.py", "b.py"])
+    real = layers.Entry.open
+
+    def vanish(self):
+        if self.path.endswith("b.py"):
+            raise FileNotFoundError(2, "No such file or directory", str(self.source))
+        return real(self)
+
+    monkeypatch.setattr(layers.Entry, "open", vanish)
+    with pytest.raises(BuildError, match="cannot read the source folder") as e:
+        collect(src, "/app", ())
+    assert "image.exclude" in e.value.hint
