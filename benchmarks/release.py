@@ -81,10 +81,11 @@ def under_load(url: str, op) -> tuple[float, dict]:
     lo = Load(url, concurrency=16, max_seconds=300, qps=10)
     t0 = time.perf_counter()
     try:
-        op()
+        value = op()
     finally:
         elapsed = time.perf_counter() - t0
         result = lo.stop()
+    result["value"] = value
     return elapsed, result
 
 
@@ -159,6 +160,7 @@ def main() -> None:
         rows.append(row("ferry release, one-line change (build+push+swap)", t, r))
         t, r = under_load(url, lambda: ferry(cfg, "rollback"))
         rows.append(row("ferry rollback, previous colour warm", t, r))
+        rows[-1]["traffic_moved_s"] = r["value"]["hosts"][0].get("swap_seconds")
         b0 = next(x for x in ferry(cfg, "status")["hosts"][0]["releases"] if x["version"] == "b0") \
             if any(x["version"] == "b0" for x in ferry(cfg, "status")["hosts"][0]["releases"]) else None
         target = b0["id"] if b0 else "b0"
@@ -183,11 +185,14 @@ def write_section(rows: list[dict]) -> None:
              "", f"Command: `make setup && .venv/bin/ferry local up && .venv/bin/python benchmarks/release.py --write`",
              f"Measured {time.strftime('%Y-%m-%d')} on the local target (2 cores), hey: 16 connections x 10 req/s "
              "through nginx on loopback during each operation.", "",
+             "Wall time is the whole command (Python start, SSH connection, lock, swap, drain, unlock).", "",
              "| operation | wall time | requests | failed | p50 | p99 | p99 / steady |",
              "|---|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         ratio = f"{r['p99_ms'] / steady_p99:.1f}x" if r["p99_ms"] and steady_p99 else "-"
         secs = "-" if r["seconds"] is None else f"{r['seconds']:.2f} s"
+        if r.get("traffic_moved_s") is not None:
+            secs += f" (traffic moved after {r['traffic_moved_s']:.2f} s)"
         lines.append(f"| {r['operation']} | {secs} | {r['requests']} | {r['failed']} | {r['p50_ms']} ms | "
                      f"{r['p99_ms']} ms | {ratio} |")
     lines += ["", "Targets (issue 4): one-line change live in under 10 s, warm rollback under 1 s, p99 during a swap "

@@ -145,6 +145,13 @@ class Host:
                 raise HostError(f"{self.name}: cannot create {path}", "check the host's disk and permissions") from None
             return False
 
+    def size(self, path: str) -> int:
+        """Size of a file (following symlinks), 0 when it does not exist."""
+        try:
+            return self.sftp().stat(path).st_size or 0
+        except (FileNotFoundError, OSError):
+            return 0
+
     def remove(self, path: str) -> None:
         try:
             self.sftp().remove(path)

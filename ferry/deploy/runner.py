@@ -74,6 +74,7 @@ class HostDeployer:
         self.command = command
         self.force = force
         self.server_names = server_names
+        self._tls: bool | None = None
         self.lock = Lock(host, cfg)
         self.dir = nginx.app_dir(cfg)
         self.history_path = f"{self.dir}/releases.json"
@@ -299,10 +300,13 @@ class HostDeployer:
             raise
 
     def tls_ready(self) -> bool:
+        """TLS is on and the host has a certificate and key (`ferry certs issue` put them there)."""
         if not self.cfg.tls.enabled:
             return False
-        ctx = nginx.context(self.cfg, True)
-        return self.host.run(["test", "-s", ctx["cert_path"]]).ok and self.host.run(["test", "-s", ctx["key_path"]]).ok
+        if self._tls is None:
+            ctx = nginx.context(self.cfg, True)
+            self._tls = all(self.host.size(p) for p in (ctx["cert_path"], ctx["key_path"]))
+        return self._tls
 
     def verify(self, rid: str, timeout: float = 10.0) -> None:
         """Through nginx, as a user would: the health path answers and names the new release."""
