@@ -24,7 +24,7 @@ help:
 setup: $(STAMP)
 
 # Re-run when pyproject.toml changes; otherwise the whole setup is one stat() call.
-$(STAMP): pyproject.toml scripts/install-debs
+$(STAMP): pyproject.toml Makefile scripts/install-debs
 	scripts/install-debs $(DEBS)
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
