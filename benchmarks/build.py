@@ -213,6 +213,13 @@ class Bench:
         for tag in sorted(self.docker_tags) + [f"{self.registry}/{self.base_repo}"]:
             subprocess.run([*self.docker, "image", "rm", "-f", tag], capture_output=True)
         self.docker_tags.clear()
+        # images a later build untagged still carry this run's registry address: remove them too
+        listed = subprocess.run([*self.docker, "images", "--format", "{{.ID}} {{.Repository}}"],
+                                capture_output=True, text=True).stdout.split("\n")
+        ours = sorted({line.split()[0] for line in listed if line.strip() and
+                       line.split()[1].startswith(self.registry + "/")})
+        if ours:
+            subprocess.run([*self.docker, "image", "rm", "-f", *ours], capture_output=True)
 
     def docker_build(self, app: Path, ref: str) -> None:
         env = {**os.environ, "DOCKER_BUILDKIT": "1"}
