@@ -80,7 +80,31 @@ def fail(ctx: Context, e: FerryError) -> None:
     sys.exit(e.exit_code)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+# which module registers which top-level command: imported only when that command runs, so
+# `ferry build` does not pay for the deploy's imports (start-up is most of a warm build's time)
+COMMANDS = {
+    "local": "ferry.local.commands",
+    "build": "ferry.images.commands",
+    "release": "ferry.deploy.commands", "deploy": "ferry.deploy.commands", "rollback": "ferry.deploy.commands",
+    "status": "ferry.deploy.commands", "lock": "ferry.deploy.commands",
+    "certs": "ferry.certs.commands",
+    "monitoring": "ferry.monitoring.commands",
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(COMMANDS) | set(self.commands))
+
+    def get_command(self, ctx: click.Context, name: str):
+        if name not in self.commands and name in COMMANDS:
+            import importlib
+
+            importlib.import_module(COMMANDS[name]).register(self)
+        return self.commands.get(name)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-c", "--config", "config_path", default=None, metavar="PATH",
               help="Config file (default: ./ferry.toml).", envvar="FERRY_CONFIG")
 @click.option("--json", "json_", is_flag=True, help="Print one JSON document on stdout.")
@@ -99,20 +123,3 @@ def main(ctx: click.Context, config_path: str | None, json_: bool, debug: bool) 
       ferry status --json
     """
     ctx.obj = Context(config_path=config_path, json=json_, debug=debug, progress=Progress())
-
-
-def _register() -> None:
-    import importlib
-
-    for module in ("ferry.local.commands", "ferry.images.commands", "ferry.deploy.commands",
-                   "ferry.certs.commands", "ferry.monitoring.commands"):
-        try:
-            mod = importlib.import_module(module)
-        except ModuleNotFoundError as e:
-            if e.name == module:
-                continue  # that area has no commands yet
-            raise
-        mod.register(main)
-
-
-_register()
