@@ -320,7 +320,10 @@ def test_scripts_release_then_rollback_as_ci_runs_them(app, load):
     first = script("release", "--version", "s1")
     assert first["hosts"][0]["action"] == "deployed" and first["build"]["image"] == first["image"]
     src = app.tmp / "src" / "v1" / "hello" / "__init__.py"
-    src.write_text(src.read_text().replace("hello from ferry (v1)", "hello from ferry (one line changed)"))
+    # unique per run: the registry keeps every layer ever pushed, and a reproducible layer that
+    # is already there is (rightly) not uploaded again
+    change = f"one line changed at {time.time_ns()}"
+    src.write_text(src.read_text().replace("hello from ferry (v1)", f"hello from ferry ({change})"))
     lo = load(app.url + "/")
     second = script("release", "--version", "s2")
     back = script("rollback")

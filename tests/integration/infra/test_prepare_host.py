@@ -67,7 +67,7 @@ def test_prepares_the_layout_and_a_second_run_changes_nothing(target):
 
     code, out = run_script(target, "--root", target.root)
     assert code == 0, out
-    assert "packages: docker.io nginx prometheus-node-exporter prometheus-nginx-exporter" in out  # all there: no apt
+    assert "packages: docker.io nginx curl python3-acme prometheus-node-exporter prometheus-nginx-exporter" in out  # all there: no apt
     for path in ("/opt/ferry/", "/etc/nginx/conf.d/ferry.conf", "/etc/docker/daemon.json",
                  "/etc/default/prometheus-node-exporter", "/etc/default/prometheus-nginx-exporter",
                  "/etc/apt/apt.conf.d/20auto-upgrades", "/var/lib/prometheus/node-exporter/"):
