@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -182,7 +181,7 @@ def write_section(rows: list[dict]) -> None:
     text = path.read_text() if path.exists() else "# Benchmarks\n"
     steady_p99 = rows[0]["p99_ms"]
     lines = ["<!-- release:begin -->", "## Release: blue/green vs a naive redeploy",
-             "", f"Command: `make setup && .venv/bin/ferry local up && .venv/bin/python benchmarks/release.py --write`",
+             "", "Command: `make setup && .venv/bin/ferry local up && .venv/bin/python benchmarks/release.py --write`",
              f"Measured {time.strftime('%Y-%m-%d')} on the local target (2 cores), hey: 16 connections x 10 req/s "
              "through nginx on loopback during each operation.", "",
              "Wall time is the whole command (Python start, SSH connection, lock, swap, drain, unlock).", "",
