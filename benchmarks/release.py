@@ -30,6 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from ferry.loadgen import Load  # noqa: E402
+from ferry.local.appconfig import app_toml  # noqa: E402
 
 FERRY = [sys.executable, "-m", "ferry"]
 APP = "bench-release"
@@ -38,30 +39,10 @@ DOCKER = ["/usr/bin/docker", "-H", "unix:///var/lib/ferry-local/docker.sock"]
 NGINX_CONF = "/var/lib/ferry-local/nginx/nginx.conf"
 
 
-def config(path: Path, source: Path, keep_previous: str = "10m") -> None:
-    path.write_text(f"""
-[app]
-name = "{APP}"
-[image]
-repository = "127.0.0.1:5000/bench/hello"
-base = "127.0.0.1:5000/ferry/python:3.11"
-source = "{source}"
-requirements = "{ROOT / 'examples/hello/requirements.txt'}"
-entrypoint = ["python3", "-m", "gunicorn", "-c", "gunicorn.conf.py", "hello:app"]
-[deploy]
-hosts = ["root@127.0.0.1:2222"]
-ssh_key = "/var/lib/ferry-local/ssh/id_ed25519"
-colours = {{ blue = {BLUE}, green = {GREEN} }}
-health = {{ path = "/healthz", interval = "200ms", timeout = "60s", healthy_after = 2 }}
-drain_timeout = "30s"
-keep_previous = "{keep_previous}"
-docker_host = "unix:///var/lib/ferry-local/docker.sock"
-nginx_conf = "{NGINX_CONF}"
-[proxy]
-listen = "127.0.0.1"
-http_port = {HTTP}
-https_port = {HTTP + 1}
-""")
+def config(path: Path, source: Path) -> None:
+    path.write_text(app_toml(app=APP, source=source, http_port=HTTP, blue=BLUE, green=GREEN,
+                             repository="127.0.0.1:5000/bench/hello", drain_timeout="30s",
+                             health='path = "/healthz", interval = "200ms", timeout = "60s", healthy_after = 2'))
 
 
 def ferry(cfg: Path, *args: str) -> dict:

@@ -12,13 +12,13 @@ import shutil
 import subprocess
 import sys
 import textwrap
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from ferry.loadgen import Load
+from ferry.local.appconfig import app_toml
 
 ROOT = Path(__file__).resolve().parents[3]
 FERRY = [sys.executable, "-m", "ferry"]
@@ -74,37 +74,9 @@ def write_variant(dest: Path, name: str) -> Path:
     return src
 
 
-def app_config(path: Path, app: str, source: Path, http_port: int, blue: int, green: int, repo: str,
-               extra_deploy: str = "", image_extra: str = "") -> Path:
-    path.write_text(f"""
-[app]
-name = "{app}"
-
-[image]
-repository = "{repo}"
-base = "127.0.0.1:5000/ferry/python:3.11"
-source = "{source}"
-requirements = "{ROOT / 'examples/hello/requirements.txt'}"
-entrypoint = ["python3", "-m", "gunicorn", "-c", "gunicorn.conf.py", "hello:app"]
-platforms = ["linux/amd64"]
-{image_extra}
-
-[deploy]
-hosts = ["root@127.0.0.1:2222"]
-ssh_key = "/var/lib/ferry-local/ssh/id_ed25519"
-colours = {{ blue = {blue}, green = {green} }}
-health = {{ path = "/healthz", interval = "300ms", timeout = "20s", healthy_after = 2 }}
-drain_timeout = "20s"
-keep_previous = "10m"
-docker_host = "unix:///var/lib/ferry-local/docker.sock"
-nginx_conf = "/var/lib/ferry-local/nginx/nginx.conf"
-{extra_deploy}
-
-[proxy]
-listen = "127.0.0.1"
-http_port = {http_port}
-https_port = {http_port + 1}
-""")
+def app_config(path: Path, app: str, source: Path, http_port: int, blue: int, green: int, repo: str) -> Path:
+    path.write_text(app_toml(app=app, source=source, http_port=http_port, blue=blue, green=green, repository=repo,
+                             health='path = "/healthz", interval = "300ms", timeout = "20s", healthy_after = 2'))
     return path
 
 
@@ -121,9 +93,9 @@ class App:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.http_port}"
 
-    def write_config(self, **kw) -> Path:
+    def write_config(self) -> Path:
         return app_config(self.config, self.name, self.tmp / "src" / "v1", self.http_port, self.ports["blue"],
-                          self.ports["green"], "127.0.0.1:5000/ferry-test/hello", **kw)
+                          self.ports["green"], "127.0.0.1:5000/ferry-test/hello")
 
     def deploy(self, variant: str, *args: str, check: bool = True, env: dict | None = None):
         return ferry(self.config, "deploy", self.images[variant], "--version", variant, *args, check=check, env=env)

@@ -16,6 +16,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from ferry.local.appconfig import app_toml
+
 ROOT = Path(__file__).resolve().parents[3]
 FERRY = [sys.executable, "-m", "ferry"]
 APP = "mon-e2e"
@@ -66,33 +68,8 @@ def monitoring_images(local_target) -> dict[str, str]:
 
 def write_config(path: Path, images: dict[str, str], monitoring_dir: Path = ROOT / "monitoring", extra: str = "") -> Path:
     pinned = ", ".join(f'{k} = "{v}"' for k, v in sorted(images.items()))
-    path.write_text(f"""
-[app]
-name = "{APP}"
-
-[image]
-repository = "127.0.0.1:5000/ferry-test/{APP}"
-base = "127.0.0.1:5000/ferry/python:3.11"
-source = "{ROOT / 'examples/hello'}"
-requirements = "{ROOT / 'examples/hello/requirements.txt'}"
-entrypoint = ["python3", "-m", "gunicorn", "-c", "gunicorn.conf.py", "hello:app"]
-platforms = ["linux/amd64"]
-
-[deploy]
-hosts = ["root@127.0.0.1:2222"]
-ssh_key = "/var/lib/ferry-local/ssh/id_ed25519"
-colours = {{ blue = {BLUE}, green = {GREEN} }}
-health = {{ path = "/healthz", interval = "300ms", timeout = "30s", healthy_after = 2 }}
-drain_timeout = "5s"
-keep_previous = "10m"
-docker_host = "unix:///var/lib/ferry-local/docker.sock"
-nginx_conf = "/var/lib/ferry-local/nginx/nginx.conf"
-
-[proxy]
-listen = "127.0.0.1"
-http_port = {HTTP_PORT}
-https_port = {HTTP_PORT + 1}
-
+    path.write_text(app_toml(app=APP, source=ROOT / "examples/hello", http_port=HTTP_PORT, blue=BLUE, green=GREEN,
+                             drain_timeout="5s", extra=f"""
 [monitoring]
 enabled = true
 dir = "{monitoring_dir}"
@@ -101,7 +78,7 @@ scrape_interval = "5s"            # short, so a bounded test sees several scrape
 evaluation_interval = "5s"
 images = {{ {pinned} }}
 {extra}
-""")
+"""))
     return path
 
 
