@@ -367,6 +367,7 @@ class LocalConfig:
     basic_registry_port: int = 5001
     token_registry_port: int = 5002
     ssh_port: int = 2222
+    nginx_status_port: int = 8079  # nginx's stub_status (and its health check), loopback only
 
 
 @dataclass(frozen=True)

@@ -13,9 +13,6 @@ from pathlib import Path
 from ..config import LocalConfig
 from .token_server import registry_config
 
-NGINX_HTTP_PORT = 8080
-NGINX_HTTPS_PORT = 8443
-NGINX_STATUS_PORT = 8079  # stub_status for the nginx exporter, loopback only
 TOKEN_ISSUER_PORT_OFFSET = 1  # the token issuer listens on token_registry_port + 1
 REGISTRY_USER = "ferry"
 
@@ -150,7 +147,7 @@ def sshd(p: Paths, s: LocalConfig) -> Component:
     )
 
 
-def nginx_main_conf(p: Paths, include_glob: str) -> str:
+def nginx_main_conf(p: Paths, include_glob: str, status_port: int) -> str:
     n = p.root / "nginx"
     return f"""# ferry local target: nginx main config (written by `ferry local up`)
 worker_processes 2;
@@ -171,7 +168,7 @@ http {{
     keepalive_timeout 65;
 
     server {{
-        listen 127.0.0.1:{NGINX_STATUS_PORT};
+        listen 127.0.0.1:{status_port};
         location = /stub_status {{ stub_status; }}
     }}
     include {include_glob};
@@ -179,20 +176,20 @@ http {{
 """
 
 
-def nginx(p: Paths, deploy_root: str) -> Component:
+def nginx(p: Paths, s: LocalConfig, deploy_root: str) -> Component:
     n = p.root / "nginx"
     return Component(
         name="nginx",
         argv=("nginx", "-c", str(p.nginx_conf), "-g", "daemon off;"),
         # apps listen on their own ports (8080 for the sample) once deployed; the status
         # server is always there, so it tells whether nginx itself is up
-        address=f"127.0.0.1:{NGINX_STATUS_PORT}",
-        check=Check("tcp", f"127.0.0.1:{NGINX_STATUS_PORT}"),
-        files={str(p.nginx_conf): nginx_main_conf(p, f"{deploy_root}/*/nginx/site.conf")},
+        address=f"127.0.0.1:{s.nginx_status_port}",
+        check=Check("tcp", f"127.0.0.1:{s.nginx_status_port}"),
+        files={str(p.nginx_conf): nginx_main_conf(p, f"{deploy_root}/*/nginx/site.conf", s.nginx_status_port)},
         stale_files=(str(n / "nginx.pid"),),
     )
 
 
 def components(settings: LocalConfig, deploy_root: str = "/opt/ferry") -> list[Component]:
     p = Paths(Path(settings.state_dir))
-    return [dockerd(p), *registries(p, settings), sshd(p, settings), nginx(p, deploy_root)]
+    return [dockerd(p), *registries(p, settings), sshd(p, settings), nginx(p, settings, deploy_root)]

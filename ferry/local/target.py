@@ -187,6 +187,7 @@ class LocalTarget:
         state = self._load_state()
         report = []
         changed = False
+        self._check_addresses_free(state)
         for c in self.components:
             if c.requires_module and importlib.util.find_spec(c.requires_module) is None:
                 self.progress.warn(f"{c.name}: {c.requires_module} is missing; not started")
@@ -221,6 +222,17 @@ class LocalTarget:
         if not changed:
             self.progress.info("local target already up: nothing changed")
         return {"changed": changed, "components": report, **self._addresses(), "base_image_build": base}
+
+    def _check_addresses_free(self, state: dict) -> None:
+        """Before starting anything: every address we would listen on is ours or free."""
+        for c in self.components:
+            pid = state["components"].get(c.name, {}).get("pid")
+            if pid_runs(pid, c.argv[0]):
+                continue
+            if healthy(c.check):
+                owner = port_owner(c.address) or "another process"
+                raise LocalTargetError(f"{c.name}: {c.address} is already in use by {owner}; nothing was started",
+                                       "stop that process, or change the [local] ports in ferry.toml")
 
     def _write_files(self, c: Component) -> bool:
         changed = False
