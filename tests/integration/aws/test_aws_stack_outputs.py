@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 
 from ferry.aws.stack import read_outputs
-from ferry.errors import InfraError
 from ferry.progress import Progress
 
 pytestmark = pytest.mark.integration

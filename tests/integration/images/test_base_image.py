@@ -14,7 +14,6 @@ import sys
 import tarfile
 import time
 import uuid
-from pathlib import Path
 
 import httpx
 import pytest

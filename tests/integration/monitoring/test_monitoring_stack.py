@@ -62,7 +62,7 @@ def test_monitoring_up_release_and_traffic_leave_no_dashboard_panel_empty(e2e_ap
 
     # a release: the deployer records its events (start, success) for the textfile collector
     rel = ferry_json(e2e_app.config, "release", "--version", "e2e1", timeout=900)["hosts"][0]
-    release_id, colour = rel["release"], rel["colour"]
+    release_id = rel["release"]
     events = Path(f"{STACK_ROOT}/textfile/ferry_deploy_{APP}.prom").read_text()
     assert f'ferry_deploy_events_total{{app="{APP}",event="success"}} 1' in events
     assert f'ferry_release_info{{app="{APP}",release="{release_id}",version="e2e1"' in events
