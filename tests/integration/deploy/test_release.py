@@ -333,3 +333,37 @@ def test_scripts_release_then_rollback_as_ci_runs_them(app, load):
     assert second["build"]["bytes_uploaded"] < 20_000
     assert back["hosts"][0]["warm"] is True and back["hosts"][0]["version"] == "s1"
     assert version_through_nginx(app)["version"] == "s1"
+
+
+def test_secrets_reach_the_container_through_a_0600_env_file_and_nowhere_else(app, docker_cli):
+    app.config.write_text(app.config.read_text().replace('keep_previous = "10m"',
+                                                         'keep_previous = "10m"\nsecrets = ["HELLO_DB_PASSWORD"]'))
+    secret = f"s3cret-{time.time_ns()}"
+    r = app.deploy("v1", env={"HELLO_DB_PASSWORD": secret})
+    env_file = f"/opt/ferry/{app.name}/env"
+    assert oct(os.stat(env_file).st_mode & 0o777) == "0o600"
+    assert open(env_file).read() == f"HELLO_DB_PASSWORD={secret}\n"
+    inspect = json.loads(subprocess.run([*docker_cli, "inspect", f"{app.name}-blue"], capture_output=True,
+                                        text=True, check=True).stdout)[0]
+    assert f"HELLO_DB_PASSWORD={secret}" in inspect["Config"]["Env"]
+    assert secret not in json.dumps(inspect["Config"]["Labels"]) and secret not in " ".join(inspect["Args"])
+    assert secret not in r.stdout + r.stderr
+    # a secret that is not set stops the deploy before any host is contacted
+    assert "HELLO_DB_PASSWORD" not in os.environ
+    r = app.deploy("v2", check=False)
+    assert r.returncode == 2 and "deploy.secrets: HELLO_DB_PASSWORD is not set" in r.stderr
+    assert app.live()["version"] == "v1"
+
+
+def test_images_beyond_keep_releases_are_pruned_but_never_one_in_use(app, docker_cli):
+    app.config.write_text(app.config.read_text().replace('keep_previous = "10m"',
+                                                         'keep_previous = "10m"\nkeep_releases = 1'))
+    for v in ("v1", "v2", "v3"):
+        app.deploy(v)
+    out = subprocess.run([*docker_cli, "images", "--digests", "--format", "{{.Digest}}",
+                          "127.0.0.1:5000/ferry-test/hello"], capture_output=True, text=True, check=True).stdout
+    on_host = set(out.split())
+    digest = {v: app.images[v].split("@")[1] for v in ("v1", "v2", "v3")}
+    assert digest["v3"] in on_host  # live
+    assert digest["v2"] in on_host  # warm: still in use by the previous colour
+    assert digest["v1"] not in on_host  # beyond keep_releases and unused
