@@ -367,3 +367,15 @@ def test_images_beyond_keep_releases_are_pruned_but_never_one_in_use(app, docker
     assert digest["v3"] in on_host  # live
     assert digest["v2"] in on_host  # warm: still in use by the previous colour
     assert digest["v1"] not in on_host  # beyond keep_releases and unused
+
+
+def test_a_failure_on_one_host_stops_there_and_says_which_host_has_which_release(app):
+    app.config.write_text(app.config.read_text().replace(
+        'hosts = ["root@127.0.0.1:2222"]', 'hosts = ["root@127.0.0.1:2222", "root@127.0.0.1:2299", "root@127.0.0.1:2298"]'))
+    r = app.deploy("v1", check=False)
+    assert r.returncode == 1
+    err = r.stderr
+    assert "root@127.0.0.1:2299: cannot connect over SSH" in err
+    assert "[stopped at host 2/3; done: root@127.0.0.1:2222: " in err
+    assert "untouched: root@127.0.0.1:2298]" in err
+    assert "host 3/3" not in err  # never contacted
