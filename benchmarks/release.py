@@ -165,7 +165,10 @@ def write_section(rows: list[dict]) -> None:
              "", "Command: `make setup && .venv/bin/ferry local up && .venv/bin/python benchmarks/release.py --write`",
              f"Measured {time.strftime('%Y-%m-%d')} on the local target (2 cores), hey: 16 connections x 10 req/s "
              "through nginx on loopback during each operation.", "",
-             "Wall time is the whole command (Python start, SSH connection, lock, swap, drain, unlock).", "",
+             "Wall time is the whole command (Python start, SSH connection, lock, swap, drain, unlock); "
+             "\"traffic moved\" counts from the host's SSH connection to the verified swap. The local "
+             "target's sshd sets SHLVL=1, so root's ~/.bashrc (pyenv init on this machine, ~140 ms) is not "
+             "run for every command, as on a deploy host.", "",
              "| operation | wall time | requests | failed | p50 | p99 | p99 / steady |",
              "|---|---:|---:|---:|---:|---:|---:|"]
     for r in rows:

@@ -141,7 +141,10 @@ def sshd(p: Paths, s: LocalConfig) -> Component:
               "-o", "PermitRootLogin=prohibit-password", "-o", "PasswordAuthentication=no",
               "-o", "KbdInteractiveAuthentication=no", "-o", "UsePAM=no", "-o", "StrictModes=no",
               "-o", "MaxStartups=100:30:200", "-o", "MaxSessions=50",
-              "-o", "Subsystem=sftp internal-sftp", "-o", "AcceptEnv=LANG LC_*"),
+              "-o", "Subsystem=sftp internal-sftp", "-o", "AcceptEnv=LANG LC_*",
+              # bash run by sshd sources ~/.bashrc unless SHLVL says it is nested; this machine's
+              # root .bashrc (pyenv init) costs ~140 ms per command, a deploy host's does not
+              "-o", "SetEnv=SHLVL=1"),
         address=f"127.0.0.1:{s.ssh_port}",
         check=Check("tcp", f"127.0.0.1:{s.ssh_port}"),
     )

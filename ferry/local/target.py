@@ -197,7 +197,9 @@ class LocalTarget:
             pid = rec.get("pid")
             if pid_runs(pid, c.argv[0]) and healthy(c.check):
                 # config files may have changed under a running daemon: rewrite and compare
-                if self._write_files(c):
+                # the interpreter's path differs between checkouts: compare the rest
+                same_argv = (rec.get("argv") or [])[1:] == self._argv(c)[1:]
+                if self._write_files(c) or not same_argv:
                     self.progress.info(f"{c.name}: config changed, restarting")
                     stop_pid(pid)
                 else:
