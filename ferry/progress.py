@@ -1,7 +1,7 @@
 """Progress on stderr, results on stdout.
 
 Long operations call ``progress.step("pull image")`` and ``progress.bytes(...)``; with a
-terminal attached the lines are coloured, otherwise they are plain lines a CI log keeps.
+terminal attached the lines are styled by rich, otherwise they are plain lines a CI log keeps.
 With ``--json`` the progress still goes to stderr, so stdout holds exactly one JSON document.
 """
 
@@ -26,25 +26,30 @@ class Progress:
         self.stream = stream or sys.stderr
         self.quiet = quiet
         self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
+        self._console = None
+        if self.tty:
+            from rich.console import Console
+
+            self._console = Console(file=self.stream, highlight=False, soft_wrap=True)
         self._lock = threading.Lock()
         self._t0 = time.monotonic()
 
-    def _write(self, text: str) -> None:
+    def _write(self, text: str, style: str | None = None) -> None:
         if self.quiet:
             return
         with self._lock:
-            self.stream.write(text + "\n")
-            self.stream.flush()
+            if self._console is not None:
+                self._console.print(text, style=style, markup=False)
+            else:
+                self.stream.write(text + "\n")
+                self.stream.flush()
 
     def _stamp(self) -> str:
         return f"{time.monotonic() - self._t0:6.2f}s"
 
     def step(self, message: str, host: str | None = None) -> None:
         where = f"[{host}] " if host else ""
-        if self.tty:
-            self._write(f"\x1b[2m{self._stamp()}\x1b[0m \x1b[1m==>\x1b[0m {where}{message}")
-        else:
-            self._write(f"{self._stamp()} ==> {where}{message}")
+        self._write(f"{self._stamp()} ==> {where}{message}", style="bold")
 
     def info(self, message: str, host: str | None = None) -> None:
         where = f"[{host}] " if host else ""
@@ -52,8 +57,7 @@ class Progress:
 
     def warn(self, message: str, host: str | None = None) -> None:
         where = f"[{host}] " if host else ""
-        prefix = "\x1b[33mwarning:\x1b[0m" if self.tty else "warning:"
-        self._write(f"{self._stamp()} {prefix} {where}{message}")
+        self._write(f"{self._stamp()} warning: {where}{message}", style="yellow")
 
     def bytes(self, label: str, done: int, total: int | None = None, note: str = "") -> None:
         amount = human_bytes(done) + (f" / {human_bytes(total)}" if total else "")
