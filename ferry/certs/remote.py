@@ -20,13 +20,10 @@ class RemoteHost:
     def __init__(self, host):
         self.host = host
         self.name = host.name
-        self._sftp = None
 
     @property
     def sftp(self):
-        if self._sftp is None:
-            self._sftp = self.host.conn.sftp()
-        return self._sftp
+        return self.host.sftp()  # the host's own SFTP session: one per connection
 
     def run(self, argv: list[str], check: bool = True) -> tuple[int, str]:
         r = self.host.run(argv)

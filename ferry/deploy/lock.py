@@ -16,6 +16,7 @@ from datetime import datetime, timezone
 
 from ..config import Config
 from ..errors import DeployError, LockHeld
+from ..processes import pid_alive
 
 
 @dataclass(frozen=True)
@@ -56,14 +57,6 @@ def stale_reason(info: LockInfo, age: float | None, limit: float, this_machine: 
     if age is not None and age > limit:
         return f"it has not been touched for {int(age)}s"
     return None
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-    except (OSError, IndexError):
-        return False
 
 
 def lock_dir(cfg: Config) -> str:
@@ -117,7 +110,7 @@ class Lock:
             # the holder died between mkdir and writing info.json
             info = LockInfo("unknown", "unknown", 0, "unknown", "", "unknown")
             return LockState(info, age, "the lock has no holder information" if age > 30 else None)
-        return LockState(info, age, stale_reason(info, age, stale_after(self.cfg), socket.gethostname(), _pid_alive))
+        return LockState(info, age, stale_reason(info, age, stale_after(self.cfg), socket.gethostname(), pid_alive))
 
     def acquire(self, info: LockInfo, force: bool = False, progress=None) -> None:
         self.host.mkdir(f"{self.cfg.deploy.root}/{self.cfg.app.name}", parents=True)
@@ -135,7 +128,7 @@ class Lock:
             if state.info is None:
                 continue  # released between our mkdir and read: try once more
             certain = state.stale and state.info.machine == info.machine and state.info.pid and \
-                not _pid_alive(state.info.pid)
+                not pid_alive(state.info.pid)
             if state.stale and (force or certain):
                 if progress:
                     progress.warn(f"breaking a stale lock ({state.describe()})", host=self.host.name)
@@ -167,11 +160,3 @@ class Lock:
         if state.info is not None:
             self.host.run(["rm", "-rf", self.dir])
         return state
-
-
-def wait_touching(lock: Lock, seconds: float) -> None:
-    """Sleep while keeping the lock fresh (polling loops call this)."""
-    end = time.monotonic() + seconds
-    lock.touch()
-    while (left := end - time.monotonic()) > 0:
-        time.sleep(min(left, 5.0))

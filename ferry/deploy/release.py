@@ -70,13 +70,10 @@ def resolve_hosts(cfg: Config, progress: Progress = NULL) -> list[HostTarget]:
 
 
 def registry_credentials(cfg: Config, image: str) -> tuple[str, str] | None:
-    """Credentials the host needs to pull ``image`` (None: anonymous)."""
-    registry = image.split("/", 1)[0]
-    try:
-        from ..images.auth import credentials_for
-    except ImportError:
-        return None
-    creds = credentials_for(registry, cfg.image.auth)
+    """Credentials the host needs to pull from ``image``'s registry (None: anonymous)."""
+    from ..images.auth import credentials_for
+
+    creds = credentials_for(image.split("/", 1)[0], cfg.image.auth)
     if creds is None:
         return None
     return creds.username, creds.password
@@ -132,7 +129,7 @@ class _OutOfBalancer:
 
 
 def for_each_host(cfg: Config, progress: Progress, action: Callable[[HostDeployer], dict], command: str,
-                  force: bool = False, secrets: dict | None = None, creds=None, balancer: bool = True) -> dict:
+                  force: bool = False, secrets: dict | None = None, creds=None) -> dict:
     targets = resolve_hosts(cfg, progress)
     done: list[dict] = []
     for i, target in enumerate(targets):
@@ -141,10 +138,7 @@ def for_each_host(cfg: Config, progress: Progress, action: Callable[[HostDeploye
             with connect(cfg, target, progress) as host:
                 d = HostDeployer(host, cfg, progress, secrets=secrets, registry_credentials=creds, command=command,
                                  force=force, server_names=target.names)
-                if balancer:
-                    with _OutOfBalancer(target, progress):
-                        done.append(action(d))
-                else:
+                with _OutOfBalancer(target, progress):
                     done.append(action(d))
         except FerryError as e:
             untouched = [str(s) for s in targets[i + 1:]]
@@ -199,7 +193,7 @@ def run_hooks(cfg: Config, result: dict, progress: Progress) -> list[dict]:
 
 def rollback(cfg: Config, to: str | None = None, progress: Progress = NULL, force: bool = False) -> dict:
     secrets = read_secrets(cfg)
-    creds = registry_credentials(cfg, cfg.image.repository + "@x")
+    creds = registry_credentials(cfg, cfg.image.repository)
     return for_each_host(cfg, progress, lambda d: d.rollback(to), "rollback", force, secrets, creds)
 
 

@@ -224,7 +224,7 @@ class HostDeployer:
         self.event("rollback" if target.kind == "rollback" else "success", rid, target.version, target.digest, colour,
                    round(time.monotonic() - t0, 2))
         self.retire(old)
-        self.prune(history)
+        self.prune(history, {target.digest} | ({old.digest} if old else set()))
         self.progress.info(f"release {rid} is live on {colour} ({time.monotonic() - t0:.1f}s)", host=host.name)
         return {"host": host.name, "action": "deployed", "release": rid, "colour": colour, "digest": target.digest,
                 "version": target.version, "previous": old.release if old else None,
@@ -371,7 +371,8 @@ class HostDeployer:
                   f"{shlex.join(D.stop_argv(cfg, c.name))}")
         self.host.run(["sh", "-c", f"setsid sh -c {shlex.quote(script)} </dev/null >/dev/null 2>&1 &"])
 
-    def prune(self, history: History) -> None:
+    def prune(self, history: History, in_use: set[str]) -> None:
+        """Remove images beyond keep_releases; ``in_use``: the digests of the live and warm colours."""
         cfg = self.cfg
         repo = history.releases[-1].image.split("@", 1)[0] if history.releases else None
         if not repo:
@@ -380,8 +381,6 @@ class HostDeployer:
         if not r.ok:
             return
         rows = [json.loads(line) for line in r.stdout.splitlines() if line.strip().startswith("{")]
-        state = self.observe()
-        in_use = {c.digest for c in state.containers.values()}
         for ref in images_to_prune(rows, history, cfg.deploy.keep_releases, in_use):
             self.host.run(D.rmi_argv(cfg, ref))
             self.progress.info(f"pruned {ref}", host=self.host.name)

@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from ..cli import Context, command, emit
-from ..config import LocalConfig
+from ..config import DEFAULT_CONFIG, LocalConfig
+from . import pebble
 
 
 def _target(ctx: Context):
     from .target import LocalTarget
 
-    try:
+    if ctx.config_path is None and not Path(DEFAULT_CONFIG).exists():
+        # no ferry.toml here: the local target works with its defaults
+        settings, root = LocalConfig(), "/opt/ferry"
+    else:  # a ferry.toml that is wrong is an error, not a reason to use defaults
         cfg = ctx.config()
         settings, root = cfg.local, cfg.deploy.root
-    except Exception:  # no ferry.toml here: the local target works with its defaults
-        settings, root = LocalConfig(), "/opt/ferry"
     return LocalTarget(settings, deploy_root=root, progress=ctx.progress)
 
 
@@ -52,8 +56,6 @@ def register(main: click.Group) -> None:
         t = _target(ctx)
         r = t.up(with_base_image=not no_base_image)
         if acme:
-            from . import pebble
-
             r["acme"] = pebble.start(t.settings.state_dir)
         emit(ctx, r, lambda r: "local target up" + ("" if r["changed"] else " (nothing changed)")
              + f": registry {r['registry']}, ssh {r['ssh']}, nginx http://127.0.0.1:8080")
@@ -62,14 +64,9 @@ def register(main: click.Group) -> None:
     def status(ctx: Context) -> None:
         t = _target(ctx)
         r = t.status()
-        try:
-            from . import pebble
-
-            st = pebble.status(t.settings.state_dir)
-            if st.get("components") and any(c.get("pid") for c in st["components"]):
-                r["acme"] = st
-        except ImportError:
-            pass
+        st = pebble.status(t.settings.state_dir)
+        if st.get("components") and any(c.get("pid") for c in st["components"]):
+            r["acme"] = st
         emit(ctx, r, _status_text)
         if not r["healthy"]:
             raise SystemExit(1)
@@ -77,11 +74,6 @@ def register(main: click.Group) -> None:
     @command(local, "down")
     def down(ctx: Context) -> None:
         t = _target(ctx)
-        try:
-            from . import pebble
-
-            pebble.stop(t.settings.state_dir)
-        except ImportError:
-            pass
+        pebble.stop(t.settings.state_dir)
         r = t.down()
         emit(ctx, r, lambda r: "stopped: " + (", ".join(r["stopped"]) or "nothing was running"))

@@ -36,8 +36,6 @@ class Component:
     env: dict[str, str] = field(default_factory=dict)
     # cleanup of sockets/pidfiles the daemon leaves behind after an unclean stop
     stale_files: tuple[str, ...] = ()
-    # a Python module the component runs: if it is missing the component is reported, not started
-    requires_module: str | None = None
 
 
 @dataclass(frozen=True)
@@ -124,7 +122,6 @@ def registries(p: Paths, s: LocalConfig) -> list[Component]:
               "--issuer", "ferry-local", "--service", "ferry-local-registry"),
         address=f"127.0.0.1:{issuer_port}",
         check=Check("tcp", f"127.0.0.1:{issuer_port}"),
-        requires_module="ferry.local.token_server",
     ))
     return out
 

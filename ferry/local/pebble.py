@@ -15,7 +15,6 @@ import datetime
 import ipaddress
 import json
 import os
-import signal
 import socket
 import ssl
 import subprocess
@@ -24,6 +23,7 @@ import urllib.request
 from pathlib import Path
 
 from ..errors import LocalTargetError
+from ..processes import pid_alive, stop_pid
 
 ACME_PORT = 14000
 MANAGEMENT_PORT = 15000
@@ -119,27 +119,12 @@ def _write_listener_cert(d: Path) -> None:
     k.chmod(0o600)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # a zombie is not a server: PID 1 here does not reap orphans
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
 def _pid(path: Path) -> int | None:
     try:
         pid = int(path.read_text().strip())
     except (OSError, ValueError):
         return None
-    return pid if _alive(pid) else None
+    return pid if pid_alive(pid) else None
 
 
 def _port_open(port: int) -> bool:
@@ -220,7 +205,7 @@ def start(state_dir: str | os.PathLike, *, http_port: int = 8080, tls_port: int 
     pebble_pid = current["pids"]["pebble"]
     if pebble_pid and current["checks"].get("pebble") and \
             json.loads((d / "pebble-config.json").read_text())["pebble"]["httpPort"] != http_port:
-        _terminate(pebble_pid)
+        stop_pid(pebble_pid)
         pebble_pid = None
     if not pebble_pid:
         if _port_open(ACME_PORT) or _port_open(MANAGEMENT_PORT):
@@ -245,18 +230,6 @@ def start(state_dir: str | os.PathLike, *, http_port: int = 8080, tls_port: int 
         time.sleep(0.1)
 
 
-def _terminate(pid: int, timeout: float = 10.0) -> None:
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + timeout
-    while _alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    if _alive(pid):
-        os.kill(pid, signal.SIGKILL)
-
-
 def stop(state_dir: str | os.PathLike) -> dict:
     """Stop exactly the pebble and challtestsrv that ``start`` recorded."""
     d = _dir(state_dir)
@@ -264,7 +237,7 @@ def stop(state_dir: str | os.PathLike) -> dict:
     for name in ("pebble", "challtestsrv"):
         pid = _pid(d / f"{name}.pid")
         if pid:
-            _terminate(pid)
+            stop_pid(pid)
             stopped.append(name)
         (d / f"{name}.pid").unlink(missing_ok=True)
     return {"stopped": stopped, "changed": bool(stopped)}

@@ -8,12 +8,10 @@ that is already running and healthy is left alone and reported as such.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import secrets
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -23,6 +21,7 @@ from pathlib import Path
 
 from ..config import LocalConfig
 from ..errors import LocalTargetError
+from ..processes import pid_alive, stop_pid
 from ..progress import NULL, Progress
 from .components import REGISTRY_USER, Check, Component, Paths, components
 
@@ -45,18 +44,6 @@ class ComponentStatus:
 
 
 # --- process helpers ---------------------------------------------------------------------------
-
-def pid_alive(pid: int | None) -> bool:
-    """True for a running process; a zombie (PID 1 here does not reap orphans) is not running."""
-    if not pid:
-        return False
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            state = f.read().rsplit(")", 1)[1].split()[0]
-        return state not in ("Z", "X")
-    except (FileNotFoundError, ProcessLookupError, IndexError):
-        return False
-
 
 def pid_runs(pid: int | None, program: str) -> bool:
     """The pid is alive and runs ``program`` (by its executable: daemons rewrite their titles)."""
@@ -99,31 +86,6 @@ def port_owner(address: str) -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return out or None
-
-
-def stop_pid(pid: int, timeout: float = 20.0) -> None:
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not pid_alive(pid):
-            _reap(pid)
-            return
-        time.sleep(0.1)
-    try:
-        os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    _reap(pid)
-
-
-def _reap(pid: int) -> None:
-    try:
-        os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
 
 
 # --- the target --------------------------------------------------------------------------------
@@ -189,10 +151,6 @@ class LocalTarget:
         changed = False
         self._check_addresses_free(state)
         for c in self.components:
-            if c.requires_module and importlib.util.find_spec(c.requires_module) is None:
-                self.progress.warn(f"{c.name}: {c.requires_module} is missing; not started")
-                report.append({"name": c.name, "pid": None, "address": c.address, "action": "unavailable"})
-                continue
             rec = state["components"].get(c.name, {})
             pid = rec.get("pid")
             if pid_runs(pid, c.argv[0]) and healthy(c.check):
@@ -206,10 +164,6 @@ class LocalTarget:
                     self.progress.info(f"{c.name}: already running (pid {pid}, {c.address})")
                     report.append({"name": c.name, "pid": pid, "address": c.address, "action": "none"})
                     continue
-            if healthy(c.check):
-                owner = port_owner(c.address) or "another process"
-                raise LocalTargetError(f"{c.name}: {c.address} is already in use by {owner}",
-                                       "stop that process, or change [local] ports in ferry.toml")
             self.progress.step(f"start {c.name} on {c.address}")
             pid = self._start(c)
             state["components"][c.name] = {"pid": pid, "argv": self._argv(c)}

@@ -238,7 +238,7 @@ def record_deploy_event(host: "Host", cfg: Config, event: DeployEvent, progress:
     s = resolve_settings(cfg, host.name)
     path = s.deploy_metrics_file()
     try:
-        host.check(["mkdir", "-p", s.textfile_dir], f"create {s.textfile_dir}")
+        host.mkdir(s.textfile_dir, parents=True)
         current = parse(host.read(path), s.app)
         host.write(path, render(apply(current, event)), mode="0644")
         refresh_targets(host, cfg, s)

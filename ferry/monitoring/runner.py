@@ -22,6 +22,7 @@ import time
 from dataclasses import dataclass
 
 from ..config import Config
+from ..deploy import docker as D
 from ..errors import ConfigError, FerryError, HostError
 from ..progress import NULL, Progress
 from . import render
@@ -159,7 +160,6 @@ def _connect(cfg: Config, spec, progress: Progress):
 def observe_targets(host, cfg: Config, s: Settings) -> tuple[list[Slot], str | None]:
     """What runs on the host now: the app's colours (docker labels) and the live one (nginx)."""
     from .. import nginx
-    from ..deploy import docker as D
 
     r = host.run(D.ps_argv(cfg))
     if not r.ok:
@@ -176,7 +176,7 @@ def refresh_targets(host, cfg: Config, s: Settings | None = None) -> str:
     s = s or resolve_settings(cfg, host.name)
     slots, live = observe_targets(host, cfg, s)
     text = targets_json(s, slots, live)
-    host.check(["mkdir", "-p", s.targets_dir], f"create {s.targets_dir}")
+    host.mkdir(s.targets_dir, parents=True)  # over SFTP: no process per deploy event
     if host.read(s.targets_file()) != text:
         host.write(s.targets_file(), text, mode="0644")
     return text
@@ -350,7 +350,7 @@ class HostStack:
                             "is Docker running on the host?")
         out = {}
         for row in parse_ps(r.stdout):
-            labels = dict(p.split("=", 1) for p in (row.get("Labels") or "").split(",") if "=" in p)
+            labels = D.labels_of(row)
             out[row.get("Names", "")] = {"running": row.get("State") == "running", "state": row.get("State", ""),
                                          "status": row.get("Status", ""), "image": row.get("Image", ""),
                                          "spec": labels.get(f"{LABEL}.spec"), "component": labels.get(LABEL)}

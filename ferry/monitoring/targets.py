@@ -12,6 +12,7 @@ import json
 from dataclasses import dataclass
 from typing import Iterable, Mapping
 
+from ..deploy.docker import labels_of
 from .render import dump_json
 from .settings import LOOPBACK, Settings
 
@@ -53,11 +54,7 @@ def slots_from_ps(ps_rows: Iterable[Mapping], app: str, label_prefix: str = "dev
     """`docker ps --format '{{json .}}'` rows -> the app's colours (labels set by the deployer)."""
     out = []
     for row in ps_rows:
-        labels = {}
-        for part in (row.get("Labels") or "").split(","):
-            if "=" in part:
-                k, v = part.split("=", 1)
-                labels[k] = v
+        labels = labels_of(row)
         if labels.get(f"{label_prefix}.app") != app:
             continue
         colour = labels.get(f"{label_prefix}.colour")
