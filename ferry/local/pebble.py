@@ -265,3 +265,13 @@ def set_address(state_dir: str | os.PathLike, name: str, ipv4: str) -> None:
 
 def clear_address(state_dir: str | os.PathLike, name: str) -> None:
     _mgmt(state_dir, "/clear-a", {"host": name.rstrip(".") + "."})
+
+
+def set_servfail(state_dir: str | os.PathLike, name: str) -> None:
+    """Make the mock DNS answer SERVFAIL for ``name``: the CA cannot resolve it, so its challenge
+    fails without any connection being tried (tests: a CA that cannot reach the domain)."""
+    _mgmt(state_dir, "/set-servfail", {"host": name.rstrip(".") + "."})
+
+
+def clear_servfail(state_dir: str | os.PathLike, name: str) -> None:
+    _mgmt(state_dir, "/clear-servfail", {"host": name.rstrip(".") + "."})

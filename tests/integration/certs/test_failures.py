@@ -49,12 +49,33 @@ def test_dns_pointing_elsewhere_is_caught_before_the_ca_is_asked(app, elsewhere)
     assert app.served_serial() == before
 
 
-def test_failing_challenge_leaves_the_old_certificate_serving(app, elsewhere):
+@pytest.fixture
+def unresolvable(app, pebble_ca):
+    """The mock DNS answers SERVFAIL for the app's name, so the CA cannot reach it. (Not "an
+    address where nothing listens": some sandboxes deliver any 127/8 address to a socket bound
+    on 127.0.0.1, and then the challenge would be answered.)"""
+    from ferry.local import pebble
+
+    pebble.set_servfail(pebble_ca["state_dir"], app.domain)
+    yield
+    pebble.clear_servfail(pebble_ca["state_dir"], app.domain)
+
+
+def test_a_name_that_does_not_resolve_is_caught_before_the_ca_is_asked(app, unresolvable):
+    before = app.served_serial()
+    rc, doc, err = app.ferry("certs", "renew", "--force")
+    assert rc == 1
+    assert f"DNS pre-check: {app.domain} does not resolve" in err, err
+    assert doc["error"] == "CertError"
+    assert app.served_serial() == before
+
+
+def test_failing_challenge_leaves_the_old_certificate_serving(app, unresolvable):
     before = app.served_serial()
     # past our own DNS check, the CA itself fails to reach the name on port 80
     rc, doc, err = app.ferry("certs", "issue", "--force", "--skip-dns-check")
-    assert rc == 1
-    assert "the CA could not connect to the domain on port 80" in err or "HTTP-01 challenge was not answered" in err, err
+    assert rc == 1, f"the CA should have failed the challenge, but: {doc} {err}"
+    assert "the CA could not connect to the domain on port 80" in err, err
     assert "the old certificate (if any) keeps serving" in err
     assert app.served_serial() == before
     text = (app.metrics_dir / f"ferry_certs_{app.name}.prom").read_text()
@@ -63,7 +84,7 @@ def test_failing_challenge_leaves_the_old_certificate_serving(app, elsewhere):
     # and once DNS is right again, a renewal succeeds
     from ferry.local import pebble
 
-    pebble.clear_address(app.pebble["state_dir"], app.domain)
+    pebble.clear_servfail(app.pebble["state_dir"], app.domain)
     rc, doc, err = app.ferry("certs", "renew", "--force")
     assert rc == 0, err
     assert app.served_serial() == doc["serial"] != before
