@@ -22,6 +22,7 @@ is passed as a build secret (never a layer) and the build uses the host network.
 from __future__ import annotations
 
 import argparse
+import compileall
 import http.client
 import json
 import os
@@ -421,6 +422,9 @@ def main() -> None:
     ap.add_argument("--json", action="store_true", help="print the rows as JSON on stdout")
     args = ap.parse_args()
 
+    # ferry as a user has it installed: a wheel install writes its bytecode, an editable one
+    # (this checkout) does not, and PYTHONDONTWRITEBYTECODE would make every run compile it.
+    compileall.compile_dir(str(ROOT / "ferry"), quiet=1)
     ca = next((os.environ[v] for v in CA_BUNDLE_CANDIDATES if os.environ.get(v)), "/etc/ssl/certs/ca-certificates.crt")
     server, counter = start_proxy(args.registry)
     proxy = f"127.0.0.1:{server.server_address[1]}"

@@ -17,6 +17,7 @@ Usage: .venv/bin/python benchmarks/release.py [--write]
 from __future__ import annotations
 
 import argparse
+import compileall
 import json
 import re
 import shutil
@@ -123,6 +124,9 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--write", action="store_true", help="update BENCHMARKS.md")
     args = ap.parse_args()
+    # ferry as a user has it installed: a wheel install writes its bytecode, an editable one
+    # (this checkout) does not, and PYTHONDONTWRITEBYTECODE would make every run compile it.
+    compileall.compile_dir(str(ROOT / "ferry"), quiet=1)
     tmp = Path(tempfile.mkdtemp(prefix="ferry-bench-release-"))
     source = tmp / "hello"
     shutil.copytree(ROOT / "examples/hello", source, ignore=shutil.ignore_patterns("__pycache__"))

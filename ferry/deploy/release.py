@@ -7,6 +7,7 @@ release there; the error names which host has which release.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import subprocess
@@ -193,7 +194,9 @@ def run_hooks(cfg: Config, result: dict, progress: Progress) -> list[dict]:
 
 def rollback(cfg: Config, to: str | None = None, progress: Progress = NULL, force: bool = False) -> dict:
     secrets = read_secrets(cfg)
-    creds = registry_credentials(cfg, cfg.image.repository)
+    # asked for only if a host must pull (a rollback that is not warm): a warm rollback is one
+    # reload and should not wait for a credential helper (ECR's is a network round trip)
+    creds = functools.cache(lambda: registry_credentials(cfg, cfg.image.repository))
     return for_each_host(cfg, progress, lambda d: d.rollback(to), "rollback", force, secrets, creds)
 
 

@@ -13,6 +13,7 @@ import json
 import shlex
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 from .. import nginx
 from ..config import Config
@@ -62,9 +63,12 @@ class HostState:
         return self.containers.get(self.live_colour) if self.live_colour else None
 
 
+_GATE_SEP = "--ferry-probe--"
+
+
 class HostDeployer:
     def __init__(self, host: Host, cfg: Config, progress: Progress = NULL, secrets: dict[str, str] | None = None,
-                 registry_credentials: tuple[str, str] | None = None, command: str = "deploy", force: bool = False,
+                 registry_credentials: tuple[str, str] | Callable[[], tuple[str, str] | None] | None = None, command: str = "deploy", force: bool = False,
                  server_names: tuple[str, ...] = ()):
         self.host = host
         self.cfg = cfg
@@ -128,16 +132,31 @@ class HostDeployer:
                                            labels.get(f"{D.LABEL}.digest", ""), row.get("Status", ""))
         return HostState(history, live, containers)
 
-    def probe(self, port: int, path: str | None = None, timeout: float = 3.0) -> tuple[int, str]:
-        """GET the colour directly on the host: (status, body excerpt); status 0 = no answer."""
+    def _probe_argv(self, port: int, path: str | None = None, timeout: float = 3.0) -> list[str]:
         url = f"http://127.0.0.1:{port}{path or self.cfg.deploy.health.path}"
-        r = self.host.run(["curl", "-sS", "-m", str(timeout), "-w", "\n%{http_code}", url])
-        body, _, code = r.stdout.rpartition("\n")
+        return ["curl", "-sS", "-m", str(timeout), "-w", "\n%{http_code}", url]
+
+    @staticmethod
+    def _probe_result(stdout: str, stderr: str) -> tuple[int, str]:
+        body, _, code = stdout.rpartition("\n")
         try:
             status = int(code.strip() or 0)
         except ValueError:
             status = 0
-        return status, (body or r.stderr).strip()[:300]
+        return status, (body or stderr).strip()[:300]
+
+    def probe(self, port: int, path: str | None = None, timeout: float = 3.0) -> tuple[int, str]:
+        """GET the colour directly on the host: (status, body excerpt); status 0 = no answer."""
+        r = self.host.run(self._probe_argv(port, path, timeout))
+        return self._probe_result(r.stdout, r.stderr)
+
+    def _gate_poll(self, name: str, port: int) -> tuple[list[str], tuple[int, str]]:
+        """One SSH command per health poll: the container's state, then the probe."""
+        script = (f"{shlex.join(D.inspect_state_argv(self.cfg, name))} 2>/dev/null; echo {_GATE_SEP}; "
+                  f"{shlex.join(self._probe_argv(port))}")
+        r = self.host.run(["sh", "-c", script])
+        state, _, probe = r.stdout.partition(f"{_GATE_SEP}\n")
+        return state.strip().split("|"), self._probe_result(probe, r.stderr)
 
     # --- the deploy ----------------------------------------------------------------------------
 
@@ -232,8 +251,9 @@ class HostDeployer:
 
     def pull(self, image: str) -> None:
         cfg, host = self.cfg, self.host
-        if self.creds:
-            user, password = self.creds
+        creds = self.creds() if callable(self.creds) else self.creds
+        if creds:
+            user, password = creds
             registry = image.split("/", 1)[0]
             # credentials live in a private temp DOCKER_CONFIG for the pull only, then vanish
             script = ("set -e; d=$(mktemp -d); trap 'rm -rf \"$d\"' EXIT; chmod 700 \"$d\"; "
@@ -256,10 +276,10 @@ class HostDeployer:
         deadline = time.monotonic() + h.timeout
         passes, last = 0, (0, "")
         while time.monotonic() < deadline:
-            st = self.host.run(D.inspect_state_argv(self.cfg, name)).stdout.strip().split("|")
+            st, probe = self._gate_poll(name, port)
             if st and st[0] in ("exited", "dead") or (len(st) > 2 and st[2].isdigit() and int(st[2]) > 0):
                 self._fail_health(name, port, f"the container exited at start (exit code {st[1] if len(st) > 1 else '?'})", last)
-            last = self.probe(port)
+            last = probe
             if 200 <= last[0] < 400:
                 passes += 1
                 if passes >= h.healthy_after:
@@ -329,7 +349,7 @@ class HostDeployer:
             seen = status_line.strip() or r.stderr.strip()
             if f"x-ferry-release: {rid}".lower() in headers and any(f" {c}" in status_line for c in ("200", "204", "301", "302", "308")):
                 return
-            time.sleep(0.2)
+            time.sleep(0.05)  # the reload's new workers take over within a few tens of ms
         raise DeployError(f"{self.host.name}: nginx does not serve release {rid} after the reload (saw: {seen[:200]})",
                           "traffic was moved back; check nginx's error log and deploy.health.path")
 

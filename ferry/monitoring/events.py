@@ -241,7 +241,8 @@ def record_deploy_event(host: "Host", cfg: Config, event: DeployEvent, progress:
         host.mkdir(s.textfile_dir, parents=True)
         current = parse(host.read(path), s.app)
         host.write(path, render(apply(current, event)), mode="0644")
-        refresh_targets(host, cfg, s)
+        if event.kind != "start":  # at the start the new colour does not run yet: nothing to scrape
+            refresh_targets(host, cfg, s)
         return True
     except FerryError as e:
         progress.warn(f"could not record the {event.kind} event for monitoring: {e}", host=host.name)

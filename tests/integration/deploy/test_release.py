@@ -263,11 +263,16 @@ def test_unreachable_host_is_a_clear_error(app):
     assert "cannot connect over SSH" in r.stderr
 
 
-def test_warm_rollback_is_one_reload_and_cold_rollback_redeploys_the_old_digest(app, load):
+def test_warm_rollback_is_one_reload_and_cold_rollback_redeploys_the_old_digest(app, load, tmp_path):
     app.deploy("v1")
     app.deploy("v2")
+    # a warm rollback pulls nothing, so it needs no registry credentials: it works even while
+    # the credential helper is broken (a registry outage is when rollbacks happen)
+    broken = tmp_path / "docker-config"
+    broken.mkdir()
+    (broken / "config.json").write_text('{"credsStore": "ferry-test-missing"}')
     lo = load(app.url + "/")
-    out = ferry_json(app.config, "rollback")
+    out = ferry_json(app.config, "rollback", env={"DOCKER_CONFIG": str(broken)})
     assert_no_loss(lo.stop())
     h = out["hosts"][0]
     assert h["action"] == "rolled-back" and h["warm"] is True and h["version"] == "v1"
@@ -276,6 +281,11 @@ def test_warm_rollback_is_one_reload_and_cold_rollback_redeploys_the_old_digest(
     app.deploy("v3")
     app.deploy("v4")
     v1 = next(r for r in app.status()["hosts"][0]["releases"] if r["version"] == "v1" and r["kind"] == "deploy")
+    # a cold one must pull: with the helper broken it stops before traffic moves and says why
+    r = ferry(app.config, "rollback", "--to", v1["id"], check=False, env={"DOCKER_CONFIG": str(broken)})
+    assert r.returncode != 0 and "docker-credential-ferry-test-missing is not on PATH" in r.stderr, r.stderr
+    assert version_through_nginx(app)["version"] == "v4"
+    assert app.status()["hosts"][0]["lock"] is None
     out = ferry_json(app.config, "rollback", "--to", v1["id"])
     h = out["hosts"][0]
     assert h["version"] == "v1" and h.get("warm") is not True
