@@ -131,17 +131,19 @@ def build_and_publish(cfg, *, target: str = "none", path: str | os.PathLike | No
         out: dict = {}
         attach = None
         if target == "registry":
-            from .publish import RegistryPublisher
+            from .publish import EMPTY_CONFIG, RegistryPublisher
 
             publisher = RegistryPublisher(target_client, repo.repository, source_clients=sources, progress=progress)
-            published = publisher.publish(result.image, list(tags))
+            sbom_blob = Blob.from_bytes(data, media_type)
+            # the SBOM's blobs travel with the image's, in one parallel batch
+            published = publisher.publish(result.image, list(tags),
+                                          extra_blobs=[sbom_blob, EMPTY_CONFIG] if attach_sbom else [])
             out = published.to_json()
             roles = result.roles()
             cache.note_pushed([d for d, role in roles.items() if role != "base"], repo.name)
             if attach_sbom:
                 # a new image cannot have an SBOM yet: only an unchanged one is worth asking about
-                attach = _attach_sbom(publisher, result.digest, media_type, data, progress,
-                                      check_first=published.bytes_uploaded == 0)
+                attach = _attach_sbom(publisher, published, sbom_blob, progress, check_first=not published.created)
         elif target == "tar":
             from .publish_local import TarPublisher
 
@@ -174,16 +176,15 @@ def build_and_publish(cfg, *, target: str = "none", path: str | os.PathLike | No
     return _report(out, result, spec, data, media_type, sbom_path, attach)
 
 
-def _attach_sbom(publisher, digest: str, media_type: str, data: bytes, progress: Progress,
-                 check_first: bool = True) -> dict:
+def _attach_sbom(publisher, published, blob: Blob, progress: Progress, check_first: bool = True) -> dict:
     """Attach the SBOM unless this image already has one: it is a pure function of the image,
     so a rebuild of an unchanged image sends nothing (and attaching twice is harmless)."""
-    blob = Blob.from_bytes(data, media_type)
+    digest, media_type = published.digest, blob.media_type
     for desc in (publisher.referrers(digest, media_type) if check_first else ()):
         progress.info(f"SBOM already attached to {digest[:19]} ({desc.get('digest', '')[:19]})")
         return {"reference": f"{publisher.name}@{desc.get('digest')}", "digest": desc.get("digest"),
                 "subject": digest, "artifact_type": media_type, "bytes_uploaded": 0, "already": True}
-    return publisher.attach(digest, media_type, blob).to_json()
+    return publisher.attach(digest, media_type, blob, published=published).to_json()
 
 
 def _need(path, flag: str):

@@ -60,6 +60,8 @@ class PublishResult:
     media_type: str = OCI_MANIFEST
     target: str = "registry"
     config: dict | None = None  # the config blob's outcome, in the same shape as a layer
+    manifest_size: int = 0  # bytes of the pushed manifest (with media_type: its descriptor)
+    created: bool = False  # the manifest was not in the repository before this push
 
     def to_json(self) -> dict:
         return {
@@ -332,51 +334,73 @@ class RegistryPublisher:
                     raise f.exception()
         return outcomes
 
-    def _put_manifest_once(self, ref: str, data: bytes, media_type: str) -> bool:
-        """PUT unless the registry already has exactly this under ``ref``; True if PUT."""
-        digest = sha256(data)
-        info = self.client.manifest_info(self.repository, ref)
-        if info is not None and info.digest == digest:
-            return False
+    def _put_manifest_once(self, ref: str, data: bytes, media_type: str, new: bool = False) -> bool:
+        """PUT unless the registry already has exactly this under ``ref``; True if PUT.
+        ``new``: the caller knows it cannot be there yet (no need to ask first)."""
+        if not new:
+            info = self.client.manifest_info(self.repository, ref)
+            if info is not None and info.digest == sha256(data):
+                return False
         self.client.put_manifest(self.repository, ref, data, media_type)
         return True
 
-    def publish(self, image: Image | ImageIndex, tags: list[str] | tuple[str, ...] = ()) -> PublishResult:
+    def publish(self, image: Image | ImageIndex, tags: list[str] | tuple[str, ...] = (),
+                extra_blobs: list[Blob] | tuple[Blob, ...] = ()) -> PublishResult:
+        """Push ``image`` and tag it. ``extra_blobs`` (e.g. an SBOM about to be attached) go up
+        in the same parallel batch as the image's blobs."""
         tags = check_tags(tags)
         blobs = unique_blobs(image)
         total = sum(b.size for b in blobs)
         self.progress.step(f"push {self.name}: {len(blobs)} blobs, {human_bytes(total)}")
-        outcomes = self.push_blobs(blobs)
+        seen = {b.digest for b in blobs}
+        outcomes = self.push_blobs(blobs + [b for b in extra_blobs if b.digest not in seen])
+        extra = {b.digest for b in extra_blobs} - seen
+        outcomes_image = {d: o for d, o in outcomes.items() if d not in extra}
+        # a manifest cannot be in this repository if one of the config blobs it names was not:
+        # then there is nothing to ask before each PUT (one request less per manifest and tag)
+        new = any(outcomes[img.config.digest].status != "exists" for img in images_of(image))
         # manifests only once every blob they name is there: a registry may refuse otherwise,
         # and an interrupted push must never leave a tag pointing at something incomplete
         for img in images_of(image) if isinstance(image, ImageIndex) else ():
-            self._put_manifest_once(img.digest, img.manifest_bytes, img.media_type)
-        self._put_manifest_once(image.digest, image.manifest_bytes, image.media_type)
+            self._put_manifest_once(img.digest, img.manifest_bytes, img.media_type, new)
+        self._put_manifest_once(image.digest, image.manifest_bytes, image.media_type, new)
         for t in tags:
-            if self._put_manifest_once(t, image.manifest_bytes, image.media_type):
+            if self._put_manifest_once(t, image.manifest_bytes, image.media_type, new):
                 self.progress.info(f"tagged {self.name}:{t}")
             else:
                 self.progress.info(f"{self.name}:{t} already points at {image.digest[:19]}")
-        layers, config = layer_report(image, outcomes)
-        sent = sum(o.sent for o in outcomes.values())
+        layers, config = layer_report(image, outcomes_image)
+        sent = sum(o.sent for o in outcomes_image.values())
         ref = f"{self.name}@{image.digest}"
         self.progress.step(f"pushed {ref} ({human_bytes(sent)} uploaded)")
         return PublishResult(reference=ref, digest=image.digest, layers=layers, bytes_uploaded=sent,
-                             tags=tags, media_type=image.media_type, target="registry", config=config)
+                             tags=tags, media_type=image.media_type, target="registry", config=config,
+                             manifest_size=len(image.manifest_bytes), created=new)
 
     def attach(self, subject_digest: str, artifact_type: str, blob: Blob, *,
-               annotations: dict[str, str] | None = None) -> AttachResult:
+               annotations: dict[str, str] | None = None, published: PublishResult | None = None,
+               ) -> AttachResult:
         """Push ``blob`` as an artifact about the image ``subject_digest`` (already pushed to
         this repository): an OCI 1.1 manifest with ``subject`` and ``artifactType``. Where
         the registry has no referrers API (distribution 2.8), also keep the OCI tag-scheme
-        index ``sha256-<hex>`` and tag the artifact ``sha256-<hex>.sbom``."""
+        index ``sha256-<hex>`` and tag the artifact ``sha256-<hex>.sbom``.
+
+        ``published``: this publisher's own push of the subject, made with ``blob`` (and the
+        empty config) among its ``extra_blobs``: the subject's descriptor is known and the
+        blobs are there, so only manifests remain to be sent."""
         c, repo = self.client, self.repository
-        info = c.manifest_info(repo, subject_digest)
-        if info is None:
-            raise RegistryError(f"cannot attach {artifact_type} to {self.name}@{subject_digest}: no such image there",
-                                "publish the image to this repository first")
-        subject = {"mediaType": info.media_type, "digest": info.digest, "size": info.size}
-        outcomes = self.push_blobs([blob, EMPTY_CONFIG])
+        fresh = False
+        if published is not None and published.digest == subject_digest and published.manifest_size:
+            subject = {"mediaType": published.media_type, "digest": subject_digest, "size": published.manifest_size}
+            outcomes: dict[str, BlobOutcome] = {}
+            fresh = published.created  # a new image has no artifacts or tags about it yet
+        else:
+            info = c.manifest_info(repo, subject_digest)
+            if info is None:
+                raise RegistryError(f"cannot attach {artifact_type} to {self.name}@{subject_digest}: no such image there",
+                                    "publish the image to this repository first")
+            subject = {"mediaType": info.media_type, "digest": info.digest, "size": info.size}
+            outcomes = self.push_blobs([blob, EMPTY_CONFIG])
         data = artifact_manifest(subject, artifact_type, blob, annotations)
         digest = sha256(data)
         resp = c.put_manifest_response(repo, digest, data, OCI_MANIFEST)
@@ -384,7 +408,7 @@ class RegistryPublisher:
         tags: list[str] = []
         if not api:
             tag = artifact_tag(subject_digest, artifact_type)
-            self._put_manifest_once(tag, data, OCI_MANIFEST)
+            self._put_manifest_once(tag, data, OCI_MANIFEST, new=fresh)
             tags.append(tag)
             rtag = referrers_tag(subject_digest)
             existing = None
