@@ -8,7 +8,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 FERRY := $(VENV)/bin/ferry
 # Debian packages the local target, the tests and the benchmarks run for real
-DEBS := docker.io python3-acme unattended-upgrades logrotate amazon-ecr-credential-helper docker-registry nginx openssh-server openssl pebble prometheus \
+DEBS := python3-venv docker.io python3-acme unattended-upgrades logrotate amazon-ecr-credential-helper docker-registry nginx openssh-server openssl pebble prometheus \
         prometheus-node-exporter prometheus-nginx-exporter prometheus-alertmanager \
         prometheus-blackbox-exporter hey wrk skopeo umoci apache2-utils cloud-init curl iproute2 file
 STAMP := .venv/.ferry-installed

@@ -48,6 +48,23 @@ def test_workflow_releases_only_from_main_after_tests_and_names_its_secrets():
     assert wf["concurrency"]["cancel-in-progress"] is False
 
 
+def test_the_release_job_uses_a_production_config_that_reads_the_key_ci_writes():
+    import re
+
+    from ferry.config import load
+
+    wf = yaml.safe_load(WORKFLOW.read_text())
+    steps = {s.get("name"): s for s in wf["jobs"]["release"]["steps"]}
+    default = re.search(r"\|\|\s*'([^']+)'", steps["release"]["env"]["FERRY_CONFIG"]).group(1)
+    cfg = load(ROOT / default)
+    assert cfg.deploy.stack and not cfg.deploy.hosts, "CI must not deploy to the local target's hosts"
+    key_step = next(s for name, s in steps.items() if name and "SSH key" in name)
+    written = re.search(r"> (\S+) &&", key_step["run"]).group(1)
+    assert written == cfg.deploy.ssh_key == "~/.ssh/ferry"
+    install = next(s for name, s in steps.items() if name and name.startswith("install ferry"))
+    assert "get.pulumi.com" in install["run"]  # deploy.stack runs `pulumi stack output`
+
+
 @pytest.mark.parametrize("script", ["release", "rollback"])
 def test_scripts_pass_arguments_through_and_never_read_stdin(script, tmp_path):
     fake = tmp_path / "ferry"

@@ -38,6 +38,19 @@ def test_the_sample_config_loads_with_typed_values():
     assert cfg.url == "http://127.0.0.1:8080"
 
 
+def test_the_production_example_is_a_valid_stack_config_with_tls():
+    from ferry.config import load as load_file
+
+    cfg = load_file(ROOT / "examples/ferry-production.toml")
+    assert cfg.deploy.stack == "dev" and not cfg.deploy.hosts
+    assert cfg.tls.enabled and cfg.app.domain == "hello.example.com"
+    assert cfg.image.auth == "ecr" and ".dkr.ecr." in cfg.image.repository
+    assert (cfg.proxy.http_port, cfg.proxy.https_port) == (80, 443)
+    # paths are relative to the file: the sample's source exists
+    assert (cfg.root / cfg.image.source / "hello" / "__init__.py").is_file()
+    assert (cfg.root / cfg.image.requirements).is_file()
+
+
 @pytest.mark.parametrize("text,seconds", [("500ms", 0.5), ("1s", 1), ("15m", 900), ("2h", 7200), (3, 3.0)])
 def test_durations(text, seconds):
     assert parse_duration(text, "x") == seconds
