@@ -51,7 +51,7 @@ test: setup
 	$(PY) -m pytest -q -p no:cacheprovider
 
 test-unit: setup
-	$(PY) -m pytest -q tests/unit
+	$(PY) -m pytest -q -p no:cacheprovider tests/unit
 
 bench: setup
 	$(FERRY) local up

@@ -53,6 +53,7 @@ def register(main: click.Group) -> None:
     @click.option("--acme", is_flag=True, help="Also start pebble + pebble-challtestsrv (test ACME CA).")
     @click.option("--no-base-image", is_flag=True, help="Do not build/push the Python base image.")
     def up(ctx: Context, acme: bool, no_base_image: bool) -> None:
+        """Start what is not running (dockerd, registries, sshd, nginx) and push the base image."""
         t = _target(ctx)
         r = t.up(with_base_image=not no_base_image)
         if acme:
@@ -62,6 +63,7 @@ def register(main: click.Group) -> None:
 
     @command(local, "status")
     def status(ctx: Context) -> None:
+        """Each daemon's pid, address and health; exit 1 if one is unhealthy."""
         t = _target(ctx)
         r = t.status()
         st = pebble.status(t.settings.state_dir)
@@ -73,6 +75,7 @@ def register(main: click.Group) -> None:
 
     @command(local, "down")
     def down(ctx: Context) -> None:
+        """Stop exactly the daemons `up` started (by their recorded pids)."""
         t = _target(ctx)
         pebble.stop(t.settings.state_dir)
         r = t.down()
