@@ -2,7 +2,8 @@
 
 Parses arguments, loads ferry.toml, calls one library function, prints its result (text, or
 one JSON document with ``--json``) and turns a ``FerryError`` into one line on stderr and a
-non-zero exit. Commands of each area live beside their code (``ferry/<area>/commands.py``)
+non-zero exit; any other exception too (its type and message, exit 1; ``--debug`` shows the
+traceback). Commands of each area live beside their code (``ferry/<area>/commands.py``)
 and are registered here.
 """
 
@@ -18,7 +19,7 @@ from typing import Any, Callable
 import click
 
 from . import __version__
-from .errors import FerryError
+from .errors import FerryError, UnexpectedError
 from .progress import Progress
 
 
@@ -65,6 +66,10 @@ def command(group: click.Group, name: str | None = None, **kw):
             except KeyboardInterrupt:
                 click.echo("ferry: interrupted", err=True)
                 sys.exit(130)
+            except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+                raise  # click's own: usage errors and exits are click's to print
+            except Exception as e:  # noqa: BLE001 - a bug or an unforeseen failure: still one line
+                fail(obj, UnexpectedError(e))
 
         return inner
 
@@ -75,7 +80,8 @@ def fail(ctx: Context, e: FerryError) -> None:
     if ctx.debug:
         traceback.print_exc()
     if ctx.json:
-        click.echo(json.dumps({"ok": False, **e.to_json()}, indent=2))
+        # the error, its hint and its details (e.g. which host has which release): never "ok"
+        click.echo(json.dumps({**e.to_json(), "ok": False}, indent=2, sort_keys=True, default=str))
     click.echo(f"ferry: error: {e}", err=True)
     sys.exit(e.exit_code)
 

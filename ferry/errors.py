@@ -1,7 +1,9 @@
 """One exception hierarchy. Every message says what is wrong and what to do.
 
-The CLI prints ``str(error)`` as one line on stderr and exits with ``error.exit_code``;
-``--debug`` adds the traceback.
+The CLI prints ``str(error)`` as one line on stderr and exits with ``error.exit_code``
+(1 failed, 2 config, 3 lock held, 4 released but a post-deploy hook failed); ``--debug`` adds
+the traceback. With ``--json`` it prints ``{"ok": false, "error", "message", "hint"}`` plus the
+error's ``details`` (e.g. which host has which release when a deploy stopped).
 """
 
 from __future__ import annotations
@@ -12,10 +14,13 @@ class FerryError(Exception):
 
     exit_code = 1
 
-    def __init__(self, message: str, hint: str | None = None):
+    def __init__(self, message: str, hint: str | None = None, details: dict | None = None):
         super().__init__(message)
         self.message = message
         self.hint = hint
+        # structured facts for --json (never in the one-line message's place): merged into the
+        # error document beside error/message/hint, which they cannot override
+        self.details: dict = dict(details or {})
 
     def __str__(self) -> str:
         if self.hint:
@@ -23,7 +28,7 @@ class FerryError(Exception):
         return self.message
 
     def to_json(self) -> dict:
-        return {"error": type(self).__name__, "message": self.message, "hint": self.hint}
+        return {**(getattr(self, "details", None) or {}), "error": type(self).__name__, "message": self.message, "hint": self.hint}
 
 
 class ConfigError(FerryError):
@@ -39,8 +44,9 @@ class BuildError(FerryError):
 class RegistryError(FerryError):
     """A registry refused, failed or could not be reached."""
 
-    def __init__(self, message: str, hint: str | None = None, status: int | None = None):
-        super().__init__(message, hint)
+    def __init__(self, message: str, hint: str | None = None, status: int | None = None,
+                 details: dict | None = None):
+        super().__init__(message, hint, details)
         self.status = status
 
 
@@ -68,6 +74,24 @@ class LockHeld(DeployError):
 
 class NothingToRollBack(DeployError):
     """There is no earlier successful release to go back to."""
+
+
+class PostDeployHookFailed(FerryError):
+    """Every host is live on the new release, but a deploy.post_deploy hook failed afterwards.
+    Not a DeployError: traffic did move, so it has its own exit code."""
+
+    exit_code = 4
+
+
+class UnexpectedError(FerryError):
+    """An exception ferry did not raise on purpose (a bug, or a failure it does not know yet),
+    wrapped by the CLI so it is still one line and exit 1; ``--debug`` shows the original."""
+
+    def __init__(self, exc: BaseException):
+        text = " ".join(str(exc).split()) or "(no message)"
+        super().__init__(f"unexpected {type(exc).__name__}: {text}",
+                         "re-run with --debug for the traceback and report it as a ferry bug",
+                         {"exception": type(exc).__name__})
 
 
 class CertError(FerryError):

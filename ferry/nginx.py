@@ -76,10 +76,13 @@ def render_site(cfg: Config, *, tls: bool = False, extra_names: tuple[str, ...] 
     return _env().get_template("site.conf.j2").render(**context(cfg, tls, extra_names))
 
 
-def render_proxy(cfg: Config) -> str:
+def render_proxy(cfg: Config, *, behind_balancer: bool = False) -> str:
+    """``behind_balancer``: a load balancer terminates TLS in front of this host (the stack's
+    target group, deploy.release.HostTarget.behind_balancer), so the app's X-Forwarded-Proto is
+    the balancer's; otherwise nginx's own $scheme (a client's header is never trusted)."""
     read_timeout = max(60, int(cfg.deploy.drain_timeout) + 30)
     return _env().get_template("proxy.conf.j2").render(app=cfg.app.name, upstream=upstream_name(cfg),
-                                                       read_timeout=read_timeout)
+                                                       read_timeout=read_timeout, behind_balancer=behind_balancer)
 
 
 def render_upstream(cfg: Config, colour: str, release: str) -> str:

@@ -91,10 +91,18 @@ def flow_logs_policy(log_group_arn: str) -> dict:
 
 
 def ci_deploy_policy(repository_arn: str) -> dict:
-    """For the CI pipeline's role: push to this repository and nothing else."""
+    """For the CI pipeline's role: push to and pull from this repository, nothing else.
+
+    Pull too, because (1) ferry's builder reads the previous image's manifest and config blob
+    from the repository ("the registry as the cache"), and a blob is read through
+    GetDownloadUrlForLayer; (2) `ferry release` logs the host's docker in with this identity's
+    ECR token for the pull (deploy/release.registry_credentials), so what the host may pull is
+    what this policy allows, not the host's instance role."""
     return _doc(
         ecr_login_statement(),
         {"Sid": "PushThisRepository", "Effect": "Allow", "Action": list(ECR_PUSH_ACTIONS),
+         "Resource": repository_arn},
+        {"Sid": "PullThisRepository", "Effect": "Allow", "Action": list(ECR_PULL_ACTIONS),
          "Resource": repository_arn},
     )
 

@@ -16,6 +16,7 @@ swaps the old certificate back. The old certificate keeps serving either way.
 from __future__ import annotations
 
 import datetime
+import ipaddress
 import os
 import secrets
 import shlex
@@ -89,7 +90,10 @@ def _connect(cfg: Config, progress: Progress):
     try:
         for target in resolve_hosts(cfg, progress):
             h = connect(cfg, target, progress)
+            # what nginx answers to (as a deploy renders it) and where the internet reaches the host
             h.names = tuple(getattr(target, "names", ()) or (h.spec.hostname,))
+            h.public = tuple(getattr(target, "public", ()))
+            h.gateway = getattr(target, "gateway", None)
             hosts.append(h)
     except BaseException:
         for h in hosts:
@@ -100,12 +104,22 @@ def _connect(cfg: Config, progress: Progress):
 
 # --- pre-checks ----------------------------------------------------------------------------
 
+def public_names(h) -> tuple[str, ...]:
+    """Where the internet reaches host ``h``: the stack's public IPv4, IPv6 and public DNS name
+    (or deploy.hosts as written). Never its private IP (what nginx also answers to, for the
+    load balancer's health check) nor, through SSM, its instance id."""
+    public = tuple(getattr(h, "public", None) or ())
+    if public:
+        return public
+    return () if getattr(h, "gateway", None) else (h.spec.hostname,)
+
+
 def expected_addresses(cfg: Config, hosts) -> set[str]:
     if cfg.tls.public_addresses:
         return set(cfg.tls.public_addresses)
-    # the addresses the stack knows for each host (or deploy.hosts as written); a record that
-    # points anywhere else (an old IP, the load balancer) fails the check
-    return dns.host_addresses([n for h in hosts for n in getattr(h, "names", (h.spec.hostname,))])
+    # the public addresses the stack knows for each host (or deploy.hosts as written); a record
+    # that points anywhere else (an old IP, the load balancer) fails the check
+    return dns.host_addresses([n for h in hosts for n in public_names(h)])
 
 
 def dns_precheck(cfg: Config, hosts, progress: Progress) -> dict[str, set[str]]:
@@ -117,13 +131,35 @@ def dns_precheck(cfg: Config, hosts, progress: Progress) -> dict[str, set[str]]:
     return {r.name: set(r.addresses) for r in res}
 
 
+def routable(address: str) -> bool:
+    """This machine has a route to ``address`` (a UDP connect sends nothing): an operator or CI
+    runner without IPv6 cannot probe a host's IPv6 address, which says nothing about the host."""
+    try:
+        family = socket.AF_INET6 if ipaddress.ip_address(address).version == 6 else socket.AF_INET
+    except ValueError:
+        return True  # not a plain IP literal: let the request itself say
+    try:
+        with socket.socket(family, socket.SOCK_DGRAM) as sock:
+            sock.connect((address, 80))
+        return True
+    except OSError:
+        return False
+
+
 def http_probe(cfg: Config, hosts: list, resolved: dict[str, set[str]] | None, progress: Progress) -> None:
     """Serve a random file from every host's webroot and fetch it the way the CA will: the name's
     address on port http_port, Host: the name. Catches a closed port 80, a site that is not
-    deployed or lacks the ACME location, before the CA counts a failed validation."""
+    deployed or lacks the ACME location, before the CA counts a failed validation.
+
+    Only public addresses are probed: what the name resolves to (checked against the hosts'
+    public addresses), else the hosts' public addresses; never a private IP or instance id."""
     import httpx
 
     s = settings(cfg)
+    public = expected_addresses(cfg, hosts)
+    if not public:
+        raise CertError("port-80 probe: ferry does not know this host's public address",
+                        "set tls.public_addresses (the Elastic IP from the Pulumi outputs); nothing was changed")
     token = "ferry-probe-" + secrets.token_urlsafe(12)
     body = secrets.token_hex(16)
     path = R.challenge_path(s.webroot, token)
@@ -132,8 +168,16 @@ def http_probe(cfg: Config, hosts: list, resolved: dict[str, set[str]] | None, p
         rh.write(path, body.encode())
     try:
         for name in s.domains:
-            addresses = sorted((resolved or {}).get(name) or expected_addresses(cfg, hosts))
-            for addr in addresses:
+            addresses = sorted((resolved or {}).get(name) or public)
+            reachable = [a for a in addresses if routable(a)]
+            for addr in sorted(set(addresses) - set(reachable)):
+                progress.warn(f"{name}: no route from this machine to {addr}: not probed (the CA will try it)")
+            if not reachable:
+                raise CertError(f"{name}: no route from this machine to {', '.join(addresses)}: "
+                                f"port {cfg.proxy.http_port} cannot be probed",
+                                "run `ferry certs issue` from a machine with a route to it (IPv6 for an AAAA "
+                                "record); nothing was changed")
+            for addr in reachable:
                 host = f"[{addr}]" if ":" in addr else addr
                 url = f"http://{host}:{cfg.proxy.http_port}/.well-known/acme-challenge/{token}"
                 try:
@@ -310,7 +354,10 @@ def _ensure_tls_site(cfg: Config, host, rh: RemoteHost) -> None:
                             "deploy first (`ferry release`), then `ferry certs issue` switches it to HTTPS; "
                             "the certificate is installed and will be used by the next deploy")
     try:
-        nginx.apply(host, cfg, {site: nginx.render_site(cfg, tls=True)})
+        # the same names a deploy renders (runner.swap): the host's addresses stay answered, e.g.
+        # the load balancer's health check, which sends the private IP as Host
+        names = tuple(getattr(host, "names", ()))
+        nginx.apply(host, cfg, {site: nginx.render_site(cfg, tls=True, extra_names=names)})
     except FerryError as e:
         raise CertError(f"{host.name}: switching the site to HTTPS failed: {e.message}",
                         "the previous site configuration was restored and keeps serving") from None
@@ -333,6 +380,35 @@ def served_certificate(address: str, port: int, server_name: str, timeout: float
     return R.inspect(x509.load_der_x509_certificate(der).public_bytes(Encoding.PEM))
 
 
+def status_address(cfg: Config, h) -> str | None:
+    """Where `ferry certs status` asks what nginx serves: the listen address when nginx is bound
+    to one, else the host's public address (IPv4 first), as a client would. Through SSM the SSH
+    name is an instance id, which no TLS client can connect to: None when such a host has no
+    public address (then nginx is asked on the host itself)."""
+    if cfg.proxy.listen not in ("0.0.0.0", "", "*", "::"):
+        return cfg.proxy.listen
+    public = public_names(h)
+    for n in public:
+        try:
+            if ipaddress.ip_address(n).version == 4:
+                return n
+        except ValueError:
+            pass
+    if public:
+        return public[0]
+    return None if getattr(h, "gateway", None) else h.spec.hostname
+
+
+def served_serial(cfg: Config, s: R.Settings, h, rh: RemoteHost) -> str | None:
+    address = status_address(cfg, h)
+    if address is None:
+        _, out = rh.run(R.served_serial_argv(s), check=False)
+        serial = out.strip().partition("=")[2].strip().lower().lstrip("0")
+        return serial or None
+    served = served_certificate(address, cfg.proxy.https_port, s.domains[0])
+    return served.serial if served else None
+
+
 def status(cfg: Config, progress: Progress = NULL) -> dict:
     s = settings(cfg)
     hosts = _connect(cfg, progress)
@@ -343,15 +419,14 @@ def status(cfg: Config, progress: Progress = NULL) -> dict:
             rh = RemoteHost(h)
             info = R.current(rh, s)
             due, why = R.renewal_due(info, s.domains, s.renew_before_days, now)
-            address = (cfg.proxy.listen if cfg.proxy.listen not in ("0.0.0.0", "", "*") else h.spec.hostname)
-            served = served_certificate(address, cfg.proxy.https_port, s.domains[0])
+            served = served_serial(cfg, s, h, rh)
             kind = None
             for k in ("systemd", "cron"):
                 if all(rh.exists(p) for p in units.files(k, cfg.app.name, cfg.tls.host_python,
                                                          nginx.app_dir(cfg), None)):
                     kind = k
             per_host.append({"host": h.name, **_cert_json(cfg, info, now), "due": due, "why": why,
-                             "served_serial": served.serial if served else None, "renewal": kind})
+                             "served_serial": served, "renewal": kind})
     finally:
         for h in hosts:
             h.close()

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from ..config import Config, read_secrets
-from ..errors import ConfigError, DeployError, FerryError
+from ..errors import ConfigError, DeployError, FerryError, PostDeployHookFailed
 from ..progress import NULL, Progress
 from .host import Host, HostSpec
 from .lock import Lock
@@ -38,11 +38,21 @@ class HostTarget:
     """One host to deploy to, with what the stack knows about it."""
 
     spec: HostSpec
-    names: tuple[str, ...] = ()  # addresses nginx must answer to (public and private IPs)
+    # what nginx must answer to (server_name): public and private addresses, since a load
+    # balancer's health check sends the host's private IP as Host
+    names: tuple[str, ...] = ()
     instance_id: str | None = None
     target_group_arn: str | None = None  # behind the load balancer: out before the swap, in after
     region: str | None = None
     gateway: str | None = None  # SSH ProxyCommand (SSM Session Manager)
+    # where the internet reaches the host (public IPv4, IPv6, public DNS name): what the domain's
+    # records must point to and what ferry probes from outside; never a private address
+    public: tuple[str, ...] = ()
+
+    @property
+    def behind_balancer(self) -> bool:
+        """A load balancer terminates TLS in front of this host (nginx.render_proxy)."""
+        return bool(self.target_group_arn)
 
     def __str__(self) -> str:
         return str(self.spec)
@@ -51,7 +61,9 @@ class HostTarget:
 def resolve_hosts(cfg: Config, progress: Progress = NULL) -> list[HostTarget]:
     """deploy.hosts, or the hosts of a Pulumi stack's outputs."""
     if cfg.deploy.hosts:
-        return [HostTarget(s, (s.hostname,)) for s in (HostSpec.parse(h) for h in cfg.deploy.hosts)]
+        # as written: the operator reaches them at that address, so it is the public one too
+        return [HostTarget(s, (s.hostname,), public=(s.hostname,))
+                for s in (HostSpec.parse(h) for h in cfg.deploy.hosts)]
     if cfg.deploy.stack or cfg.deploy.stack_outputs:
         from ..aws import stack
 
@@ -61,8 +73,9 @@ def resolve_hosts(cfg: Config, progress: Progress = NULL) -> list[HostTarget]:
         for h in out.hosts:
             address = h.instance_id if gateway else h.address
             names = tuple(n for n in (h.public_ip, h.public_dns, h.private_ip) if n)
+            public = tuple(n for n in (h.public_ip, h.ipv6_address, h.public_dns) if n)
             targets.append(HostTarget(HostSpec(out.ssh_user, address, cfg.deploy.ssh_port), names, h.instance_id,
-                                      h.target_group_arn, out.region, gateway))
+                                      h.target_group_arn, out.region, gateway, public))
         if not targets:
             raise ConfigError(f"deploy.stack: the stack outputs ({out.source}) list no hosts",
                               "run `pulumi up` first, or check the stack name")
@@ -135,10 +148,11 @@ def for_each_host(cfg: Config, progress: Progress, action: Callable[[HostDeploye
     done: list[dict] = []
     for i, target in enumerate(targets):
         progress.step(f"host {i + 1}/{len(targets)}: {target}")
+        d: HostDeployer | None = None
         try:
             with connect(cfg, target, progress) as host:
                 d = HostDeployer(host, cfg, progress, secrets=secrets, registry_credentials=creds, command=command,
-                                 force=force, server_names=target.names)
+                                 force=force, server_names=target.names, behind_balancer=target.behind_balancer)
                 with _OutOfBalancer(target, progress):
                     done.append(action(d))
         except FerryError as e:
@@ -147,6 +161,13 @@ def for_each_host(cfg: Config, progress: Progress, action: Callable[[HostDeploye
             e.message = (f"{e.message} [stopped at host {i + 1}/{len(targets)}"
                          + (f"; done: {summary}" if summary else "")
                          + (f"; untouched: {', '.join(untouched)}" if untouched else "") + "]")
+            # the same facts for --json: done hosts' results, where it stopped, what was not touched
+            details = {"hosts": done, "failed_host": str(target), "untouched": untouched}
+            if d is not None and d.observed is not None:
+                # what was live there when ferry looked, before the failed step (null: nothing)
+                live = d.observed.live
+                details["failed_host_live"] = live.to_json() if live else None
+            e.details = {**(getattr(e, "details", None) or {}), **details}
             raise
     return {"ok": True, "url": cfg.url, "hosts": done}
 
@@ -178,17 +199,32 @@ def hook_env(cfg: Config, result: dict) -> dict[str, str]:
     }
 
 
-def run_hooks(cfg: Config, result: dict, progress: Progress) -> list[dict]:
-    """deploy.post_deploy commands, run here (where ferry runs) after every host is live."""
-    out = []
+HOOK_TIMEOUT = 600.0
+
+
+def run_hooks(cfg: Config, result: dict, progress: Progress, timeout: float = HOOK_TIMEOUT) -> list[dict]:
+    """deploy.post_deploy commands, run here (where ferry runs) after every host is live.
+
+    The first that fails (or outlives ``timeout``) stops the rest and raises
+    PostDeployHookFailed (exit 4): the release is live, only the hook failed."""
+    out: list[dict] = []
     for cmd in cfg.deploy.post_deploy:
         progress.step(f"post-deploy hook: {cmd}")
-        r = subprocess.run(cmd, shell=True, cwd=cfg.root, env={**os.environ, **hook_env(cfg, result)},
-                           capture_output=True, text=True, timeout=600)
-        out.append({"command": cmd, "exit_code": r.returncode})
-        if r.returncode != 0:
-            raise DeployError(f"post-deploy hook `{cmd}` failed (exit {r.returncode}): {(r.stderr or r.stdout).strip()[-300:]}",
-                              "the release itself is live; fix the hook and run it by hand")
+        try:
+            r = subprocess.run(cmd, shell=True, cwd=cfg.root, env={**os.environ, **hook_env(cfg, result)},
+                               capture_output=True, text=True, timeout=timeout)
+            code, output, why = r.returncode, (r.stdout or "") + (r.stderr or ""), f"exit {r.returncode}"
+        except subprocess.TimeoutExpired as t:
+            code, why = None, f"still running after {timeout:.0f}s, killed"
+            output = "".join(x.decode(errors="replace") if isinstance(x, bytes) else (x or "") for x in (t.stdout, t.stderr))
+        out.append({"command": cmd, "exit_code": code})
+        if code != 0:
+            tail = " | ".join(line.strip() for line in output.strip().splitlines() if line.strip())[-400:]
+            hosts = ", ".join(f"{h['host']}: {h.get('release')}" for h in result.get("hosts", []))
+            raise PostDeployHookFailed(
+                f"post-deploy hook `{cmd}` failed ({why}): {tail or '(no output)'} [released: {hosts}]",
+                "the release itself is live; fix the hook and run it by hand (or `ferry rollback`)",
+                details={**{k: v for k, v in result.items() if k != "ok"}, "hooks": out, "failed_hook": cmd})
     return out
 
 

@@ -69,7 +69,7 @@ _GATE_SEP = "--ferry-probe--"
 class HostDeployer:
     def __init__(self, host: Host, cfg: Config, progress: Progress = NULL, secrets: dict[str, str] | None = None,
                  registry_credentials: tuple[str, str] | Callable[[], tuple[str, str] | None] | None = None, command: str = "deploy", force: bool = False,
-                 server_names: tuple[str, ...] = ()):
+                 server_names: tuple[str, ...] = (), behind_balancer: bool = False):
         self.host = host
         self.cfg = cfg
         self.progress = progress
@@ -78,11 +78,13 @@ class HostDeployer:
         self.command = command
         self.force = force
         self.server_names = server_names
+        self.behind_balancer = behind_balancer  # TLS ends at the load balancer: pass its X-Forwarded-Proto
         self._tls: bool | None = None
         self.lock = Lock(host, cfg)
         self.dir = nginx.app_dir(cfg)
         self.history_path = f"{self.dir}/releases.json"
         self.repaired: list[str] = []
+        self.observed: HostState | None = None  # the last observe(): what was live before a step failed
 
     # --- reading the host ----------------------------------------------------------------------
 
@@ -130,7 +132,8 @@ class HostDeployer:
             containers[colour] = Container(colour, row.get("Names", ""), row.get("State") == "running",
                                            labels.get(f"{D.LABEL}.release", ""), labels.get(f"{D.LABEL}.version", ""),
                                            labels.get(f"{D.LABEL}.digest", ""), row.get("Status", ""))
-        return HostState(history, live, containers)
+        self.observed = HostState(history, live, containers)
+        return self.observed
 
     def _probe_argv(self, port: int, path: str | None = None, timeout: float = 3.0) -> list[str]:
         url = f"http://127.0.0.1:{port}{path or self.cfg.deploy.health.path}"
@@ -305,7 +308,7 @@ class HostDeployer:
         self.step(f"swap nginx to {colour} (nginx -t, reload)")
         files = {
             nginx.upstream_path(cfg): nginx.render_upstream(cfg, colour, rid),
-            nginx.proxy_path(cfg): nginx.render_proxy(cfg),
+            nginx.proxy_path(cfg): nginx.render_proxy(cfg, behind_balancer=self.behind_balancer),
             nginx.site_path(cfg): nginx.render_site(cfg, tls=self.tls_ready(), extra_names=self.server_names),
         }
         nginx.apply(host, cfg, files)

@@ -59,6 +59,9 @@ def test_release_from_stack_outputs_moves_the_host_out_of_the_balancer_and_back(
     assert states() == {first: "healthy", second: "healthy"}
     site = open(f"/opt/ferry/{app.name}/nginx/site.conf").read()
     assert "10.42.0.11" in site.split("server_name", 1)[1].split(";", 1)[0]
+    # TLS ends at the balancer: the app hears how the client came from the balancer's header
+    proxy = open(f"/opt/ferry/{app.name}/nginx/proxy.conf").read()
+    assert "proxy_set_header X-Forwarded-Proto $http_x_forwarded_proto;" in proxy
 
 
 def test_a_failed_deploy_still_puts_the_host_back(app, balanced_stack):

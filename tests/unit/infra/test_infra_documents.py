@@ -35,7 +35,20 @@ def test_ci_deploy_policy_pushes_to_the_repository_only():
         "ecr:BatchCheckLayerAvailability", "ecr:BatchGetImage", "ecr:CompleteLayerUpload",
         "ecr:InitiateLayerUpload", "ecr:PutImage", "ecr:UploadLayerPart"]}
     assert doc["Statement"][0]["Action"] == ["ecr:GetAuthorizationToken"]
-    assert len(doc["Statement"]) == 2
+    assert len(doc["Statement"]) == 3
+    assert all("*" not in a for a in policies.actions(doc))
+    assert all(st["Resource"] == REPO_ARN for st in doc["Statement"][1:])
+
+
+def test_ci_deploy_policy_pulls_from_the_repository():
+    # the builder reads the previous image's manifest and config blob (the registry as the
+    # cache), and the host pulls with the CI identity's ECR token (release.registry_credentials)
+    doc = policies.ci_deploy_policy(REPO_ARN)
+    assert doc["Statement"][2] == {"Sid": "PullThisRepository", "Effect": "Allow", "Resource": REPO_ARN, "Action": [
+        "ecr:BatchCheckLayerAvailability", "ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer"]}
+    scoped = {a for st in doc["Statement"] if st["Resource"] == REPO_ARN for a in st["Action"]}
+    assert set(policies.ECR_PULL_ACTIONS) <= scoped
+    assert set(policies.actions(policies.instance_policy(REPO_ARN))) <= set(policies.actions(doc))
 
 
 def test_release_policy_moves_targets_of_the_named_groups_only():

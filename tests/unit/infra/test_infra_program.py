@@ -193,15 +193,20 @@ def test_instance_role_pulls_only_from_this_repository(one_host):
     assert one_host.one(INSTANCE).inputs["iamInstanceProfile"] == "hello-dev-host"
 
 
-def test_ci_deploy_policy_is_push_only_on_this_repository(one_host):
+def test_ci_deploy_policy_is_push_and_pull_on_this_repository_only(one_host):
     doc = json.loads(one_host.outputs["ciDeployPolicy"])
     by_sid = {st["Sid"]: st for st in doc["Statement"]}
-    assert set(by_sid) == {"EcrLogin", "PushThisRepository"}
+    assert set(by_sid) == {"EcrLogin", "PushThisRepository", "PullThisRepository"}
     assert by_sid["EcrLogin"]["Action"] == ["ecr:GetAuthorizationToken"]
     push = by_sid["PushThisRepository"]
     assert push["Resource"] == REPO_ARN
     assert set(push["Action"]) == {"ecr:BatchCheckLayerAvailability", "ecr:BatchGetImage", "ecr:CompleteLayerUpload",
                                    "ecr:InitiateLayerUpload", "ecr:PutImage", "ecr:UploadLayerPart"}
+    # the host pulls with the CI identity's token, and the builder reads the previous image
+    pull = by_sid["PullThisRepository"]
+    assert pull["Resource"] == REPO_ARN
+    assert set(pull["Action"]) == {"ecr:BatchCheckLayerAvailability", "ecr:BatchGetImage",
+                                   "ecr:GetDownloadUrlForLayer"}
     managed = [r for r in one_host.of("aws:iam/policy:Policy") if r.inputs["name"] == "hello-dev-ci-deploy"]
     assert json.loads(managed[0].inputs["policy"]) == doc
     assert one_host.outputs["ciReleasePolicy"] is None
