@@ -146,7 +146,9 @@ class TlsConfig:
     dns_check: bool = True  # the domain must resolve to the host before the CA is asked
     resolver: str | None = None  # "IP[:port]" for the DNS pre-check; system resolver when unset
     public_addresses: tuple[str, ...] = ()  # what the domain must resolve to; the hosts' addresses when unset
-    metrics_dir: str = "/var/lib/prometheus/node-exporter"  # node_exporter textfile collector on the host
+    # node_exporter's textfile collector on the host; unset: the monitoring stack's textfile
+    # directory (<monitoring root>/textfile) with [monitoring] enabled, else TLS_METRICS_DIR
+    metrics_dir: str | None = None
     renewal: str = "auto"  # auto (systemd timer if the host runs systemd, else cron), systemd, cron, none
     host_python: str = "/usr/bin/python3"  # runs the renewer on the host (Debian: python3-acme)
     timeout: float = 120.0  # how long the CA may take to validate and issue
@@ -188,7 +190,7 @@ class TlsConfig:
             except ValueError:
                 raise ConfigError(f"tls.public_addresses: {a!r} is not an IP address",
                                   'e.g. public_addresses = ["203.0.113.7"] (the Elastic IP)') from None
-        if not self.metrics_dir.startswith("/"):
+        if self.metrics_dir is not None and not self.metrics_dir.startswith("/"):
             raise ConfigError(f"tls.metrics_dir: {self.metrics_dir!r} must be an absolute path on the host",
                               "node_exporter's --collector.textfile.directory, e.g. /var/lib/prometheus/node-exporter")
         if self.renewal not in ("auto", "systemd", "cron", "none"):
@@ -250,6 +252,11 @@ class AlertingConfig:
     smtp_password_env: str | None = None  # env var holding the SMTP password
     slack_webhook_env: str = "FERRY_SLACK_WEBHOOK_URL"  # env var holding the webhook URL
     slack_channel: str | None = None
+    # a dead man's switch (healthchecks.io, Dead Man's Snitch, ...): Alertmanager POSTs the
+    # always-firing Watchdog alert here every few minutes; when the pings stop, that service
+    # alerts you. Unset: the Watchdog goes to no receiver at all. A ping URL can only say
+    # "alerting works", so it lives here (Alertmanager 0.25 cannot read a webhook URL from a file).
+    deadman_url: str | None = None
     group_wait: str = "30s"
     group_interval: str = "5m"
     repeat_interval: str = "4h"
@@ -288,6 +295,9 @@ class AlertingConfig:
         for k, example in (("group_wait", "30s"), ("group_interval", "5m"), ("repeat_interval", "4h"),
                            ("latency_p99", "500ms"), ("both_colours_grace", "10m")):
             _check_prom_duration(f"{w}.{k}", getattr(self, k), example)
+        if self.deadman_url is not None and not re.match(r"^https?://[^/\s]+(/\S*)?$", self.deadman_url):
+            raise ConfigError(f"{w}.deadman_url: {self.deadman_url!r} is not an http(s) URL",
+                              'e.g. deadman_url = "https://hc-ping.com/<uuid>"')
         if not (50.0 <= self.availability_slo < 100.0):
             raise ConfigError(f"{w}.availability_slo: {self.availability_slo} is not a percentage below 100",
                               "e.g. availability_slo = 99.9 (100 leaves no error budget to burn)")
@@ -307,7 +317,7 @@ class MonitoringConfig:
 
     enabled: bool = False  # the deployer records ferry_deploy_* metrics and keeps scrape targets current
     dir: str = "monitoring"  # templates, rules, dashboards (relative to ferry.toml)
-    root: str | None = None  # on the host; default <deploy.root>/monitoring
+    root: str | None = None  # on the host; default <deploy.root>/_monitoring (monitoring_root)
     prometheus_port: int = 9090
     alertmanager_port: int = 9093
     grafana_port: int = 3000
@@ -318,7 +328,9 @@ class MonitoringConfig:
     retention_size: str = "2GB"
     scrape_interval: str = "15s"
     evaluation_interval: str = "15s"
-    stub_status_url: str = "http://127.0.0.1:8079/stub_status"  # nginx stub_status, loopback only
+    # nginx stub_status, loopback only; unset: the local target's own (local.nginx_status_port)
+    # when deploy.nginx_conf is the local target's, else HOST_STUB_STATUS_URL (scripts/prepare-host)
+    stub_status_url: str | None = None
     probe_url: str | None = None  # what the blackbox exporter checks; default: the app's public URL
     metrics_path: str = "/metrics"
     metrics_prefix: str | None = None  # <prefix>_requests_total ...; default: app.name with _ for -
@@ -343,7 +355,7 @@ class MonitoringConfig:
         _check_prom_duration(f"{w}.evaluation_interval", self.evaluation_interval, "15s")
         if not _PROM_SIZE_RE.match(self.retention_size):
             raise ConfigError(f"{w}.retention_size: {self.retention_size!r} is not a size", 'e.g. retention_size = "2GB"')
-        if not re.match(r"^https?://[^/\s]+/\S*$", self.stub_status_url):
+        if self.stub_status_url is not None and not re.match(r"^https?://[^/\s]+/\S*$", self.stub_status_url):
             raise ConfigError(f"{w}.stub_status_url: {self.stub_status_url!r} is not an http(s) URL with a path",
                               'e.g. "http://127.0.0.1:8079/stub_status"')
         if self.probe_url is not None and not re.match(r"^https?://[^/\s]+(/\S*)?$", self.probe_url):
@@ -357,7 +369,24 @@ class MonitoringConfig:
             raise ConfigError(f"{w}.grafana_admin_password_env: {self.grafana_admin_password_env!r} is not an "
                               "environment variable name", "name the variable, not the password")
         if self.root is not None and not self.root.startswith("/"):
-            raise ConfigError(f"{w}.root: {self.root!r} must be an absolute path on the host", 'e.g. "/opt/ferry/monitoring"')
+            raise ConfigError(f"{w}.root: {self.root!r} must be an absolute path on the host", 'e.g. "/opt/ferry/_monitoring"')
+
+
+# nginx's stub_status as scripts/prepare-host configures it on a real host (loopback only)
+HOST_STUB_STATUS_URL = "http://127.0.0.1:9180/stub_status"
+# where the TLS renewer writes its metrics when [monitoring] is off (a node_exporter of your own)
+TLS_METRICS_DIR = "/var/lib/prometheus/node-exporter"
+
+
+def monitoring_root(m: MonitoringConfig, deploy_root: str) -> str:
+    """The stack's directory on the host: ``monitoring.root`` or <deploy.root>/_monitoring
+    ("_" never starts an app name: no collision with an app's folder)."""
+    return m.root or f"{deploy_root.rstrip('/')}/_monitoring"
+
+
+def textfile_dir(m: MonitoringConfig, deploy_root: str) -> str:
+    """The stack's node_exporter reads *.prom here (deploy events, TLS renewal metrics)."""
+    return f"{monitoring_root(m, deploy_root)}/textfile"
 
 
 @dataclass(frozen=True)
@@ -380,6 +409,12 @@ class Config:
     tls: TlsConfig = field(default_factory=TlsConfig)
     monitoring: MonitoringConfig = field(default_factory=MonitoringConfig)
     local: LocalConfig = field(default_factory=LocalConfig)
+
+    def __post_init__(self) -> None:
+        # tls.metrics_dir defaults to the textfile directory the monitoring stack reads
+        if self.tls.metrics_dir is None:
+            d = textfile_dir(self.monitoring, self.deploy.root) if self.monitoring.enabled else TLS_METRICS_DIR
+            object.__setattr__(self, "tls", dataclasses.replace(self.tls, metrics_dir=d))
 
     @property
     def root(self) -> Path:

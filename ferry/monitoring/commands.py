@@ -27,6 +27,8 @@ def _status_text(r: dict) -> str:
         for c in h["components"]:
             mark = "ok" if c["healthy"] else ("-" if c["state"] == "not configured" else "DOWN")
             lines.append(f"  {c['component']:<18} {c['state']:<15} {mark:<5} {c['url']}")
+            if not c["healthy"] and c.get("why") and c["state"] != "not configured":
+                lines.append(f"    {c['why']}")
         down = h["targets_down"]
         pending = f", {h['targets_unknown']} not scraped yet" if h.get("targets_unknown") else ""
         lines.append(f"  targets: {h['targets_up']} up, {len(down)} down{pending}")

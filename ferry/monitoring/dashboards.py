@@ -147,14 +147,12 @@ def service(s: Settings) -> dict:
                         description=f"Requests the app answered (scrapes of {mp} left out), per colour and release."))
     d = d.with_panel(ts("5xx ratio", "percentunit", (err_ratio, "{{colour}} {{release}}"),
                         description="Share of requests answered with a 5xx."))
-    d = d.with_panel(ts("Latency p50 / p95 / p99", "s",
-                        *[(f"histogram_quantile({q}, sum by (le) (rate({dur}{{{sel}}}[{RATE}])))", f"p{int(q * 100)}")
+    d = d.with_panel(ts("Latency p50 / p95 / p99 by colour and release", "s",
+                        *[(f"histogram_quantile({q}, sum by (le, {by}) (rate({dur}{{{sel}}}[{RATE}])))",
+                           f"p{int(q * 100)} {{{{colour}}}} {{{{release}}}}")
                           for q in (0.5, 0.95, 0.99)],
-                        description="Quantiles over every colour: what users get."))
-    d = d.with_panel(ts("Latency p99 by colour and release", "s",
-                        (f"histogram_quantile(0.99, sum by ({by}, le) (rate({dur}{{{sel}}}[{RATE}])))",
-                         "{{colour}} {{release}}"),
-                        description="A release that is slower than the one before shows up here first."))
+                        description="Each colour's quantiles apart: a release that is slower than the one "
+                                    "before shows up here first."))
     d = d.with_panel(ts("Errors per second by path", "reqps",
                         (f"sum by (colour, path) (rate({prefix}_errors_total{{job=\"{job}\"}}[{RATE}])) "
                          f"or sum by (colour) (rate({req}{{{sel}}}[{RATE}])) * 0", "{{colour}} {{path}}"),

@@ -130,6 +130,56 @@ def changed_files(files: list[render.File], remote_hashes: dict[str, str]) -> li
     return [f for f in files if remote_hashes.get(f.path) != sha256_text(f.content)]
 
 
+def validation_checks(stage: str) -> list[tuple[str, str, list[str], list[str]]]:
+    """(component, tool in its image, volumes, args): each staged config checked by the program
+    that will read it, before anything is installed."""
+    return [
+        ("prometheus", "/usr/bin/promtool", [f"{stage}/etc/prometheus:/etc/prometheus:ro"],
+         ["check", "config", "/etc/prometheus/prometheus.yml"]),
+        ("alertmanager", "/usr/bin/amtool", [f"{stage}/etc/alertmanager:/etc/alertmanager:ro"],
+         ["check-config", "/etc/alertmanager/alertmanager.yml"]),
+        # the exporter itself: parses the modules (unknown keys too) and exits
+        ("blackbox_exporter", "/usr/bin/prometheus-blackbox-exporter", [f"{stage}/etc/blackbox:/etc/blackbox:ro"],
+         ["--config.file=/etc/blackbox/blackbox.yml", "--config.check"]),
+    ]
+
+
+def parse_inspect(out: str) -> dict[str, dict]:
+    """``docker inspect --format '{{json .Name}} {{json .State}} {{.RestartCount}}'`` lines ->
+    container name -> its State plus RestartCount (names docker does not know are left out)."""
+    got = {}
+    for line in out.splitlines():
+        try:
+            name, rest = line.split(" ", 1)
+            state_text, count = rest.rsplit(" ", 1)
+            state = dict(json.loads(state_text))
+            state["RestartCount"] = int(count)
+            got[json.loads(name).lstrip("/")] = state
+        except (ValueError, TypeError):
+            continue  # a warning line, or a container that went away in between
+    return got
+
+
+def judge(state: dict | None, url_ok: bool, url: str, restarts_before: int | None = None) -> tuple[bool, str]:
+    """Is one component healthy? Its URL answering is not enough: on a host where something
+    else listens on the same port (a Debian exporter), the URL answers while ferry's container
+    crash-loops. Healthy = the container runs, is not restarting, has not restarted since
+    ``restarts_before`` (when given), and its URL answers 200."""
+    if state is None:
+        return False, "no such container"
+    status = state.get("Status", "")
+    restarts = int(state.get("RestartCount", 0))
+    if state.get("Restarting") or status == "restarting":
+        return False, f"restarting (restarted {restarts} times; exit code {state.get('ExitCode', '?')})"
+    if status != "running":
+        return False, f"{status or 'not running'} (exit code {state.get('ExitCode', '?')})"
+    if restarts_before is not None and restarts > restarts_before:
+        return False, f"restarted {restarts - restarts_before} times while being checked"
+    if not url_ok:
+        return False, f"running but {url} does not answer 200"
+    return True, "running, answers"
+
+
 def tunnel_argv(spec, key: str | None, ports: list[int], offset: int = 0, gateway: str | None = None) -> list[str]:
     argv = ["ssh", "-N", "-o", "ExitOnForwardFailure=yes", "-o", "ServerAliveInterval=30"]
     if gateway:  # e.g. SSM Session Manager when the host has no public SSH
@@ -141,6 +191,17 @@ def tunnel_argv(spec, key: str | None, ports: list[int], offset: int = 0, gatewa
     if spec.port != 22:
         argv += ["-p", str(spec.port)]
     return [*argv, f"{spec.user}@{spec.hostname}"]
+
+
+def component_status(spec: ContainerSpec, listed: dict | None, state: dict | None, url_ok: bool) -> dict:
+    """One line of `ferry monitoring status`: ``listed`` from `docker ps`, ``state`` from
+    `docker inspect` (None: no such container), ``url_ok``: its health URL answered 200."""
+    healthy, why = judge(state if listed else None, url_ok, spec.health)
+    status = (state or {}).get("Status") or (listed or {}).get("state") or "absent"
+    return {"component": spec.component, "container": spec.name,
+            "state": status if listed else "absent", "image": listed["image"] if listed else None,
+            "restarts": int((state or {}).get("RestartCount", 0)), "healthy": healthy, "why": why,
+            "url": spec.health}
 
 
 # --- on a host ---------------------------------------------------------------------------------
@@ -257,14 +318,8 @@ class HostStack:
         return stage
 
     def validate(self, stage: str, pinned: dict[str, str]) -> None:
-        """promtool/amtool of the exact versions that will read the files."""
-        checks = [
-            ("prometheus", "/usr/bin/promtool", [f"{stage}/etc/prometheus:/etc/prometheus:ro"],
-             ["check", "config", "/etc/prometheus/prometheus.yml"]),
-            ("alertmanager", "/usr/bin/amtool", [f"{stage}/etc/alertmanager:/etc/alertmanager:ro"],
-             ["check-config", "/etc/alertmanager/alertmanager.yml"]),
-        ]
-        for component, tool, vols, args in checks:
+        """promtool/amtool/blackbox_exporter of the exact versions that will read the files."""
+        for component, tool, vols, args in validation_checks(stage):
             argv = self.docker("run", "--rm", "--network", "none", "--read-only", "--entrypoint", tool)
             for v in vols:
                 argv += ["--volume", v]
@@ -356,6 +411,12 @@ class HostStack:
                                          "spec": labels.get(f"{LABEL}.spec"), "component": labels.get(LABEL)}
         return out
 
+    def inspect(self, names: list[str]) -> dict[str, dict]:
+        """The docker State (and RestartCount) of each named container that exists."""
+        fmt = "{{json .Name}} {{json .State}} {{.RestartCount}}"
+        r = self.host.run(self.docker("inspect", "--type", "container", "--format", fmt, *names))
+        return parse_inspect(r.stdout)  # exit 1 when one is missing: the others are still listed
+
     def health(self, urls: list[str]) -> dict[str, bool]:
         script = "; ".join(f"printf '%s %s\\n' {shlex.quote(u)} \"$(curl -s -o /dev/null -m 3 -w '%{{http_code}}' "
                            f"{shlex.quote(u)})\"" for u in urls)
@@ -368,22 +429,32 @@ class HostStack:
         return {u: got.get(u, False) for u in urls}
 
     def wait_healthy(self, stack: list[ContainerSpec], timeout: float = HEALTH_TIMEOUT) -> None:
+        """Until each container runs (not restarting, no restart since the first look) and its
+        URL answers: a URL alone could be answered by another program on the same port."""
         deadline = time.monotonic() + timeout
         pending = {spec.health: spec for spec in stack}
+        first: dict[str, int] = {}  # container -> RestartCount at the first look
+        why: dict[str, str] = {}
         while pending:
             ok = self.health(list(pending))
-            for url, good in ok.items():
+            states = self.inspect([spec.name for spec in pending.values()])
+            for url, spec in list(pending.items()):
+                state = states.get(spec.name)
+                if state is not None:
+                    first.setdefault(spec.name, int(state.get("RestartCount", 0)))
+                good, why[spec.name] = judge(state, ok.get(url, False), url, first.get(spec.name))
                 if good:
-                    self.progress.info(f"{pending[url].component} answers on {url}", host=self.host.name)
+                    self.progress.info(f"{spec.component} runs and answers on {url}", host=self.host.name)
                     pending.pop(url)
             if not pending:
                 return
             if time.monotonic() > deadline:
                 spec = next(iter(pending.values()))
                 logs = self.host.run(self.docker("logs", "--tail", "15", spec.name))
-                raise HostError(f"{self.host.name}: {spec.component} did not answer on {spec.health} within "
-                                f"{timeout:.0f}s: {(logs.stderr or logs.stdout).strip()[-600:]}",
-                                f"see `docker logs {spec.name}` on the host")
+                raise HostError(f"{self.host.name}: {spec.component} is not healthy after {timeout:.0f}s "
+                                f"({why.get(spec.name, '')}): {(logs.stderr or logs.stdout).strip()[-600:]}",
+                                f"see `docker logs {spec.name}` on the host; is another program listening on "
+                                f"its port ({spec.health})?")
             time.sleep(0.5)
 
     def prometheus_targets(self) -> list[dict]:
@@ -450,12 +521,9 @@ class HostStack:
         stack = specs(s, images)
         actual = self.containers()
         health = self.health([spec.health for spec in stack])
-        comps = []
-        for spec in stack:
-            a = actual.get(spec.name)
-            comps.append({"component": spec.component, "container": spec.name,
-                          "state": a["state"] if a else "absent", "image": a["image"] if a else None,
-                          "healthy": health[spec.health], "url": spec.health})
+        states = self.inspect([spec.name for spec in stack if spec.name in actual])
+        comps = [component_status(spec, actual.get(spec.name), states.get(spec.name), health[spec.health])
+                 for spec in stack]
         if "grafana" not in images:
             comps.append({"component": "grafana", "container": None, "state": "not configured", "image": None,
                           "healthy": False, "url": s.grafana_url,

@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..config import Config, MonitoringConfig
+from ..config import HOST_STUB_STATUS_URL, Config, MonitoringConfig, monitoring_root
 from ..errors import ConfigError
 
 # Every server of the stack binds here: reach it through an SSH tunnel (`ferry monitoring open`).
@@ -51,6 +51,7 @@ class Settings:
     keep_previous: float  # seconds the old colour stays warm after a release
     docker: tuple[str, ...]  # argv prefix for the host's Docker engine
     mon: MonitoringConfig
+    stub_status_url: str  # what the nginx exporter reads (stub_status_url() below)
 
     @property
     def probes_tls(self) -> bool:
@@ -115,6 +116,22 @@ def host_label(host: str | None) -> str:
     return h.rsplit(":", 1)[0] if re.match(r"^[^:]+:\d+$", h) else h
 
 
+def is_local_target(cfg: Config) -> bool:
+    """The host is the local target (`ferry local up`): its nginx is the one under local.state_dir."""
+    state = cfg.local.state_dir.rstrip("/") + "/"
+    return cfg.deploy.nginx_conf.startswith(state)
+
+
+def stub_status_url(cfg: Config) -> str:
+    """nginx's stub_status for the exporter: monitoring.stub_status_url, else the local target's
+    status server (local.nginx_status_port), else what scripts/prepare-host configures."""
+    if cfg.monitoring.stub_status_url:
+        return cfg.monitoring.stub_status_url
+    if is_local_target(cfg):
+        return f"http://{LOOPBACK}:{cfg.local.nginx_status_port}/stub_status"
+    return HOST_STUB_STATUS_URL
+
+
 def settings(cfg: Config, host: str | None = None) -> Settings:
     m = cfg.monitoring
     d = cfg.deploy
@@ -138,9 +155,10 @@ def settings(cfg: Config, host: str | None = None) -> Settings:
         colours=dict(d.colours),
         probe_url=probe_url,
         host=host_label(host),
-        root=m.root or f"{d.root}/_monitoring",  # "_" never starts an app name: no collision
+        root=monitoring_root(m, d.root),
         templates=cfg.resolve(m.dir),
         keep_previous=d.keep_previous,
         docker=tuple(docker),
         mon=m,
+        stub_status_url=stub_status_url(cfg),
     )

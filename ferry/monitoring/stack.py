@@ -19,6 +19,7 @@ from .settings import LOOPBACK, Settings
 LABEL = "dev.ferry.monitoring"
 NOBODY = "65534:65534"
 GRAFANA_USER = "472:0"  # the uid Grafana's official image runs as
+GRAFANA_DATA = "/var/lib/grafana"  # Grafana's one writable mount (its database, sessions, plugins)
 
 
 @dataclass(frozen=True)
@@ -66,7 +67,7 @@ def specs(s: Settings, images: dict[str, str]) -> list[ContainerSpec]:
         ),
         ContainerSpec(
             component="nginx_exporter", name="ferry-nginx-exporter", image=images["nginx_exporter"],
-            args=(f"-nginx.scrape-uri={m.stub_status_url}",
+            args=(f"-nginx.scrape-uri={s.stub_status_url}",
                   f"-web.listen-address={LOOPBACK}:{m.nginx_exporter_port}"),
             health=f"http://{LOOPBACK}:{m.nginx_exporter_port}/metrics",
         ),
@@ -116,7 +117,7 @@ def specs(s: Settings, images: dict[str, str]) -> list[ContainerSpec]:
             mounts=(Mount(f"{etc}/grafana/provisioning", "/etc/grafana/provisioning"),
                     Mount(f"{etc}/grafana/dashboards", "/etc/grafana/dashboards"),
                     Mount(f"{sec}/grafana", "/run/secrets/grafana"),
-                    Mount(f"{data}/grafana", "/var/lib/grafana", readonly=False)),
+                    Mount(f"{data}/grafana", GRAFANA_DATA, readonly=False)),
             env=tuple(sorted(grafana_env(s).items())),
             user=GRAFANA_USER,
             # datasources are read at start only
@@ -147,6 +148,12 @@ def grafana_env(s: Settings) -> dict[str, str]:
         "GF_ANALYTICS_CHECK_FOR_PLUGIN_UPDATES": "false",
         "GF_NEWS_NEWS_FEED_ENABLED": "false",
         "GF_PATHS_PROVISIONING": "/etc/grafana/provisioning",
+        # the root filesystem is read-only: logs go to stdout (docker's rotated json log, not
+        # /var/log/grafana), everything Grafana writes goes to its data mount
+        "GF_LOG_MODE": "console",
+        "GF_PATHS_DATA": GRAFANA_DATA,
+        "GF_PATHS_LOGS": f"{GRAFANA_DATA}/log",
+        "GF_PATHS_PLUGINS": f"{GRAFANA_DATA}/plugins",
         # read by the provisioning files in monitoring/grafana/provisioning/
         "FERRY_PROMETHEUS_URL": f"http://{LOOPBACK}:{m.prometheus_port}",
         "FERRY_ALERTMANAGER_URL": f"http://{LOOPBACK}:{m.alertmanager_port}",

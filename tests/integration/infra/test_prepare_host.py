@@ -67,10 +67,9 @@ def test_prepares_the_layout_and_a_second_run_changes_nothing(target):
 
     code, out = run_script(target, "--root", target.root)
     assert code == 0, out
-    assert "packages: docker.io nginx curl python3-acme prometheus-node-exporter prometheus-nginx-exporter" in out  # all there: no apt
+    assert "packages: docker.io nginx curl python3-acme unattended-upgrades logrotate\n" in out  # all there: no apt
     for path in ("/opt/ferry/", "/etc/nginx/conf.d/ferry.conf", "/etc/docker/daemon.json",
-                 "/etc/default/prometheus-node-exporter", "/etc/default/prometheus-nginx-exporter",
-                 "/etc/apt/apt.conf.d/20auto-upgrades", "/var/lib/prometheus/node-exporter/"):
+                 "/etc/apt/apt.conf.d/20auto-upgrades"):
         assert f"  changed    {path}\n" in out, out
     assert "skipped    services" in out
     first = snapshot(target, target.root)
@@ -94,14 +93,51 @@ def test_the_host_layout_is_what_ferry_and_nginx_expect(target):
     assert "listen 80 default_server;" in conf and "return 444;" in conf
     assert "ssl_reject_handshake on;" in conf
     assert "listen 127.0.0.1:9180;" in conf and "stub_status;" in conf
+    # ... the address the monitoring stack's nginx exporter reads on a real host by default
+    from ferry.config import HOST_STUB_STATUS_URL
+
+    assert HOST_STUB_STATUS_URL == "http://127.0.0.1:9180/stub_status"
     daemon = json.loads(target.read(f"{r}/etc/docker/daemon.json"))
     assert daemon == {"live-restore": True, "log-driver": "json-file", "log-opts": {"max-file": "5", "max-size": "10m"}}
-    node = target.read(f"{r}/etc/default/prometheus-node-exporter")
-    assert "--web.listen-address=127.0.0.1:9100" in node
-    assert "--collector.textfile.directory=/var/lib/prometheus/node-exporter" in node
-    assert "--web.listen-address=127.0.0.1:9113" in target.read(f"{r}/etc/default/prometheus-nginx-exporter")
     assert 'APT::Periodic::Unattended-Upgrade "1";' in target.read(f"{r}/etc/apt/apt.conf.d/20auto-upgrades")
     assert "PasswordAuthentication no" in target.read(f"{r}/etc/ssh/sshd_config.d/10-ferry.conf")
+
+
+EXPORTERS = ("prometheus-node-exporter", "prometheus-nginx-exporter")
+
+
+def enabled_units(host: Host, root: str) -> list[str]:
+    r = host.run(["sh", "-c", f"find {shlex.quote(root)}/etc/systemd/system -path '*.wants/*' 2>/dev/null | sort"])
+    return [line.rsplit("/", 1)[1] for line in r.stdout.split()]
+
+
+def test_the_monitoring_stack_owns_the_exporters_prepare_host_installs_and_enables_none(target):
+    """ferry-node-exporter/ferry-nginx-exporter bind 127.0.0.1:9100/9113: Debian's services on the
+    same ports would make them crash-loop behind a URL that answers."""
+    code, out = run_script(target, "--root", target.root)
+    assert code == 0, out
+    for svc in EXPORTERS:
+        assert svc not in out.split("  ok         packages:")[1].splitlines()[0], out  # not installed
+        assert f"  ok         service {svc} (not enabled)\n" in out, out
+    (services,) = [line for line in out.splitlines() if line.startswith("  skipped    services:")]
+    assert services.endswith("a host enables: docker nginx unattended-upgrades"), services
+    assert enabled_units(target, target.root) == []
+    for svc in EXPORTERS:  # no config for them either
+        assert target.run(["test", "-e", f"{target.root}/etc/default/{svc}"]).exit_code != 0
+
+
+def test_exporters_an_earlier_preparation_enabled_are_disabled_once(target):
+    wants = f"{target.root}/etc/systemd/system/multi-user.target.wants"
+    target.check(["mkdir", "-p", wants], "mkdir")
+    for unit in (*EXPORTERS, "docker"):
+        target.check(["ln", "-s", f"/lib/systemd/system/{unit}.service", f"{wants}/{unit}.service"], "enable")
+    code, out = run_script(target, "--root", target.root)
+    assert code == 0, out
+    for svc in EXPORTERS:
+        assert f"  changed    service {svc} (disabled: the monitoring stack's container owns its port)\n" in out, out
+    assert enabled_units(target, target.root) == ["docker.service"]  # only the exporters go
+    code, out = run_script(target, "--root", target.root)
+    assert "prepare-host: nothing changed" in out, out
 
 
 def test_written_nginx_config_is_accepted_by_nginx(target):
@@ -118,13 +154,13 @@ def test_drift_is_repaired_and_only_the_drift_is_reported(target):
     run_script(target, "--root", target.root)
     r = target.root
     target.check(["sh", "-c", f"rm {r}/etc/docker/daemon.json && chmod 0755 {r}/opt/ferry && "
-                              f"echo 'ARGS=\"\"' > {r}/etc/default/prometheus-node-exporter"], "make drift")
+                              f"echo '[Journal]' > {r}/etc/systemd/journald.conf.d/ferry.conf"], "make drift")
     code, out = run_script(target, "--root", target.root)
     assert code == 0, out
     changed = sorted(line.split()[1] for line in out.splitlines() if line.startswith("  changed "))
-    assert changed == ["/etc/default/prometheus-node-exporter", "/etc/docker/daemon.json", "/opt/ferry/"]
+    assert changed == ["/etc/docker/daemon.json", "/etc/systemd/journald.conf.d/ferry.conf", "/opt/ferry/"]
     assert "prepare-host: 3 changed" in out
-    assert "changed config for: docker prometheus-node-exporter" in out
+    assert "changed config for: docker systemd-journald" in out
     assert target.check(["stat", "-c", "%a", f"{r}/opt/ferry"], "stat").stdout.strip() == "750"
 
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -127,6 +129,55 @@ def test_status_reports_urls_components_and_targets(e2e_app):
     assert h["targets_up"] >= 7
 
 
+def test_tls_renewal_metrics_reach_prometheus_through_the_stacks_node_exporter(e2e_app):
+    """tls.metrics_dir defaults to the stack's textfile directory with [monitoring] on: what the
+    renewer writes there is scraped (and CertificateRenewalFailing can fire on it)."""
+    cfg = load(e2e_app.config)
+    assert cfg.tls.metrics_dir == f"{STACK_ROOT}/textfile"
+    from ferry.certs.renewer import metric_path
+
+    path = Path(metric_path(cfg.tls.metrics_dir, APP))
+    path.write_text('ferry_certificate_renewal_success{app="%s",domain="%s.example.com"} 0\n' % (APP, APP))
+    try:
+        def seen():
+            r = prom("/api/v1/query", query=f'ferry_certificate_renewal_success{{app="{APP}", job="node"}}')["result"]
+            return bool(r) and r[0]["value"][1] == "0", r
+
+        wait_for("the renewal metric to be scraped from the textfile directory", seen, timeout=60)
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def test_status_is_unhealthy_when_a_container_is_down_even_if_its_url_answers(e2e_app, docker_cli, tmp_path):
+    """What a Debian exporter on the same port did: the URL answers, ferry's container does not run."""
+    subprocess.run([*docker_cli, "stop", "ferry-nginx-exporter"], check=True, capture_output=True, timeout=60)
+    (tmp_path / "metrics").write_text("# an impostor on the exporter's port\n")
+    impostor = subprocess.Popen([sys.executable, "-m", "http.server", "--bind", "127.0.0.1", "9113",
+                                 "--directory", str(tmp_path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for("the impostor to answer", lambda: (_answers("http://127.0.0.1:9113/metrics"), None), timeout=20, every=0.2)
+        r = ferry(e2e_app.config, "monitoring", "status", "--json", check=False)
+        assert r.returncode != 0
+        h = json.loads(r.stdout)["hosts"][0]
+        nginx = next(c for c in h["components"] if c["component"] == "nginx_exporter")
+        assert nginx["state"] == "exited" and nginx["healthy"] is False, nginx
+        assert h["healthy"] is False
+    finally:
+        impostor.terminate()
+        impostor.wait(timeout=10)
+    up = ferry_json(e2e_app.config, "monitoring", "up")
+    acts = {c["component"]: c["action"] for c in up["hosts"][0]["components"]}
+    assert acts["nginx_exporter"] == "start", acts
+    assert ferry_json(e2e_app.config, "monitoring", "status")["hosts"][0]["healthy"] is True
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2, trust_env=False).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
 def test_a_second_up_changes_nothing(e2e_app):
     r = ferry_json(e2e_app.config, "monitoring", "up")
     h = r["hosts"][0]
@@ -154,6 +205,20 @@ def test_a_broken_rule_template_is_refused_by_the_hosts_promtool_and_nothing_cha
     assert "prometheus rejects the rendered config" in r.stderr and "nothing was changed on the host" in r.stderr
     assert rules_digest() == before
     assert httpx.get("http://127.0.0.1:9090/-/ready", timeout=5, trust_env=False).status_code == 200
+
+
+def test_a_broken_blackbox_template_is_refused_by_the_hosts_exporter_and_nothing_changes(
+        e2e_app, monitoring_images, tmp_path):
+    broken = tmp_path / "monitoring"
+    shutil.copytree(ROOT / "monitoring", broken, ignore=shutil.ignore_patterns("rendered", "tests"))
+    bb = broken / "blackbox.yml.j2"
+    bb.write_text(bb.read_text().replace("valid_status_codes:", "valid_status_codez:", 1))
+    cfg = write_config(tmp_path / "ferry.toml", monitoring_images, monitoring_dir=broken)
+    before = Path(f"{STACK_ROOT}/etc/blackbox/blackbox.yml").read_text()
+    r = ferry(cfg, "monitoring", "up", check=False)
+    assert r.returncode == 2, r.stderr
+    assert "blackbox_exporter rejects the rendered config" in r.stderr and "valid_status_codez" in r.stderr
+    assert Path(f"{STACK_ROOT}/etc/blackbox/blackbox.yml").read_text() == before
 
 
 def test_open_on_the_local_target_points_at_the_urls_without_a_tunnel(e2e_app):

@@ -51,6 +51,7 @@ def test_metric_prefix_defaults_to_the_app_name_with_underscores():
     ("alerts = { availability_slo = 100 }", "monitoring.alerts.availability_slo: 100.0 is not a percentage below 100"),
     ('alerts = { latency_p99 = "half a second" }', "monitoring.alerts.latency_p99: 'half a second' is not a Prometheus duration"),
     ("alerts = { cert_expiry_days = 0 }", "monitoring.alerts.cert_expiry_days: 0 is out of range"),
+    ('alerts = { deadman_url = "hc-ping.com/abc" }', "monitoring.alerts.deadman_url: 'hc-ping.com/abc' is not an http"),
     ("unknown_key = 1", "monitoring: unknown key 'unknown_key'"),
 ])
 def test_a_wrong_value_is_refused_with_the_key_and_the_fix(line, message):
@@ -73,3 +74,75 @@ def test_prometheus_durations_convert_both_ways():
     assert prom_duration(0.5) == "500ms"
     with pytest.raises(ValueError):
         prom_seconds("90")
+
+
+# --- one owner for the exporters: the stack, with the addresses prepare-host gives the host ----
+
+def _prepare_host_stub_status_listen() -> str:
+    """The `listen` line of the stub_status server scripts/prepare-host writes on a real host."""
+    import re
+
+    from .helpers import ROOT
+
+    text = (ROOT / "scripts" / "prepare-host").read_text()
+    block = text[text.index("location = /stub_status") - 400:text.index("location = /stub_status")]
+    (listen,) = re.findall(r"listen (127\.0\.0\.1:\d+);", block)
+    return listen
+
+
+def test_on_a_real_host_the_nginx_exporter_reads_the_stub_status_prepare_host_configures():
+    remote = config(hosts='["admin@203.0.113.7"]')
+    s = settings(remote, "admin@203.0.113.7")
+    assert s.stub_status_url == f"http://{_prepare_host_stub_status_listen()}/stub_status"
+    assert s.stub_status_url == "http://127.0.0.1:9180/stub_status"
+
+
+def test_on_the_local_target_it_reads_the_local_nginx_status_port_and_an_explicit_url_wins():
+    import tomllib
+
+    from ferry.config import parse
+
+    from .helpers import BASE, ROOT
+
+    # the local target is known by its nginx: deploy.nginx_conf under local.state_dir
+    local = BASE.replace("[proxy]", 'nginx_conf = "/var/lib/ferry-local/nginx/nginx.conf"\n\n[proxy]')
+    doc = tomllib.loads(local + f'\n[local]\nnginx_status_port = 18079\n[monitoring]\ndir = "{ROOT / "monitoring"}"\n')
+    assert settings(parse(doc, ROOT / "ferry.toml")).stub_status_url == "http://127.0.0.1:18079/stub_status"
+    # loopback SSH alone does not make a host the local target: /etc/nginx is prepare-host's
+    assert settings(config()).stub_status_url == "http://127.0.0.1:9180/stub_status"
+    mine = config('stub_status_url = "http://127.0.0.1:7000/status"')
+    assert settings(mine).stub_status_url == "http://127.0.0.1:7000/status"
+
+
+def test_the_repositorys_ferry_toml_is_the_local_target_and_reads_8079():
+    from ferry.config import load
+
+    from .helpers import ROOT
+
+    assert settings(load(ROOT / "ferry.toml")).stub_status_url == "http://127.0.0.1:8079/stub_status"
+
+
+def test_tls_metrics_go_where_the_stacks_node_exporter_reads_when_monitoring_is_on():
+    on = config("enabled = true")
+    assert on.tls.metrics_dir == settings(on).textfile_dir == "/opt/ferry/_monitoring/textfile"
+    moved = config('enabled = true\nroot = "/srv/mon"')
+    assert moved.tls.metrics_dir == settings(moved).textfile_dir == "/srv/mon/textfile"
+    off = config("enabled = false")
+    assert off.tls.metrics_dir == "/var/lib/prometheus/node-exporter"  # a node_exporter of your own
+    mine = config("enabled = true", extra='\n[tls]\nmetrics_dir = "/var/lib/node-exporter"\n')
+    assert mine.tls.metrics_dir == "/var/lib/node-exporter"
+
+
+def test_the_certificate_renewer_writes_into_the_stacks_textfile_directory():
+    import tomllib
+
+    from ferry.certs import manage
+    from ferry.config import parse
+
+    from .helpers import BASE, ROOT
+
+    doc = tomllib.loads(BASE.replace('name = "hello"', 'name = "hello"\ndomain = "hello.example.com"')
+                        + f'\n[tls]\nenabled = true\n[monitoring]\nenabled = true\ndir = "{ROOT / "monitoring"}"\n')
+    cfg = parse(doc, ROOT / "ferry.toml")
+    assert manage.settings(cfg).metrics_dir == settings(cfg).textfile_dir
+

@@ -135,8 +135,24 @@ def test_service_dashboard_shows_red_by_colour_and_release():
     exprs = {p["title"]: [t["expr"] for t in p["targets"]] for p in dashboards._walk(doc["panels"]) if p.get("targets")}
     assert "sum by (colour, release) (rate(hello_requests_total" in exprs["Requests per second"][0]
     assert 'status=~"5.."' in exprs["5xx ratio"][0]
-    assert [e.split(",")[0] for e in exprs["Latency p50 / p95 / p99"]] == [
+    latency = exprs["Latency p50 / p95 / p99 by colour and release"]
+    assert [e.split(",")[0] for e in latency] == [
         "histogram_quantile(0.5", "histogram_quantile(0.95", "histogram_quantile(0.99"]
+    # each quantile per colour and release: the buckets are summed by le, colour and release only
+    # (summing across colours would blend a slow new release into the old one)
+    for e in latency:
+        groupings = re.findall(r"sum by \(([^)]*)\)", e)
+        assert len(groupings) == 1, e
+        assert {x.strip() for x in groupings[0].split(",")} == {"le", "colour", "release"}, e
+        assert "hello_request_duration_seconds_bucket" in e
+    legends = [t["legendFormat"] for p in dashboards._walk(doc["panels"])
+               if p.get("title") == "Latency p50 / p95 / p99 by colour and release" for t in p["targets"]]
+    assert legends == ["p50 {{colour}} {{release}}", "p95 {{colour}} {{release}}", "p99 {{colour}} {{release}}"]
+    # no latency panel anywhere on the dashboard sums its buckets across colours
+    for title, es in exprs.items():
+        for e in es:
+            if "histogram_quantile" in e:
+                assert "colour" in e and "release" in e, (title, e)
     assert "Certificate days left" in exprs  # the probe URL is https here
 
 

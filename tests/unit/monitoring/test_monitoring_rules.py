@@ -85,6 +85,52 @@ def test_rendered_alertmanager_config_passes_amtool(tmp_path, variant):
         assert doc["receivers"][0]["slack_configs"][0]["api_url_file"] == "/run/secrets/alertmanager/slack_webhook_url"
 
 
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_rendered_blackbox_config_passes_the_exporters_own_check(tmp_path, variant):
+    out = write_rendered(tmp_path, VARIANTS[variant])
+    r = run(["prometheus-blackbox-exporter", f"--config.file={out / 'blackbox.yml'}", "--config.check"])
+    assert r.returncode == 0, r.stdout + r.stderr
+    # and the check can fail: an unknown key is refused
+    bad = out / "blackbox.yml"
+    bad.write_text(bad.read_text().replace("valid_status_codes", "valid_status_codez"))
+    assert run(["prometheus-blackbox-exporter", f"--config.file={bad}", "--config.check"]).returncode != 0
+
+
+def routes(path: Path, *labels: str) -> str:
+    r = run(["amtool", "config", "routes", "test", f"--config.file={path}", *labels])
+    assert r.returncode == 0, r.stdout + r.stderr
+    return r.stdout.strip()
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_the_watchdog_goes_to_the_dead_mans_switch_and_never_to_people(tmp_path, variant):
+    out = write_rendered(tmp_path, VARIANTS[variant])
+    am = out / "alertmanager.yml"
+    people = {"defaults": "none", "slack": "slack"}.get(variant, "email")
+    assert routes(am, "alertname=Watchdog", "severity=none", "host=web-1") == "deadman"
+    assert routes(am, "alertname=InstanceDown", "severity=page") == people
+    assert routes(am, "alertname=DeployFailed", "severity=ticket") == people
+    deadman = next(r for r in yaml.safe_load(am.read_text())["receivers"] if r["name"] == "deadman")
+    assert deadman == {"name": "deadman"}  # no deadman_url: a receiver that sends nothing
+
+
+def test_with_a_deadman_url_the_watchdog_pings_it(tmp_path):
+    out = write_rendered(tmp_path, 'alerts = { receiver = "slack", deadman_url = "https://hc-ping.com/0f0e" }')
+    am = out / "alertmanager.yml"
+    r = run(["amtool", "check-config", str(am)])
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert routes(am, "alertname=Watchdog", "severity=none") == "deadman"
+    assert routes(am, "alertname=InstanceDown", "severity=page") == "slack"
+    doc = yaml.safe_load(am.read_text())
+    deadman = next(r for r in doc["receivers"] if r["name"] == "deadman")
+    assert deadman["webhook_configs"] == [{"url": "https://hc-ping.com/0f0e", "send_resolved": False}]
+    route = next(r for r in doc["route"]["routes"] if r["receiver"] == "deadman")
+    assert route["continue"] is False and route["repeat_interval"] == "5m"
+    watchdog = yaml.safe_load((out / "rules" / "stack.yml").read_text())
+    (rule,) = [r for g in watchdog["groups"] for r in g["rules"] if r.get("alert") == "Watchdog"]
+    assert rule["expr"] == "vector(1)" and rule["labels"] == {"severity": "none"}
+
+
 def test_thresholds_from_the_config_reach_the_rules(tmp_path):
     out = write_rendered(tmp_path, VARIANTS["email, stricter SLO, slower latency target"])
     slo = (out / "rules" / "hello-slo.yml").read_text()

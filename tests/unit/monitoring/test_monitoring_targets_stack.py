@@ -108,3 +108,119 @@ def test_up_creates_replaces_reloads_or_leaves_each_container():
 def test_a_new_image_digest_changes_the_spec_hash():
     spec = next(x for x in specs(settings(config()), IMAGES) if x.component == "node_exporter")
     assert spec_hash(spec, "r/node@sha256:" + "3" * 64) != spec_hash(spec, "r/node@sha256:" + "7" * 64)
+
+
+def test_the_nginx_exporter_reads_the_resolved_stub_status_url():
+    spec = next(x for x in specs(settings(config()), IMAGES) if x.component == "nginx_exporter")
+    assert "-nginx.scrape-uri=http://127.0.0.1:9180/stub_status" in spec.args
+    spec = next(x for x in specs(settings(config('stub_status_url = "http://127.0.0.1:7000/s"')), IMAGES)
+                if x.component == "nginx_exporter")
+    assert "-nginx.scrape-uri=http://127.0.0.1:7000/s" in spec.args
+
+
+def test_grafana_logs_to_the_console_and_writes_only_to_its_writable_mounts():
+    """--read-only: Grafana's default log mode (console and file) writes /var/log/grafana and fails."""
+    s = settings(config())
+    spec = specs(s, {**IMAGES, "grafana": "r/grafana@sha256:" + "6" * 64})[-1]
+    argv = run_argv(DOCKER, spec, spec.image)
+    assert "--read-only" in argv
+    env = dict(spec.env)
+    assert env["GF_LOG_MODE"] == "console"
+    writable = [m.target for m in spec.mounts if not m.readonly]
+    tmpfs = [argv[i + 1].split(":", 1)[0] for i, a in enumerate(argv) if a == "--tmpfs"]
+    for key in ("GF_PATHS_DATA", "GF_PATHS_LOGS", "GF_PATHS_PLUGINS"):
+        path = env[key]
+        assert any(path == w or path.startswith(w + "/") for w in writable + tmpfs), (key, path, writable)
+    assert env["GF_PATHS_DATA"] == "/var/lib/grafana"
+    assert {m.target: m.source for m in spec.mounts}["/var/lib/grafana"] == "/opt/ferry/_monitoring/data/grafana"
+
+
+# --- health: the container's state, not only its URL -----------------------------------------
+
+def _state(status="running", restarting=False, restarts=0, exit_code=0) -> dict:
+    return {"Status": status, "Running": status == "running", "Restarting": restarting, "ExitCode": exit_code,
+            "RestartCount": restarts}
+
+
+def test_a_restarting_container_is_not_healthy_even_when_something_answers_its_url():
+    from ferry.monitoring.runner import component_status
+
+    spec = next(x for x in specs(settings(config()), IMAGES) if x.component == "node_exporter")
+    listed = {"running": False, "state": "restarting", "image": IMAGES["node_exporter"]}
+    # e.g. Debian's prometheus-node-exporter holds 127.0.0.1:9100: the URL answers 200
+    st = component_status(spec, listed, _state("restarting", True, restarts=7, exit_code=1), url_ok=True)
+    assert st["healthy"] is False and st["state"] == "restarting" and st["restarts"] == 7
+    assert "restarting" in st["why"] and "exit code 1" in st["why"]
+    st = component_status(spec, {**listed, "state": "exited"}, _state("exited", exit_code=1), url_ok=True)
+    assert st["healthy"] is False and st["state"] == "exited"
+    st = component_status(spec, None, None, url_ok=True)
+    assert st["healthy"] is False and st["state"] == "absent"
+    st = component_status(spec, {**listed, "state": "running"}, _state(), url_ok=False)
+    assert st["healthy"] is False and "does not answer" in st["why"]
+    st = component_status(spec, {**listed, "state": "running"}, _state(), url_ok=True)
+    assert st["healthy"] is True and st["state"] == "running"
+
+
+def test_waiting_for_up_refuses_a_container_that_restarted_while_it_was_watched():
+    from ferry.monitoring.runner import judge
+
+    assert judge(_state(restarts=3), True, "u", restarts_before=3) == (True, "running, answers")
+    ok, why = judge(_state(restarts=4), True, "u", restarts_before=3)
+    assert not ok and "restarted 1 times" in why
+
+
+def test_docker_inspect_lines_give_state_and_restart_count_by_name():
+    from ferry.monitoring.runner import parse_inspect
+
+    out = ('"/ferry-node-exporter" {"Status":"restarting","Running":true,"Restarting":true,"ExitCode":1} 12\n'
+           '"/ferry-prometheus" {"Status":"running","Running":true,"Restarting":false,"ExitCode":0} 0\n'
+           "Error response from daemon: No such container: ferry-grafana\n")
+    got = parse_inspect(out)
+    assert set(got) == {"ferry-node-exporter", "ferry-prometheus"}
+    assert got["ferry-node-exporter"]["Restarting"] is True and got["ferry-node-exporter"]["RestartCount"] == 12
+
+
+def test_status_of_a_host_is_unhealthy_when_a_container_crash_loops_behind_an_answering_url():
+    """HostStack.status over a fake host: every URL answers, one container restarts."""
+    from types import SimpleNamespace
+
+    from ferry.monitoring.runner import HostStack
+
+    s = settings(config())
+    names = [x.name for x in specs(s, IMAGES)]
+    ps = "\n".join(json.dumps({"Names": n, "State": "restarting" if n == "ferry-node-exporter" else "running",
+                               "Status": "", "Image": "i",
+                               "Labels": f"dev.ferry.monitoring={n},dev.ferry.monitoring.spec=x"}) for n in names)
+    inspect = "\n".join(
+        f'"/{n}" ' + json.dumps(_state("restarting", True, 9, 1) if n == "ferry-node-exporter" else _state())
+        + (" 9" if n == "ferry-node-exporter" else " 0") for n in names)
+
+    class FakeHost:
+        name = "root@203.0.113.7"
+
+        def run(self, argv, **kw):
+            text = " ".join(argv)
+            if " ps " in f" {text} ":
+                return SimpleNamespace(ok=True, stdout=ps, stderr="")
+            if " inspect " in f" {text} ":
+                return SimpleNamespace(ok=True, stdout=inspect, stderr="")
+            if argv[0] == "sh":  # the health URLs: every one answers 200
+                return SimpleNamespace(ok=True, stdout="".join(f"{x.health} 200\n" for x in specs(s, IMAGES)), stderr="")
+            return SimpleNamespace(ok=False, stdout="", stderr="")  # Prometheus' targets
+
+    r = HostStack(FakeHost(), config(), s).status(IMAGES)
+    node = next(c for c in r["components"] if c["component"] == "node_exporter")
+    assert node["healthy"] is False and node["state"] == "restarting"
+    assert r["healthy"] is False
+    assert all(c["healthy"] for c in r["components"] if c["component"] not in ("node_exporter", "grafana"))
+
+
+def test_every_staged_config_is_checked_by_the_program_that_reads_it():
+    from ferry.monitoring.runner import validation_checks
+
+    checks = {c[0]: c for c in validation_checks("/stage")}
+    assert set(checks) == {"prometheus", "alertmanager", "blackbox_exporter"}
+    _, tool, vols, args = checks["blackbox_exporter"]
+    assert tool == "/usr/bin/prometheus-blackbox-exporter"
+    assert vols == ["/stage/etc/blackbox:/etc/blackbox:ro"]
+    assert args == ["--config.file=/etc/blackbox/blackbox.yml", "--config.check"]
