@@ -66,6 +66,18 @@ class HostState:
 _GATE_SEP = "--ferry-probe--"
 
 
+def _response_head(dump: str) -> tuple[str, dict[str, str]]:
+    """curl -D output: (status line, lower-cased header names -> values) of the last response."""
+    blocks = [b for b in dump.replace("\r\n", "\n").split("\n\n") if b.strip()]
+    lines = blocks[-1].strip().split("\n") if blocks else [""]
+    headers = {}
+    for line in lines[1:]:
+        name, sep, value = line.partition(":")
+        if sep:
+            headers[name.strip().lower()] = value.strip()
+    return lines[0].strip(), headers
+
+
 class HostDeployer:
     def __init__(self, host: Host, cfg: Config, progress: Progress = NULL, secrets: dict[str, str] | None = None,
                  registry_credentials: tuple[str, str] | Callable[[], tuple[str, str] | None] | None = None, command: str = "deploy", force: bool = False,
@@ -313,7 +325,7 @@ class HostDeployer:
         }
         nginx.apply(host, cfg, files)
         try:
-            self.verify(rid)
+            self.verify(rid, cfg.deploy.colours[colour])
         except FerryError:
             if old:
                 nginx.apply(host, cfg, {nginx.upstream_path(cfg): nginx.render_upstream(cfg, old.colour, old.release)})
@@ -331,8 +343,9 @@ class HostDeployer:
             self._tls = all(self.host.size(p) for p in (ctx["cert_path"], ctx["key_path"]))
         return self._tls
 
-    def verify(self, rid: str, timeout: float = 10.0) -> None:
-        """Through nginx, as a user would: the health path answers and names the new release."""
+    def verify(self, rid: str, port: int, timeout: float = 10.0) -> None:
+        """Through nginx, as a user would: the health path answers, names the new release, and
+        was answered by the new colour's container (its port, as nginx reports to ferry only)."""
         p = self.cfg.proxy
         address = "127.0.0.1" if p.listen in ("0.0.0.0", "*", "") else p.listen
         host_header = self.cfg.app.domain or address
@@ -346,11 +359,12 @@ class HostDeployer:
         deadline = time.monotonic() + timeout
         seen = ""
         while time.monotonic() < deadline:
-            r = self.host.run(["curl", "-sS", "-o", "/dev/null", "-D", "-", "-m", "5", *extra, url])
-            headers = r.stdout.lower()
-            status_line = headers.split("\n", 1)[0]
-            seen = status_line.strip() or r.stderr.strip()
-            if f"x-ferry-release: {rid}".lower() in headers and any(f" {c}" in status_line for c in ("200", "204", "301", "302", "308")):
+            r = self.host.run(["curl", "-sS", "-o", "/dev/null", "-D", "-", "-m", "5", "-H", "X-Ferry-Verify: 1",
+                               *extra, url])
+            status_line, headers = _response_head(r.stdout)
+            seen = status_line or r.stderr.strip()
+            if (headers.get("x-ferry-release") == rid and headers.get("x-ferry-upstream") == f"127.0.0.1:{port}"
+                    and any(f" {c}" in status_line for c in ("200", "204", "301", "302", "308"))):
                 return
             time.sleep(0.05)  # the reload's new workers take over within a few tens of ms
         raise DeployError(f"{self.host.name}: nginx does not serve release {rid} after the reload (saw: {seen[:200]})",

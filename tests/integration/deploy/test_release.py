@@ -292,6 +292,16 @@ def test_warm_rollback_is_one_reload_and_cold_rollback_redeploys_the_old_digest(
     assert version_through_nginx(app)["version"] == "v1"
 
 
+def test_nginx_names_the_answering_colour_to_ferrys_verify_only(app):
+    app.deploy("v1")
+    port = app.ports[app.live()["colour"]]
+    req = urllib.request.Request(app.url + "/healthz", headers={"X-Ferry-Verify": "1"})
+    with urllib.request.urlopen(req, timeout=30) as r:
+        assert r.headers["X-Ferry-Upstream"] == f"127.0.0.1:{port}"
+    status, headers, _ = get(app.url + "/healthz")
+    assert status == 200 and "X-Ferry-Upstream" not in headers  # a user never sees the address
+
+
 def test_rollback_with_nothing_before_says_so(app):
     app.deploy("v1")
     r = ferry(app.config, "rollback", check=False)

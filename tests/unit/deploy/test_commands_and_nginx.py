@@ -57,6 +57,22 @@ def test_site_serves_acme_challenges_and_proxies_without_tls():
     proxy = nginx.render_proxy(cfg())
     assert "proxy_pass http://ferry_hello;" in proxy
     assert "add_header X-Ferry-Release $ferry_hello_release always;" in proxy
+    # which colour answered: only for ferry's verify request (X-Ferry-Verify), from nginx itself
+    assert "add_header X-Ferry-Upstream $ferry_hello_via always;" in proxy
+    upstream = nginx.render_upstream(cfg(), "green", "r7")
+    verify_map = upstream.split("map $http_x_ferry_verify $ferry_hello_via {", 1)[1].split("}", 1)[0]
+    assert 'default "";' in verify_map and '"~." $upstream_addr;' in verify_map
+
+
+def test_verify_reads_the_last_response_head_whatever_the_line_endings():
+    from ferry.deploy.runner import _response_head
+
+    dump = ("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nServer: nginx\r\n"
+            "X-Ferry-Release: r7\r\nX-Ferry-Upstream: 127.0.0.1:8082\r\n\r\n")
+    assert _response_head(dump) == ("HTTP/1.1 200 OK", {"server": "nginx", "x-ferry-release": "r7",
+                                                        "x-ferry-upstream": "127.0.0.1:8082"})
+    assert _response_head("HTTP/2 200 \nx-ferry-release: r7\n\n") == ("HTTP/2 200", {"x-ferry-release": "r7"})
+    assert _response_head("") == ("", {})
 
 
 def test_lock_is_stale_when_its_holder_is_gone_or_silent():
