@@ -1,6 +1,6 @@
 """ferry on AWS: the stack config in, hosts that `ferry release` can deploy to out.
 
-Read top to bottom: config -> facts about the account -> network -> registry -> IAM ->
+Read top to bottom: config -> facts about the account -> network -> registries -> IAM ->
 security groups -> hosts -> DNS (and, with several hosts, the load balancer) -> outputs.
 ferry reads the outputs (`pulumi stack output --json`) to find the hosts and the registry.
 """
@@ -54,6 +54,16 @@ network = Network("network", NetworkArgs(
     cidr=cfg.vpc_cidr, ipv6=cfg.ipv6, flow_log_retention_days=cfg.flow_log_retention_days))
 
 registry = Registry("registry", RegistryArgs(name=cfg.repository_name, tags=tags, keep_images=cfg.ecr_keep_images))
+# The monitoring stack's images (`ferry monitoring images --push --prefix <monitoringPrefix>`, and
+# Grafana's mirror): one repository each under the app's repository name, with the same settings,
+# so two stacks in one account never claim the same names.
+monitoring_prefix = cfg.repository_name
+monitoring_registries = {
+    name: Registry(f"monitoring-{name.rsplit('/', 1)[-1]}",
+                   RegistryArgs(name=name, tags=tags, keep_images=cfg.ecr_keep_images))
+    for name in naming.monitoring_repositories(monitoring_prefix)
+}
+monitoring_arns = [r.arn for r in monitoring_registries.values()]
 
 host_logs = None
 if cfg.cloudwatch_agent:
@@ -62,7 +72,7 @@ if cfg.cloudwatch_agent:
 
 role = HostRole("iam", HostRoleArgs(
     name=cfg.name, tags=tags, repository_arn=registry.arn, partition=partition.partition, ssm=cfg.ssm,
-    cloudwatch_log_group_arn=host_logs.arn if host_logs else None))
+    cloudwatch_log_group_arn=host_logs.arn if host_logs else None, monitoring_repository_arns=monitoring_arns))
 
 groups = SecurityGroups("security", SecurityGroupsArgs(
     name=cfg.name, tags=tags, vpc_id=network.vpc_id, admin_cidrs=cfg.admin_cidrs, ssm=cfg.ssm,
@@ -106,7 +116,8 @@ elif cfg.domain:
                        ipv6=hosts[0].ipv6_address if network.ipv6 else None))
 
 ci = CiPolicies("ci", CiPoliciesArgs(name=cfg.name, tags=tags, repository_arn=registry.arn,
-                                     target_group_arns=[balancer.target_group_arn] if balancer else []))
+                                     target_group_arns=[balancer.target_group_arn] if balancer else [],
+                                     monitoring_repository_arns=monitoring_arns))
 
 # --- outputs: what ferry reads (ferry/aws/stack.py) -------------------------------------------
 target_group = balancer.target_group_arn if balancer else None
@@ -120,6 +131,8 @@ pulumi.export("hosts", [h.summary(naming.host_name(cfg.app, cfg.stack, i), targe
 pulumi.export("registryUrl", registry.url)
 pulumi.export("registry", registry.url.apply(registry_host))
 pulumi.export("repositoryArn", registry.arn)
+pulumi.export("monitoringPrefix", monitoring_prefix)
+pulumi.export("monitoringRepositories", {name: r.url for name, r in monitoring_registries.items()})
 pulumi.export("loadBalancerDnsName", balancer.dns_name if balancer else None)
 pulumi.export("targetGroupArns", [balancer.target_group_arn] if balancer else [])
 pulumi.export("ciDeployPolicy", ci.deploy_document)

@@ -27,3 +27,11 @@ def alb_name(app: str, stack: str, suffix: str = "") -> str:
 
 def host_name(app: str, stack: str, index: int) -> str:
     return f"{base_name(app, stack)}-{index + 1}"
+
+
+def monitoring_repositories(prefix: str) -> tuple[str, ...]:
+    """ECR repositories of the monitoring stack's images: the names `ferry monitoring images
+    --push --prefix PREFIX` pushes to (ferry/monitoring/images.py, one list for both)."""
+    from ferry.monitoring.images import repository_names
+
+    return repository_names(prefix)

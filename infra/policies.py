@@ -59,12 +59,28 @@ def ecr_login_statement() -> dict:
     return {"Sid": "EcrLogin", "Effect": "Allow", "Action": ["ecr:GetAuthorizationToken"], "Resource": "*"}
 
 
-def instance_policy(repository_arn: str) -> dict:
-    """What the host's role may do: pull this app's images, nothing else."""
+def _monitoring_statements(monitoring_arns: Iterable[str], *, push: bool) -> list[dict]:
+    """Pull (and push) on the monitoring stack's repositories (`ferry monitoring images`), named
+    one by one: no wildcard in the resource either."""
+    arns = sorted(set(monitoring_arns))
+    if not arns:
+        return []
+    out = []
+    if push:
+        out.append({"Sid": "PushMonitoringImages", "Effect": "Allow", "Action": list(ECR_PUSH_ACTIONS),
+                    "Resource": arns})
+    out.append({"Sid": "PullMonitoringImages", "Effect": "Allow", "Action": list(ECR_PULL_ACTIONS),
+                "Resource": arns})
+    return out
+
+
+def instance_policy(repository_arn: str, monitoring_arns: Iterable[str] = ()) -> dict:
+    """What the host's role may do: pull this app's images and the monitoring stack's, nothing else."""
     return _doc(
         ecr_login_statement(),
         {"Sid": "PullThisRepository", "Effect": "Allow", "Action": list(ECR_PULL_ACTIONS),
          "Resource": repository_arn},
+        *_monitoring_statements(monitoring_arns, push=False),
     )
 
 
@@ -90,20 +106,24 @@ def flow_logs_policy(log_group_arn: str) -> dict:
     })
 
 
-def ci_deploy_policy(repository_arn: str) -> dict:
+def ci_deploy_policy(repository_arn: str, monitoring_arns: Iterable[str] = ()) -> dict:
     """For the CI pipeline's role: push to and pull from this repository, nothing else.
 
     Pull too, because (1) ferry's builder reads the previous image's manifest and config blob
     from the repository ("the registry as the cache"), and a blob is read through
     GetDownloadUrlForLayer; (2) `ferry release` logs the host's docker in with this identity's
     ECR token for the pull (deploy/release.registry_credentials), so what the host may pull is
-    what this policy allows, not the host's instance role."""
+    what this policy allows, not the host's instance role.
+
+    With the monitoring repositories: push (`ferry monitoring images --push`) and pull
+    (`ferry monitoring up` logs the host's docker in with this identity's token too)."""
     return _doc(
         ecr_login_statement(),
         {"Sid": "PushThisRepository", "Effect": "Allow", "Action": list(ECR_PUSH_ACTIONS),
          "Resource": repository_arn},
         {"Sid": "PullThisRepository", "Effect": "Allow", "Action": list(ECR_PULL_ACTIONS),
          "Resource": repository_arn},
+        *_monitoring_statements(monitoring_arns, push=True),
     )
 
 

@@ -133,7 +133,7 @@ def register(main: click.Group) -> None:
     @command(monitoring, "images")
     @click.option("--push", is_flag=True, help="Push to the registry (default: only build).")
     @click.option("--registry", default="127.0.0.1:5000", show_default=True, help="Registry host[:port].")
-    @click.option("--prefix", default="ferry", show_default=True, help="Repository prefix: REGISTRY/PREFIX/NAME.")
+    @click.option("--prefix", default="ferry", show_default=True, help="Repository prefix: REGISTRY/PREFIX/NAME (on AWS: the stack output monitoringPrefix).")
     def images_cmd(ctx: Context, push: bool, registry: str, prefix: str) -> None:
         """Build the stack's images from Debian's binaries (reproducible; amd64).
 

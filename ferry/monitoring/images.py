@@ -59,6 +59,22 @@ COMPONENTS: tuple[Component, ...] = (
               "blackbox_exporter (Debian's build), assembled by ferry"),
 )
 BY_NAME = {c.name: c for c in COMPONENTS}
+# Grafana has no Debian package: ferry does not build it, you mirror the official image into
+# the same place (monitoring/README.md). Its repository is named like the built ones.
+MIRRORED: tuple[str, ...] = ("grafana",)
+DEFAULT_PREFIX = "ferry"
+
+
+def repository_name(name: str, prefix: str = DEFAULT_PREFIX) -> str:
+    """The repository (without registry) an image of the stack lives in: PREFIX/NAME."""
+    return f"{prefix.strip('/')}/{name}" if prefix.strip("/") else name
+
+
+def repository_names(prefix: str = DEFAULT_PREFIX) -> tuple[str, ...]:
+    """Every repository the stack's images live in: what `push` writes to (the five built
+    images) plus Grafana's mirror. The Pulumi program (infra/) creates exactly these in ECR
+    and lets the hosts pull from them."""
+    return tuple(repository_name(n, prefix) for n in (*(c.name for c in COMPONENTS), *MIRRORED))
 
 PASSWD = "root:x:0:0:root:/root:/usr/sbin/nologin\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"
 GROUP = "root:x:0:\nnogroup:x:65534:\n"
@@ -231,7 +247,7 @@ def build(components: tuple[Component, ...] = COMPONENTS, cache_dir: Path | None
     return out
 
 
-def push(built: list[Built], registry: str, prefix: str = "ferry", progress: Progress = NULL,
+def push(built: list[Built], registry: str, prefix: str = DEFAULT_PREFIX, progress: Progress = NULL,
          auth_mode: str = "auto") -> list[dict]:
     """Push each image as <registry>/<prefix>/<name>:<version>; return the pinned references."""
     from ..images.auth import auth_for
@@ -241,7 +257,7 @@ def push(built: list[Built], registry: str, prefix: str = "ferry", progress: Pro
     results = []
     with RegistryClient(registry, auth=auth_for(registry, auth_mode), progress=progress) as client:
         for b in built:
-            repo = f"{prefix}/{b.component.name}" if prefix else b.component.name
+            repo = repository_name(b.component.name, prefix)
             r = RegistryPublisher(client, repo, progress=progress).publish(b.image, [b.version])
             results.append({"component": b.component.name, "reference": f"{registry}/{repo}@{r.digest}",
                             "tag": f"{registry}/{repo}:{b.version}", "digest": r.digest,

@@ -28,10 +28,18 @@ class HostArgs:
 
 
 def metadata_options() -> dict:
-    """IMDSv2 only (FSBP EC2.8), and a hop limit of 1 so no container can reach the role's
-    credentials through the host's metadata service."""
+    """IMDSv2 only (FSBP EC2.8), IPv4 endpoint only, hop limit 1.
+
+    The hop limit of 1 keeps the role's credentials from containers on a *bridge* network (their
+    packets cross one more hop). ferry runs its containers with `--network host`, where that
+    limit does nothing: they reach 169.254.169.254 exactly as the host does. What does keep them
+    out is `scripts/prepare-host`'s owner rule (ferry-imds-guard.service): IMDS is refused to
+    uids 65532 (the default image.user of ferry's app images), 65534 (ferry's monitoring images)
+    and 472 (Grafana). NOT protected: a container running as root (uid 0 is the host's own
+    services, which need IMDS), or as any other uid (an image.user changed from 65532). The IPv6
+    endpoint (fd00:ec2::254) stays off so the IPv4 rule is the only way in to guard."""
     return {"http_endpoint": "enabled", "http_tokens": "required", "http_put_response_hop_limit": 1,
-            "instance_metadata_tags": "disabled"}
+            "http_protocol_ipv6": "disabled", "instance_metadata_tags": "disabled"}
 
 
 def root_volume(size_gb: int, tags: dict[str, str]) -> dict:

@@ -17,6 +17,7 @@ class HostRoleArgs:
     tags: dict[str, str]
     repository_arn: pulumi.Input[str]
     partition: str = "aws"
+    monitoring_repository_arns: Sequence[pulumi.Input[str]] = field(default_factory=tuple)
     ssm: bool = False
     cloudwatch_log_group_arn: pulumi.Input[str] | None = None
 
@@ -32,8 +33,9 @@ class HostRole(pulumi.ComponentResource):
                                  assume_role_policy=policies.to_json(policies.assume_role("ec2.amazonaws.com")),
                                  tags=args.tags, opts=child)
         aws.iam.RolePolicy(f"{name}-ecr-pull", role=self.role.id,
-                           policy=pulumi.Output.from_input(args.repository_arn).apply(
-                               lambda arn: policies.to_json(policies.instance_policy(arn))), opts=child)
+                           policy=pulumi.Output.all(args.repository_arn, *args.monitoring_repository_arns).apply(
+                               lambda arns: policies.to_json(policies.instance_policy(arns[0], arns[1:]))),
+                           opts=child)
         if args.ssm:
             # AWS's own policy for Session Manager: it changes with the agent, so it is attached
             # rather than copied.
@@ -56,6 +58,7 @@ class CiPoliciesArgs:
     tags: dict[str, str]
     repository_arn: pulumi.Input[str]
     target_group_arns: Sequence[pulumi.Input[str]] = field(default_factory=tuple)
+    monitoring_repository_arns: Sequence[pulumi.Input[str]] = field(default_factory=tuple)
 
 
 class CiPolicies(pulumi.ComponentResource):
@@ -65,10 +68,10 @@ class CiPolicies(pulumi.ComponentResource):
     def __init__(self, name: str, args: CiPoliciesArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("ferry:infra:CiPolicies", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
-        self.deploy_document = pulumi.Output.from_input(args.repository_arn).apply(
-            lambda arn: policies.to_json(policies.ci_deploy_policy(arn)))
+        self.deploy_document = pulumi.Output.all(args.repository_arn, *args.monitoring_repository_arns).apply(
+            lambda arns: policies.to_json(policies.ci_deploy_policy(arns[0], arns[1:])))
         self.deploy_policy = aws.iam.Policy(f"{name}-deploy", name=f"{args.name}-ci-deploy",
-                                            description=f"push {args.name}'s images to its ECR repository",
+                                            description=f"push {args.name}'s images to its ECR repositories",
                                             policy=self.deploy_document, tags=args.tags, opts=child)
         self.release_document = None
         self.release_policy = None

@@ -20,7 +20,8 @@ ECR = "123456789012.dkr.ecr.eu-west-1.amazonaws.com"
 # (Files by content and time; /opt/ferry by mode and owner only: other tests deploy into it.)
 REAL_PATHS = ["/etc/nginx/conf.d/ferry.conf", "/etc/docker/daemon.json", "/etc/default/prometheus-node-exporter",
               "/etc/ssh/sshd_config.d/10-ferry.conf", "/etc/apt/apt.conf.d/20auto-upgrades",
-              "/etc/systemd/journald.conf.d/ferry.conf", "/root/.docker/config.json"]
+              "/etc/systemd/journald.conf.d/ferry.conf", "/root/.docker/config.json",
+              "/etc/ferry/imds-guard.rules", "/etc/systemd/system/ferry-imds-guard.service"]
 
 
 @pytest.fixture
@@ -58,6 +59,8 @@ def real_state(host: Host) -> dict[str, str]:
     checks = [f"if [ -e {p} ]; then echo \"{p} $(stat -c '%Y %a' {p}) $(sha256sum < {p})\"; else echo '{p} absent'; fi"
               for p in REAL_PATHS]
     checks.append("stat -c '%n %a %U:%G' /opt/ferry 2>/dev/null || echo '/opt/ferry absent'")
+    # this machine's own firewall: --root must never load a rule (read only, as text)
+    checks.append("echo \"iptables $( (iptables -w -S 2>&1 || true) | sha256sum)\"")
     r = host.run(["sh", "-c", " ; ".join(checks)])
     return dict(line.split(" ", 1) for line in r.stdout.splitlines())
 
@@ -69,7 +72,8 @@ def test_prepares_the_layout_and_a_second_run_changes_nothing(target):
     assert code == 0, out
     assert "packages: docker.io nginx curl python3-acme unattended-upgrades logrotate\n" in out  # all there: no apt
     for path in ("/opt/ferry/", "/etc/nginx/conf.d/ferry.conf", "/etc/docker/daemon.json",
-                 "/etc/apt/apt.conf.d/20auto-upgrades"):
+                 "/etc/apt/apt.conf.d/20auto-upgrades", "/etc/ferry/imds-guard.rules",
+                 "/etc/systemd/system/ferry-imds-guard.service"):
         assert f"  changed    {path}\n" in out, out
     assert "skipped    services" in out
     first = snapshot(target, target.root)
@@ -120,7 +124,7 @@ def test_the_monitoring_stack_owns_the_exporters_prepare_host_installs_and_enabl
         assert svc not in out.split("  ok         packages:")[1].splitlines()[0], out  # not installed
         assert f"  ok         service {svc} (not enabled)\n" in out, out
     (services,) = [line for line in out.splitlines() if line.startswith("  skipped    services:")]
-    assert services.endswith("a host enables: docker nginx unattended-upgrades"), services
+    assert services.endswith("a host enables: ferry-imds-guard docker nginx unattended-upgrades"), services
     assert enabled_units(target, target.root) == []
     for svc in EXPORTERS:  # no config for them either
         assert target.run(["test", "-e", f"{target.root}/etc/default/{svc}"]).exit_code != 0
@@ -138,6 +142,107 @@ def test_exporters_an_earlier_preparation_enabled_are_disabled_once(target):
     assert enabled_units(target, target.root) == ["docker.service"]  # only the exporters go
     code, out = run_script(target, "--root", target.root)
     assert "prepare-host: nothing changed" in out, out
+
+
+# --- the instance metadata guard -----------------------------------------------------------------
+
+IMDS = "169.254.169.254"
+
+
+def imds_uids_of_ferrys_containers() -> set[int]:
+    """The uids ferry's containers run as, from ferry's own defaults."""
+    from ferry.config import ImageConfig
+    from ferry.monitoring import images, stack
+
+    users = {ImageConfig.__dataclass_fields__["user"].default, images.NOBODY, stack.NOBODY, stack.GRAFANA_USER}
+    return {int(u.split(":")[0]) for u in users}
+
+
+def test_imds_guard_is_written_for_the_container_users_and_not_applied_under_root(target):
+    code, out = run_script(target, "--root", target.root)
+    assert code == 0, out
+    r = target.root
+    for path in ("/etc/ferry/imds-guard.rules", "/etc/systemd/system/ferry-imds-guard.service"):
+        assert target.check(["stat", "-c", "%a %U:%G", f"{r}{path}"], "stat").stdout.strip() == "644 root:root"
+    rules = target.read(f"{r}/etc/ferry/imds-guard.rules")
+    body = [line for line in rules.splitlines() if line and not line.startswith("#")]
+    assert body[:2] == ["*filter", ":FERRY-IMDS - [0:0]"] and body[-1] == "COMMIT"
+    uids = set()
+    for line in body[2:-1]:
+        assert line.startswith(f"-A FERRY-IMDS -d {IMDS}/32 -m owner --uid-owner "), line
+        assert line.endswith(" -j REJECT --reject-with icmp-admin-prohibited"), line
+        uids.add(int(line.split("--uid-owner ")[1].split()[0]))
+    assert uids == imds_uids_of_ferrys_containers() == {65532, 65534, 472}
+    assert 0 not in uids  # root (the host's own services, cloud-init, the SSM agent) keeps IMDS
+    unit = target.read(f"{r}/etc/systemd/system/ferry-imds-guard.service")
+    assert "ExecStart=/usr/sbin/iptables-restore --noflush /etc/ferry/imds-guard.rules\n" in unit
+    assert "Before=network-pre.target docker.service" in unit  # before any container restarts at boot
+    assert "WantedBy=multi-user.target" in unit and "RemainAfterExit=yes" in unit
+    assert "changed config for: nginx docker ferry-imds-guard" in out  # noted, but nothing started
+
+
+def _netns_check(target, script: str):
+    """Run ``script`` with sh in a private network namespace of its own (loopback only): rules
+    loaded there vanish with it, this machine's firewall is never touched."""
+    if target.run(["unshare", "--net", "true"]).exit_code != 0:
+        pytest.skip("unshare --net is not permitted here (no private network namespace for the rules)")
+    target.write(f"{target.work}/netns.sh", script)
+    return target.run(["unshare", "--net", "sh", f"{target.work}/netns.sh"], timeout=60)
+
+
+# Connect to 169.254.169.254:80 (a listener inside the namespace) as each uid.
+PROBE = f"""
+import json, socket, subprocess, sys
+srv = socket.socket()
+srv.bind(("{IMDS}", 80))
+srv.listen(64)
+code = "import socket; socket.create_connection(('{IMDS}', 80), timeout=5).close()"
+out = {{}}
+for uid in sys.argv[1:]:
+    r = subprocess.run(["setpriv", "--reuid", uid, "--regid", uid, "--clear-groups", sys.executable, "-c", code],
+                       capture_output=True, text=True, timeout=30)
+    out[uid] = "reached" if r.returncode == 0 else (r.stderr.strip().splitlines() or ["?"])[-1]
+print(json.dumps(out))
+"""
+
+
+def test_imds_guard_refuses_exactly_the_container_users_and_loads_idempotently(target):
+    code, out = run_script(target, "--root", target.root)
+    assert code == 0, out
+    r = target.root
+    unit = target.read(f"{r}/etc/systemd/system/ferry-imds-guard.service")
+    starts = [line[len("ExecStart="):].replace("/etc/ferry/", f"{r}/etc/ferry/")
+              for line in unit.splitlines() if line.startswith("ExecStart=")]
+    assert len(starts) == 2
+    target.write(f"{target.work}/probe.py", PROBE)
+    start = "\n".join(f"{s} || exit 10" for s in starts)
+    script = (f"set -e\n{start}\n{start}\n"  # the unit started twice (a reboot, a restart): no duplicate
+              f"iptables -w -S\n"
+              f"ip link set lo up\nip addr add {IMDS}/32 dev lo\n"
+              f"python3 {target.work}/probe.py 0 1000 65532 65534 472\n")
+    res = _netns_check(target, script)
+    assert res.exit_code == 0, res.stdout + res.stderr
+    lines = res.stdout.splitlines()
+    assert lines.count("-A OUTPUT -j FERRY-IMDS") == 1, res.stdout
+    assert sum("--uid-owner" in line for line in lines) == 3, res.stdout
+    reached = json.loads(lines[-1])
+    assert reached["0"] == "reached" and reached["1000"] == "reached", reached  # not covered: other uids
+    for uid in ("65532", "65534", "472"):
+        assert reached[uid] != "reached", reached
+        # REJECT --reject-with icmp-admin-prohibited: connect() fails at once with EHOSTUNREACH
+        assert "[Errno 113] No route to host" in reached[uid], reached
+
+
+def test_imds_rules_pass_iptables_restore_test_and_a_broken_file_does_not(target):
+    """The check prepare-host runs before loading them on a host (`iptables-restore --test`)."""
+    run_script(target, "--root", target.root)
+    rules = f"{target.root}/etc/ferry/imds-guard.rules"
+    broken = f"{target.work}/broken.rules"
+    target.check(["sh", "-c", f"sed 's/--uid-owner/--uid-ownr/' {rules} > {broken}"], "break a copy")
+    res = _netns_check(target, f"iptables-restore --test --noflush {rules} && echo good\n"
+                               f"iptables-restore --test --noflush {broken} || echo broken-rejected\n"
+                               f"iptables -w -S | grep -c FERRY || true\n")
+    assert res.stdout.split() == ["good", "broken-rejected", "0"], res.stdout + res.stderr  # --test loads nothing
 
 
 def test_written_nginx_config_is_accepted_by_nginx(target):

@@ -51,6 +51,27 @@ def test_ci_deploy_policy_pulls_from_the_repository():
     assert set(policies.actions(policies.instance_policy(REPO_ARN))) <= set(policies.actions(doc))
 
 
+MON_ARNS = [f"arn:aws:ecr:eu-west-1:123456789012:repository/hello-dev/{n}" for n in ("prometheus", "grafana")]
+
+
+def test_monitoring_repositories_are_named_one_by_one_pull_for_hosts_push_for_ci():
+    host = policies.instance_policy(REPO_ARN, MON_ARNS + MON_ARNS[:1])
+    assert host["Statement"][2] == {"Sid": "PullMonitoringImages", "Effect": "Allow", "Resource": sorted(MON_ARNS),
+                                    "Action": list(policies.ECR_PULL_ACTIONS)}
+    assert len(host["Statement"]) == 3  # no push for the host
+    ci = policies.ci_deploy_policy(REPO_ARN, MON_ARNS)
+    by_sid = {st["Sid"]: st for st in ci["Statement"]}
+    assert by_sid["PushMonitoringImages"]["Action"] == list(policies.ECR_PUSH_ACTIONS)
+    assert by_sid["PushMonitoringImages"]["Resource"] == by_sid["PullMonitoringImages"]["Resource"] == sorted(MON_ARNS)
+    for doc in (host, ci):
+        assert all("*" not in a for a in policies.actions(doc))
+        assert all("*" not in r for st in doc["Statement"][1:] for r in
+                   (st["Resource"] if isinstance(st["Resource"], list) else [st["Resource"]]))
+    # without monitoring repositories the documents are what they were
+    assert policies.instance_policy(REPO_ARN, []) == policies.instance_policy(REPO_ARN)
+    assert len(policies.ci_deploy_policy(REPO_ARN)["Statement"]) == 3
+
+
 def test_release_policy_moves_targets_of_the_named_groups_only():
     doc = policies.lb_release_policy([TG, TG])
     assert doc["Statement"] == [

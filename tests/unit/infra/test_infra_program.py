@@ -18,6 +18,13 @@ INSTANCE = "aws:ec2/instance:Instance"
 INGRESS = "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule"
 EGRESS = "aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule"
 REPO_ARN = f"arn:aws:ecr:eu-west-1:{ACCOUNT}:repository/hello-dev"
+# what `ferry monitoring images --push --prefix hello-dev` writes to, plus Grafana's mirror
+MONITORING_REPOS = ["hello-dev/prometheus", "hello-dev/alertmanager", "hello-dev/node-exporter",
+                    "hello-dev/nginx-exporter", "hello-dev/blackbox-exporter", "hello-dev/grafana"]
+MONITORING_ARNS = sorted(f"arn:aws:ecr:eu-west-1:{ACCOUNT}:repository/{n}" for n in MONITORING_REPOS)
+PULL = ["ecr:BatchCheckLayerAvailability", "ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer"]
+PUSH = ["ecr:BatchCheckLayerAvailability", "ecr:BatchGetImage", "ecr:CompleteLayerUpload",
+        "ecr:InitiateLayerUpload", "ecr:PutImage", "ecr:UploadLayerPart"]
 
 
 @pytest.fixture(scope="module")
@@ -63,6 +70,8 @@ def test_instance_requires_imdsv2_with_hop_limit_one(one_host, three_hosts):
             assert meta["httpTokens"] == "required"
             assert meta["httpPutResponseHopLimit"] == 1
             assert meta["httpEndpoint"] == "enabled"
+            # the IPv6 endpoint stays off: prepare-host's IMDS guard covers 169.254.169.254 only
+            assert meta["httpProtocolIpv6"] == "disabled"
 
 
 def test_root_volume_is_encrypted_gp3_of_the_configured_size(one_host):
@@ -180,23 +189,27 @@ def test_resource_star_only_for_actions_aws_cannot_scope(one_host, three_hosts, 
                     assert st["Condition"] == {"StringEquals": {"cloudwatch:namespace": "CWAgent"}}
 
 
-def test_instance_role_pulls_only_from_this_repository(one_host):
+def test_instance_role_pulls_only_from_this_repository_and_the_monitoring_ones(one_host):
     (role,) = [r for r in one_host.of("aws:iam/role:Role") if r.inputs.get("name") == "hello-dev-host"]
     trust = json.loads(role.inputs["assumeRolePolicy"])
     assert trust["Statement"][0]["Principal"] == {"Service": "ec2.amazonaws.com"}
     (inline,) = [json.loads(r.inputs["policy"]) for r in one_host.of("aws:iam/rolePolicy:RolePolicy")
                  if r.inputs["role"] == role.id]
     scoped = [st for st in inline["Statement"] if st["Resource"] != "*"]
-    assert scoped == [{"Sid": "PullThisRepository", "Effect": "Allow", "Resource": REPO_ARN, "Action": [
-        "ecr:BatchCheckLayerAvailability", "ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer"]}]
+    assert scoped == [{"Sid": "PullThisRepository", "Effect": "Allow", "Resource": REPO_ARN, "Action": PULL},
+                      {"Sid": "PullMonitoringImages", "Effect": "Allow", "Resource": MONITORING_ARNS, "Action": PULL}]
     assert one_host.one("aws:iam/instanceProfile:InstanceProfile").inputs["role"] == role.inputs["name"]
     assert one_host.one(INSTANCE).inputs["iamInstanceProfile"] == "hello-dev-host"
 
 
-def test_ci_deploy_policy_is_push_and_pull_on_this_repository_only(one_host):
+def test_ci_deploy_policy_is_push_and_pull_on_this_stacks_repositories_only(one_host):
     doc = json.loads(one_host.outputs["ciDeployPolicy"])
     by_sid = {st["Sid"]: st for st in doc["Statement"]}
-    assert set(by_sid) == {"EcrLogin", "PushThisRepository", "PullThisRepository"}
+    assert set(by_sid) == {"EcrLogin", "PushThisRepository", "PullThisRepository", "PushMonitoringImages",
+                           "PullMonitoringImages"}
+    # `ferry monitoring images --push` and `ferry monitoring up` (pulls with this identity's token)
+    assert by_sid["PushMonitoringImages"]["Resource"] == by_sid["PullMonitoringImages"]["Resource"] == MONITORING_ARNS
+    assert by_sid["PushMonitoringImages"]["Action"] == PUSH and by_sid["PullMonitoringImages"]["Action"] == PULL
     assert by_sid["EcrLogin"]["Action"] == ["ecr:GetAuthorizationToken"]
     push = by_sid["PushThisRepository"]
     assert push["Resource"] == REPO_ARN
@@ -358,14 +371,44 @@ def test_created_zone_exports_its_name_servers():
     assert not [c for c, _ in run.calls if c == "aws:route53/getZone:getZone"]
 
 
-def test_ecr_repository_is_scanned_immutable_encrypted_and_pruned(one_host):
-    repo = one_host.one("aws:ecr/repository:Repository")
-    assert repo.inputs["name"] == "hello-dev"
-    assert repo.inputs["imageTagMutability"] == "IMMUTABLE"
-    assert repo.inputs["imageScanningConfiguration"] == {"scanOnPush": True}
-    assert repo.inputs["encryptionConfigurations"] == [{"encryptionType": "KMS"}]
-    rules = json.loads(one_host.one("aws:ecr/lifecyclePolicy:LifecyclePolicy").inputs["policy"])["rules"]
-    assert rules[0]["selection"]["countNumber"] == 30 and rules[0]["action"] == {"type": "expire"}
+def test_ecr_repositories_are_scanned_immutable_encrypted_and_pruned(one_host):
+    repos = {r.inputs["name"]: r for r in one_host.of("aws:ecr/repository:Repository")}
+    assert sorted(repos) == sorted(["hello-dev", *MONITORING_REPOS])
+    for repo in repos.values():
+        assert repo.inputs["imageTagMutability"] == "IMMUTABLE"
+        assert repo.inputs["imageScanningConfiguration"] == {"scanOnPush": True}
+        assert repo.inputs["encryptionConfigurations"] == [{"encryptionType": "KMS"}]
+        assert repo.inputs["forceDelete"] is False
+    policies = {p.inputs["repository"]: json.loads(p.inputs["policy"])["rules"]
+                for p in one_host.of("aws:ecr/lifecyclePolicy:LifecyclePolicy")}
+    assert sorted(policies) == sorted(repos)  # every repository is pruned
+    for rules in policies.values():
+        assert rules[0]["selection"]["countNumber"] == 30 and rules[0]["action"] == {"type": "expire"}
+
+
+def test_monitoring_repositories_are_the_ones_ferry_pushes_to(one_host):
+    """The program and `ferry monitoring images --push` share one list of names."""
+    from ferry.monitoring import images
+
+    assert list(images.repository_names("hello-dev")) == MONITORING_REPOS
+    built = [images.repository_name(c.name, "hello-dev") for c in images.COMPONENTS]
+    assert set(built) < set(MONITORING_REPOS) and "hello-dev/grafana" not in built
+    out = one_host.outputs
+    assert out["monitoringPrefix"] == "hello-dev"
+    assert out["monitoringRepositories"] == {n: f"{ACCOUNT}.dkr.ecr.eu-west-1.amazonaws.com/{n}"
+                                             for n in MONITORING_REPOS}
+
+
+def test_monitoring_repositories_follow_the_repository_name():
+    from pulumi_harness import example_config
+    run = run_program(with_config(example_config(), repositoryName="team/shop"))
+    names = sorted(r.inputs["name"] for r in run.of("aws:ecr/repository:Repository"))
+    assert names == sorted(["team/shop", *(n.replace("hello-dev/", "team/shop/") for n in MONITORING_REPOS)])
+    assert run.outputs["monitoringPrefix"] == "team/shop"
+    statements = [st for r in run.of("aws:iam/rolePolicy:RolePolicy") for st in json.loads(r.inputs["policy"])["Statement"]]
+    (pull,) = [st for st in statements if st["Sid"] == "PullMonitoringImages"]
+    assert pull["Resource"] == sorted(f"arn:aws:ecr:eu-west-1:{ACCOUNT}:repository/team/shop/{n.split('/')[-1]}"
+                                      for n in MONITORING_REPOS)
 
 
 # --- outputs -------------------------------------------------------------------------------
