@@ -244,7 +244,7 @@ class AlertingConfig:
     """Where alerts go and when they fire. Secrets are named by environment variable, never
     written here: they are copied to the host as 0400 files the containers read."""
 
-    receiver: str = "none"  # none | email | slack
+    receiver: str = "none"  # none | email | slack | webhook
     email_to: tuple[str, ...] = ()
     email_from: str | None = None
     smarthost: str | None = None  # "smtp.example.com:587"
@@ -252,6 +252,11 @@ class AlertingConfig:
     smtp_password_env: str | None = None  # env var holding the SMTP password
     slack_webhook_env: str = "FERRY_SLACK_WEBHOOK_URL"  # env var holding the webhook URL
     slack_channel: str | None = None
+    # receiver = "webhook": Alertmanager POSTs its JSON to this URL. Alertmanager 0.25 cannot
+    # read a webhook URL from a file, so the URL lives here and must not carry a secret; a
+    # bearer token, if the endpoint wants one, comes from the variable webhook_token_env names.
+    webhook_url: str | None = None
+    webhook_token_env: str | None = None
     # a dead man's switch (healthchecks.io, Dead Man's Snitch, ...): Alertmanager POSTs the
     # always-firing Watchdog alert here every few minutes; when the pings stop, that service
     # alerts you. Unset: the Watchdog goes to no receiver at all. A ping URL can only say
@@ -270,8 +275,20 @@ class AlertingConfig:
 
     def __post_init__(self) -> None:
         w = "monitoring.alerts"
-        if self.receiver not in ("none", "email", "slack"):
-            raise ConfigError(f"{w}.receiver: {self.receiver!r} is not known", "use none, email or slack")
+        if self.receiver not in ("none", "email", "slack", "webhook"):
+            raise ConfigError(f"{w}.receiver: {self.receiver!r} is not known", "use none, email, slack or webhook")
+        if self.receiver == "webhook" and not self.webhook_url:
+            raise ConfigError(f"{w}: receiver = \"webhook\" needs webhook_url",
+                              'e.g. webhook_url = "https://alerts.example.com/alertmanager"')
+        if self.webhook_url is not None:
+            if not re.match(r"^https?://[^/\s@]+(/\S*)?$", self.webhook_url):
+                raise ConfigError(f"{w}.webhook_url: {self.webhook_url!r} is not an http(s) URL without credentials",
+                                  'e.g. webhook_url = "https://alerts.example.com/alertmanager"; '
+                                  "a token goes in the variable webhook_token_env names")
+            if re.search(r"[?&](token|key|secret|password|api_key|apikey|sig)=", self.webhook_url, re.I):
+                raise ConfigError(f"{w}.webhook_url: the URL carries a secret in its query",
+                                  "ferry.toml is not the place for it: put the token in an environment variable "
+                                  "and name it in webhook_token_env (sent as a bearer token)")
         if self.receiver == "email":
             missing = [k for k in ("email_from", "smarthost") if not getattr(self, k)]
             if not self.email_to:
@@ -288,7 +305,7 @@ class AlertingConfig:
             if self.smtp_username and not self.smtp_password_env:
                 raise ConfigError(f"{w}.smtp_password_env: needed with smtp_username",
                                   'name the environment variable that holds the password, e.g. "FERRY_SMTP_PASSWORD"')
-        for k in ("smtp_password_env", "slack_webhook_env"):
+        for k in ("smtp_password_env", "slack_webhook_env", "webhook_token_env"):
             v = getattr(self, k)
             if v is not None and not _ENV_NAME_RE.match(v):
                 raise ConfigError(f"{w}.{k}: {v!r} is not an environment variable name", "name the variable, not its value")

@@ -93,6 +93,8 @@ def context(s: Settings) -> dict:
         "smtp_username": a.smtp_username,
         "slack_channel": a.slack_channel,
         "deadman_url": a.deadman_url,
+        "webhook_url": a.webhook_url,
+        "webhook_token": bool(a.webhook_token_env),
         "group_wait": a.group_wait,
         "group_interval": a.group_interval,
         "repeat_interval": a.repeat_interval,

@@ -89,6 +89,9 @@ def secrets_of(cfg: Config, s: Settings, environ: dict[str, str], grafana: bool)
             raise ConfigError(f"{a.slack_webhook_env}: the Slack webhook must be an https:// URL",
                               "copy the webhook URL from Slack's app settings")
         out.append(Secret(f"{s.secrets}/alertmanager/slack_webhook_url", url, "65534:65534"))
+    if a.receiver == "webhook" and a.webhook_token_env:
+        out.append(Secret(f"{s.secrets}/alertmanager/webhook_token",
+                          need(a.webhook_token_env, "monitoring.alerts.webhook_token_env"), "65534:65534"))
     if grafana:
         var = cfg.monitoring.grafana_admin_password_env
         pw = need(var, "monitoring.grafana_admin_password_env")

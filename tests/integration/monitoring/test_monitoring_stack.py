@@ -6,11 +6,14 @@ of every dashboard panel returns data from the real Prometheus."""
 from __future__ import annotations
 
 import hashlib
+import http.server
 import json
 import shutil
 import subprocess
 import sys
+import threading
 import time
+import uuid
 from pathlib import Path
 
 import httpx
@@ -117,6 +120,68 @@ def test_monitoring_up_release_and_traffic_leave_no_dashboard_panel_empty(e2e_ap
         return bool(r) and 0 < float(r[0]["value"][1]) < 1, r and float(r[0]["value"][1])
 
     assert 0.02 < wait_for("the 5xx ratio to be recorded", ratio, timeout=60) < 0.5
+
+
+def app_targets() -> list[dict]:
+    return [t for t in prom("/api/v1/targets", state="active")["activeTargets"] if t["labels"].get("job") == APP]
+
+
+def test_a_second_release_is_scraped_in_both_colours_and_marked_for_both_releases(e2e_app):
+    """ARCHITECTURE: the deployer rewrites targets/<app>.json at every release, both colours
+    labelled colour, release, role=live|idle; the previous colour keeps running (keep_previous
+    = 10m here), so after a second release Prometheus scrapes both, and the deploy annotation
+    series (ferry_deploy_last_event_timestamp_seconds) exists for each release."""
+    live = [t for t in app_targets() if t["labels"].get("role") == "live"]
+    if not live:  # run on its own: the first release of this module has not happened
+        ferry_json(e2e_app.config, "release", "--version", "e2e1", timeout=900)
+        live = wait_for("the first release's live target", lambda: (
+            bool(ts := [t for t in app_targets() if t["labels"].get("role") == "live"]), ts), timeout=60)
+    (first,) = live
+    first_release, first_colour = first["labels"]["release"], first["labels"]["colour"]
+
+    rel = ferry_json(e2e_app.config, "release", "--version", "e2e2", timeout=900)["hosts"][0]
+    second_release = rel["release"]
+    assert second_release != first_release
+    events = Path(f"{STACK_ROOT}/textfile/ferry_deploy_{APP}.prom").read_text()
+    assert f'ferry_release_info{{app="{APP}",release="{second_release}",version="e2e2"' in events
+
+    def both_colours():
+        ts = app_targets()
+        by_colour = {t["labels"]["colour"]: t for t in ts}
+        want = {c: (r, role) for c, r, role in (
+            (first_colour, first_release, "idle"),
+            ({"blue": "green", "green": "blue"}[first_colour], second_release, "live"))}
+        got = {c: (t["labels"].get("release"), t["labels"].get("role")) for c, t in by_colour.items()}
+        live_up = any(t["labels"].get("role") == "live" and t["health"] == "up" for t in ts)
+        ok = len(ts) == 2 and got == want and live_up
+        return ok, ts if ok else "\n".join(f"{t['labels']} {t['health']} {t['lastError']}" for t in ts) or "no targets"
+
+    targets = wait_for("both colours of the app in Prometheus' targets", both_colours, timeout=90)
+    # the previous colour still runs (keep_previous): it is scraped too, as idle
+    for t in targets:
+        assert t["labels"]["app"] == APP and t["labels"]["job"] == APP
+    def all_up():
+        ts = app_targets()
+        return len(ts) == 2 and all(t["health"] == "up" for t in ts), [(t["labels"], t["health"]) for t in ts]
+
+    wait_for("the idle colour to be scraped", all_up, timeout=60)
+
+    # the release series of both releases (what the dashboards' Deploys annotation queries)
+    def marked():
+        end = time.time()
+        data = prom("/api/v1/query_range", query=f'ferry_deploy_last_event_timestamp_seconds{{app="{APP}", event="success"}}',
+                    start=end - 1800, end=end, step=5)["result"]
+        releases = {r["metric"].get("release") for r in data}
+        return {first_release, second_release} <= releases, releases
+
+    wait_for("a deploy annotation series for both releases", marked, timeout=60)
+    def info():
+        end = time.time()
+        data = prom("/api/v1/query_range", query=f'ferry_release_info{{app="{APP}"}}', start=end - 1800, end=end, step=5)["result"]
+        got = {(r["metric"].get("release"), r["metric"].get("version")) for r in data}
+        return {(second_release, "e2e2")} <= got and first_release in {r for r, _ in got}, got
+
+    wait_for("ferry_release_info for both releases", info, timeout=60)
 
 
 def test_status_reports_urls_components_and_targets(e2e_app):
@@ -226,3 +291,92 @@ def test_open_on_the_local_target_points_at_the_urls_without_a_tunnel(e2e_app):
     assert r["command"] is None and r["prometheus_url"] == "http://127.0.0.1:9090"
     shifted = ferry_json(e2e_app.config, "monitoring", "open", "--offset", "10000")
     assert shifted["command"][:2] == ["ssh", "-N"] and "127.0.0.1:19090:127.0.0.1:9090" in shifted["command"]
+
+
+# --- an alert delivered end to end: rule -> Prometheus -> Alertmanager -> a webhook ---------------
+
+PROBE_RULE = """# test only: fires at once, so a bounded test sees it delivered
+groups:
+  - name: e2e-webhook
+    rules:
+      - alert: FerryE2EWebhookProbe
+        expr: vector(1)
+        labels:
+          severity: page
+          app: %(app)s
+          e2e_nonce: "%(nonce)s"
+        annotations:
+          summary: "the webhook receiver works (%(nonce)s)"
+"""
+
+
+class _Hook(http.server.BaseHTTPRequestHandler):
+    """Records (path, Authorization, body) of every POST in server.received."""
+
+    def do_POST(self):  # noqa: N802
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.server.received.append((self.path, self.headers.get("Authorization"), body))
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+def test_an_alert_reaches_a_webhook_receiver_with_its_labels(e2e_app, monitoring_images, tmp_path):
+    """receiver = "webhook" with a bearer token from the environment: a test-only rule that
+    fires at once (no `for`) must arrive at a webhook on 127.0.0.1, as Alertmanager's JSON,
+    with its labels and the token; afterwards the stack is put back as the module left it."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Hook)
+    server.received = []
+    port = server.server_address[1]
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True)
+    thread.start()
+    nonce = uuid.uuid4().hex[:12]
+    token = uuid.uuid4().hex
+    mon = tmp_path / "monitoring"
+    shutil.copytree(ROOT / "monitoring", mon, ignore=shutil.ignore_patterns("rendered", "tests"))
+    # a host-wide rule file (no dash): the next `up` without it deletes it from the host
+    (mon / "rules" / "e2ewebhook.yml.j2").write_text(PROBE_RULE % {"app": APP, "nonce": nonce})
+    cfg = write_config(tmp_path / "ferry.toml", monitoring_images, monitoring_dir=mon, extra=f"""
+[monitoring.alerts]
+receiver = "webhook"
+webhook_url = "http://127.0.0.1:{port}/alerts"
+webhook_token_env = "FERRY_E2E_WEBHOOK_TOKEN"
+group_wait = "1s"
+group_interval = "5s"
+""")
+    try:
+        up = ferry_json(cfg, "monitoring", "up", env={"FERRY_E2E_WEBHOOK_TOKEN": token})
+        assert up["ok"], up
+        am = Path(f"{STACK_ROOT}/etc/alertmanager/alertmanager.yml").read_text()
+        assert f"http://127.0.0.1:{port}/alerts" in am and token not in am  # the token is a file, never in the config
+
+        def delivered():
+            for path, auth, body in list(server.received):
+                doc = json.loads(body)
+                for a in doc.get("alerts", []):
+                    if a["labels"].get("e2e_nonce") == nonce:
+                        return True, (path, auth, doc, a)
+            return False, [json.loads(b).get("commonLabels") for _, _, b in list(server.received)] or "nothing received"
+
+        path, auth, doc, alert = wait_for("the probe alert at the webhook", delivered, timeout=120, every=1)
+        assert path == "/alerts" and auth == f"Bearer {token}"
+        assert doc["receiver"] == "webhook" and doc["version"] == "4"
+        assert alert["status"] == "firing"
+        labels = alert["labels"]
+        assert labels["alertname"] == "FerryE2EWebhookProbe" and labels["severity"] == "page"
+        assert labels["app"] == APP and labels["host"]  # the host comes from Prometheus' external labels
+        assert alert["annotations"]["summary"] == f"the webhook receiver works ({nonce})"
+    finally:
+        # put the stack back: the module's own config (no probe rule, no webhook), the token gone
+        restored = ferry_json(e2e_app.config, "monitoring", "up")
+        Path(f"{STACK_ROOT}/secrets/alertmanager/webhook_token").unlink(missing_ok=True)
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+    assert restored["ok"]
+    assert not Path(f"{STACK_ROOT}/etc/prometheus/rules/e2ewebhook.yml").exists()
+    assert f"127.0.0.1:{port}" not in Path(f"{STACK_ROOT}/etc/alertmanager/alertmanager.yml").read_text()
+    assert ferry_json(e2e_app.config, "monitoring", "up")["hosts"][0]["changed"] is False

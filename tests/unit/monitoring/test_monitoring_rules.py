@@ -38,7 +38,10 @@ VARIANTS = {
         cert_expiry_days = 21
     """,
     "slack": 'alerts = { receiver = "slack", slack_channel = "#ops" }',
+    "webhook": 'alerts = { receiver = "webhook", webhook_url = "https://alerts.example.com/am", '
+               'webhook_token_env = "ALERT_TOKEN" }',
 }
+PEOPLE = {"defaults": "none", "slack": "slack", "webhook": "webhook"}
 
 
 def run(argv: list[str], cwd: Path | None = None) -> subprocess.CompletedProcess:
@@ -77,12 +80,31 @@ def test_rendered_alertmanager_config_passes_amtool(tmp_path, variant):
     # secrets are files the container reads, never values in the config
     assert "https://hooks" not in text and "password:" not in text
     receiver = doc["route"]["receiver"]
-    assert receiver == {"defaults": "none", "slack": "slack"}.get(variant, "email")
+    assert receiver == PEOPLE.get(variant, "email")
     if receiver == "email":
         assert doc["global"]["smtp_auth_password_file"] == "/run/secrets/alertmanager/smtp_password"
         assert doc["receivers"][0]["email_configs"][0]["to"] == "ops@example.com, dev@example.com"
     if receiver == "slack":
         assert doc["receivers"][0]["slack_configs"][0]["api_url_file"] == "/run/secrets/alertmanager/slack_webhook_url"
+    if receiver == "webhook":
+        # the URL is in the config (Alertmanager 0.25 reads no url_file); the token is a file
+        assert doc["receivers"][0]["webhook_configs"] == [{
+            "url": "https://alerts.example.com/am", "send_resolved": True,
+            "http_config": {"authorization": {"type": "Bearer",
+                                              "credentials_file": "/run/secrets/alertmanager/webhook_token"}}}]
+    # exactly one receiver for people, and it is the one the route names
+    assert [r["name"] for r in doc["receivers"] if r["name"] != "deadman"] == [receiver]
+
+
+def test_a_webhook_without_a_token_sends_no_authorization(tmp_path):
+    out = write_rendered(tmp_path, 'alerts = { receiver = "webhook", webhook_url = "http://127.0.0.1:8999/hook" }')
+    am = out / "alertmanager.yml"
+    r = run(["amtool", "check-config", str(am)])
+    assert r.returncode == 0, r.stdout + r.stderr
+    (hook,) = [r for r in yaml.safe_load(am.read_text())["receivers"] if r["name"] == "webhook"]
+    assert hook["webhook_configs"] == [{"url": "http://127.0.0.1:8999/hook", "send_resolved": True}]
+    assert routes(am, "alertname=InstanceDown", "severity=page") == "webhook"
+    assert routes(am, "alertname=Watchdog", "severity=none") == "deadman"
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
@@ -106,7 +128,7 @@ def routes(path: Path, *labels: str) -> str:
 def test_the_watchdog_goes_to_the_dead_mans_switch_and_never_to_people(tmp_path, variant):
     out = write_rendered(tmp_path, VARIANTS[variant])
     am = out / "alertmanager.yml"
-    people = {"defaults": "none", "slack": "slack"}.get(variant, "email")
+    people = PEOPLE.get(variant, "email")
     assert routes(am, "alertname=Watchdog", "severity=none", "host=web-1") == "deadman"
     assert routes(am, "alertname=InstanceDown", "severity=page") == people
     assert routes(am, "alertname=DeployFailed", "severity=ticket") == people

@@ -54,6 +54,18 @@ def test_alert_receiver_secrets_come_from_the_named_variables():
     assert secrets_of(config(), s, {}, grafana=False) == []
 
 
+def test_a_webhook_token_comes_from_its_variable_and_a_plain_webhook_needs_none():
+    cfg = config('alerts = { receiver = "webhook", webhook_url = "https://a.example.com/h", webhook_token_env = "TOK" }')
+    s = settings(cfg)
+    with pytest.raises(ConfigError, match="TOK is not set"):
+        secrets_of(cfg, s, {}, grafana=False)
+    (secret,) = secrets_of(cfg, s, {"TOK": "t0k3n"}, grafana=False)
+    assert secret.path.endswith("/secrets/alertmanager/webhook_token") and secret.value == "t0k3n"
+    assert secret.owner == "65534:65534"
+    plain = config('alerts = { receiver = "webhook", webhook_url = "https://a.example.com/h" }')
+    assert secrets_of(plain, settings(plain), {}, grafana=False) == []
+
+
 def test_only_files_whose_content_differs_on_the_host_are_installed():
     files = [render.File("/r/a.yml", "a\n"), render.File("/r/b.yml", "b\n"), render.File("/r/c.yml", "c\n")]
     a, old = sha256_text("a\n"), sha256_text("old")
