@@ -151,3 +151,47 @@ def load():
     yield start
     for lo in loads:
         lo.kill()
+
+
+@dataclass
+class BalancedStack:
+    """EC2 instances in one moto target group, and the exported stack outputs naming them."""
+
+    ids: list[str]
+    arn: str
+    elbv2: object
+
+    def states(self) -> dict[str, str]:
+        d = self.elbv2.describe_target_health(TargetGroupArn=self.arn)["TargetHealthDescriptions"]
+        return {x["Target"]["Id"]: x["TargetHealth"]["State"] for x in d}
+
+
+def balanced_stack_for(moto_endpoint: str, app: "App", outputs: Path, group: str, hosts: list[dict],
+                       others: int = 0) -> BalancedStack:
+    """Reset moto, make one instance per entry of ``hosts`` (stack-output host dicts without
+    instanceId/targetGroupArn) plus ``others`` that serve in the group but are not in the
+    outputs, register them all in a target group, write the stack outputs and point the app's
+    ferry.toml at them (ssh to the local target's port)."""
+    import httpx
+
+    from ferry.aws import session
+
+    httpx.post(f"{moto_endpoint}/moto-api/reset", timeout=10).raise_for_status()
+    ec2, elbv2 = session.client("ec2", "eu-west-1"), session.client("elbv2", "eu-west-1")
+    vpc = ec2.create_vpc(CidrBlock="10.42.0.0/16")["Vpc"]["VpcId"]
+    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.42.0.0/20", AvailabilityZone="eu-west-1a")["Subnet"]["SubnetId"]
+    n = len(hosts) + others
+    ids = [i["InstanceId"] for i in ec2.run_instances(ImageId="ami-0f00dfeedface0001", MinCount=n, MaxCount=n,
+                                                       InstanceType="t3.small", SubnetId=subnet)["Instances"]]
+    arn = elbv2.create_target_group(Name=group, Protocol="HTTP", Port=80, VpcId=vpc, TargetType="instance",
+                                    HealthCheckPath="/healthz")["TargetGroups"][0]["TargetGroupArn"]
+    elbv2.register_targets(TargetGroupArn=arn, Targets=[{"Id": i} for i in ids])
+    outputs.write_text(json.dumps({
+        "region": "eu-west-1", "sshUser": "root", "targetGroupArns": [arn],
+        "hosts": [{**h, "instanceId": i, "targetGroupArn": arn} for h, i in zip(hosts, ids)],
+    }))
+    text = app.config.read_text().replace('hosts = ["root@127.0.0.1:2222"]',
+                                          f'stack_outputs = "{outputs}"\nssh_port = 2222')
+    app.config.write_text(text)
+    return BalancedStack(ids, arn, elbv2)
+

@@ -24,7 +24,7 @@ import threading
 
 import pytest
 
-from .conftest import ferry
+from .conftest import balanced_stack_for, ferry
 
 pytestmark = pytest.mark.integration
 
@@ -34,35 +34,15 @@ HOST2 = "root@localhost:2222"
 
 @pytest.fixture
 def two_host_stack(moto_endpoint, app, tmp_path, monkeypatch):
-    import httpx
     from moto.elbv2.models import ELBv2Backend
 
-    from ferry.aws import session
-
-    httpx.post(f"{moto_endpoint}/moto-api/reset", timeout=10).raise_for_status()
-    ec2, elbv2 = session.client("ec2", "eu-west-1"), session.client("elbv2", "eu-west-1")
-    vpc = ec2.create_vpc(CidrBlock="10.42.0.0/16")["Vpc"]["VpcId"]
-    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.42.0.0/20", AvailabilityZone="eu-west-1a")["Subnet"]["SubnetId"]
-    ids = [i["InstanceId"] for i in ec2.run_instances(ImageId="ami-0f00dfeedface0001", MinCount=2, MaxCount=2,
-                                                       InstanceType="t3.small", SubnetId=subnet)["Instances"]]
-    arn = elbv2.create_target_group(Name="t-two-hosts", Protocol="HTTP", Port=80, VpcId=vpc, TargetType="instance",
-                                    HealthCheckPath="/healthz")["TargetGroups"][0]["TargetGroupArn"]
-    elbv2.register_targets(TargetGroupArn=arn, Targets=[{"Id": i} for i in ids])
-    outputs = tmp_path / "stack-outputs.json"
     # both are this machine's sshd (it listens on 127.0.0.1:2222 only); host 2 has no public IP
     # but a public DNS name, which ferry connects to instead
-    outputs.write_text(json.dumps({
-        "region": "eu-west-1", "sshUser": "root", "targetGroupArns": [arn],
-        "hosts": [
-            {"name": "web-1", "instanceId": ids[0], "publicIp": "127.0.0.1", "privateIp": "10.42.0.11",
-             "targetGroupArn": arn},
-            {"name": "web-2", "instanceId": ids[1], "publicDns": "localhost", "privateIp": "10.42.0.12",
-             "targetGroupArn": arn},
-        ],
-    }))
-    text = app.config.read_text().replace('hosts = ["root@127.0.0.1:2222"]',
-                                          f'stack_outputs = "{outputs}"\nssh_port = 2222')
-    app.config.write_text(text)
+    stack = balanced_stack_for(moto_endpoint, app, tmp_path / "stack-outputs.json", "t-two-hosts", [
+        {"name": "web-1", "publicIp": "127.0.0.1", "privateIp": "10.42.0.11"},
+        {"name": "web-2", "publicDns": "localhost", "privateIp": "10.42.0.12"},
+    ])
+    ids, arn = stack.ids, stack.arn
 
     # moto's side of the story: every (de)registration ferry makes, with the group's members
     # right after it; and an optional hook run inside moto before it answers a deregistration
@@ -92,11 +72,7 @@ def two_host_stack(moto_endpoint, app, tmp_path, monkeypatch):
     monkeypatch.setattr(ELBv2Backend, "deregister_targets", deregister_targets)
     monkeypatch.setattr(ELBv2Backend, "register_targets", register_targets)
 
-    def states():
-        d = elbv2.describe_target_health(TargetGroupArn=arn)["TargetHealthDescriptions"]
-        return {x["Target"]["Id"]: x["TargetHealth"]["State"] for x in d}
-
-    return ids, states, calls, hooks
+    return ids, stack.states, calls, hooks
 
 
 def positions(err: str, *needles: str) -> list[int]:
