@@ -28,7 +28,7 @@ class FerryError(Exception):
         return self.message
 
     def to_json(self) -> dict:
-        return {**(getattr(self, "details", None) or {}), "error": type(self).__name__, "message": self.message, "hint": self.hint}
+        return {**self.details, "error": type(self).__name__, "message": self.message, "hint": self.hint}
 
 
 class ConfigError(FerryError):

@@ -167,7 +167,7 @@ def for_each_host(cfg: Config, progress: Progress, action: Callable[[HostDeploye
                 # what was live there when ferry looked, before the failed step (null: nothing)
                 live = d.observed.live
                 details["failed_host_live"] = live.to_json() if live else None
-            e.details = {**(getattr(e, "details", None) or {}), **details}
+            e.details.update(details)
             raise
     return {"ok": True, "url": cfg.url, "hosts": done}
 
