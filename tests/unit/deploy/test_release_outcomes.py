@@ -20,7 +20,7 @@ from ferry.errors import FerryError, HealthCheckFailed, HostError, PostDeployHoo
 from ferry.progress import NULL
 
 ROOT = Path(__file__).resolve().parents[3]
-HOSTS = ["root@10.0.0.1", "root@10.0.0.2", "root@10.0.0.3"]
+HOSTS = ["root@web-1.test", "root@web-2.test", "root@web-3.test"]
 
 
 def cfg(**deploy):
@@ -41,7 +41,7 @@ class FakeDeployer:
         self.observed = None
 
     def deploy(self, _target) -> dict:
-        if self.name == "root@10.0.0.2":
+        if self.name == "root@web-2.test":
             if self.observe:
                 self.observed = HostState(history=None, live_colour=self.live.colour if self.live else None,
                                           containers={self.live.colour: self.live} if self.live else {})
@@ -64,18 +64,18 @@ def test_a_stop_part_way_attaches_done_failed_untouched_and_the_failed_hosts_liv
         R.for_each_host(cfg(), NULL, lambda d: d.deploy(None), "deploy")
     e = ei.value
     # the human line is as before
-    assert e.message == ("root@10.0.0.2: hello-green is not healthy [stopped at host 2/3; "
-                         "done: root@10.0.0.1: r-new; untouched: root@10.0.0.3]")
+    assert e.message == ("root@web-2.test: hello-green is not healthy [stopped at host 2/3; "
+                         "done: root@web-1.test: r-new; untouched: root@web-3.test]")
     assert e.details == {
-        "hosts": [{"host": "root@10.0.0.1", "action": "deployed", "release": "r-new", "colour": "green"}],
-        "failed_host": "root@10.0.0.2",
-        "untouched": ["root@10.0.0.3"],
+        "hosts": [{"host": "root@web-1.test", "action": "deployed", "release": "r-new", "colour": "green"}],
+        "failed_host": "root@web-2.test",
+        "untouched": ["root@web-3.test"],
         "failed_host_live": {"colour": "blue", "name": "hello-blue", "running": True, "release": "r-old",
                              "version": "1.0", "digest": "sha256:aa", "state": "Up"},
     }
     doc = {**e.to_json(), "ok": False}
     json.dumps(doc)  # a JSON document as it is
-    assert doc["error"] == "HealthCheckFailed" and doc["failed_host"] == "root@10.0.0.2"
+    assert doc["error"] == "HealthCheckFailed" and doc["failed_host"] == "root@web-2.test"
 
 
 def test_nothing_live_is_null_and_a_host_never_observed_has_no_live_key(fake_hosts, monkeypatch):
@@ -99,13 +99,13 @@ def test_an_unreachable_first_host_reports_no_done_host_and_everything_after_unt
     monkeypatch.setattr(R, "connect", unreachable)
     with pytest.raises(HostError) as ei:
         R.for_each_host(cfg(), NULL, lambda d: d.deploy(None), "deploy")
-    assert ei.value.details == {"hosts": [], "failed_host": "root@10.0.0.1",
-                                "untouched": ["root@10.0.0.2", "root@10.0.0.3"]}
+    assert ei.value.details == {"hosts": [], "failed_host": "root@web-1.test",
+                                "untouched": ["root@web-2.test", "root@web-3.test"]}
 
 
 RESULT = {"ok": True, "url": "http://127.0.0.1:8080", "version": "1.4.2", "digest": "sha256:" + "b" * 64,
           "image": "127.0.0.1:5000/hello@sha256:" + "b" * 64,
-          "hosts": [{"host": "root@10.0.0.1", "release": "r1"}, {"host": "root@10.0.0.2", "release": "r2"}]}
+          "hosts": [{"host": "root@web-1.test", "release": "r1"}, {"host": "root@web-2.test", "release": "r2"}]}
 
 
 def py(code: str) -> str:
@@ -122,7 +122,7 @@ def test_hooks_run_in_order_with_the_releases_facts_in_their_environment(tmp_pat
     assert {k: env[k] for k in ("FERRY_APP", "FERRY_VERSION", "FERRY_IMAGE", "FERRY_DIGEST", "FERRY_RELEASE",
                                 "FERRY_HOSTS", "FERRY_URL")} == {
         "FERRY_APP": c.app.name, "FERRY_VERSION": "1.4.2", "FERRY_IMAGE": RESULT["image"],
-        "FERRY_DIGEST": RESULT["digest"], "FERRY_RELEASE": "r2", "FERRY_HOSTS": "root@10.0.0.1,root@10.0.0.2",
+        "FERRY_DIGEST": RESULT["digest"], "FERRY_RELEASE": "r2", "FERRY_HOSTS": "root@web-1.test,root@web-2.test",
         "FERRY_URL": c.url}
 
 
@@ -137,7 +137,7 @@ def test_a_failing_hook_is_its_own_error_exit_4_with_its_output_and_what_is_live
                                 "failed (exit 3): ")
     assert "checking /version" in e.message and "smoke test: got 500" in e.message
     assert "\n" not in str(e)
-    assert "[released: root@10.0.0.1: r1, root@10.0.0.2: r2]" in e.message
+    assert "[released: root@web-1.test: r1, root@web-2.test: r2]" in e.message
     assert "release itself is live" in e.hint
     assert e.details["hosts"] == RESULT["hosts"] and e.details["failed_hook"] == c.deploy.post_deploy[0]
     assert e.details["hooks"] == [{"command": c.deploy.post_deploy[0], "exit_code": 3}]

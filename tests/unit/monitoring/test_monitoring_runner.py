@@ -99,8 +99,8 @@ def test_open_on_a_remote_host_prints_the_tunnel_and_on_this_machine_the_urls():
     assert local["command"] is None and "this machine" in local["note"]
     shifted = open_tunnel(config(), offset=10000)
     assert shifted["prometheus_url"] == "http://127.0.0.1:19090" and "-p" in shifted["command"]
-    with pytest.raises(ConfigError, match="--host 10.0.0.9: not one of this app's hosts"):
-        open_tunnel(remote, host="10.0.0.9")
+    with pytest.raises(ConfigError, match="--host web-9.test: not one of this app's hosts"):
+        open_tunnel(remote, host="web-9.test")
 
 
 def test_image_tags_are_the_upstream_version_of_the_debian_package():
