@@ -71,6 +71,16 @@ class ImageConfig:
     interpreter: str = ""
     # the wheels' platform tag: glibc of the base image or older (Debian 12 has 2.36)
     manylinux: str = "manylinux_2_28"
+    # Debian packages for the app (libpq5, sqlite3, ffmpeg): resolved against the base's own
+    # suite and architecture, one layer between the base and the dependencies
+    packages: tuple[str, ...] = ()
+    # build steps, each an argv run in a sandbox over the assembled image (bubblewrap), e.g.
+    # [["python3", "manage.py", "collectstatic", "--noinput"]]; what they write is one layer
+    build: tuple[tuple[str, ...], ...] = ()
+    build_env: dict[str, str] = field(default_factory=dict)
+    build_network: bool = False  # build steps run without a network unless this is true
+    # a uv workspace: the member package whose dependencies (from the workspace's uv.lock) go in
+    package: str | None = None
 
 
 @dataclass(frozen=True)
@@ -85,6 +95,18 @@ class Health:
 class Resources:
     memory: str | None = None  # docker --memory, e.g. "512m"
     cpus: str | None = None  # docker --cpus, e.g. "1.5"
+
+
+@dataclass(frozen=True)
+class ProcessConfig:
+    """[processes.NAME]: a background process (Celery, RQ, a scheduler loop) from the app's image,
+    with the app's env, secrets and volumes; containers <app>-<name>-<n>."""
+
+    command: tuple[str, ...]
+    replicas: int = 1
+    stop_timeout: float = 30.0  # SIGTERM, then this long before SIGKILL
+    healthy_after: float = 5.0  # running, not restarting, this long: the gate (without `health`)
+    health: tuple[str, ...] = ()  # or a command run in the container (docker exec) that exits 0
 
 
 @dataclass(frozen=True)
@@ -110,6 +132,14 @@ class DeployConfig:
     nginx: str = "nginx"
     nginx_conf: str = "/etc/nginx/nginx.conf"
     post_deploy: tuple[str, ...] = ()
+    # run once per release, on the first host, in a one-off container of the new image before
+    # the new colour starts (migrations): Heroku's release phase
+    release_command: tuple[str, ...] = ()
+    release_timeout: float = 600.0
+    # NAME -> path in the container; on the host <root>/<app>/volumes/NAME, owned by the image's
+    # user, mounted into both colours, the release command, workers and `ferry exec`
+    volumes: dict[str, str] = field(default_factory=dict)
+    parallel: int = 1  # hosts swapped at a time
 
 
 @dataclass(frozen=True)
@@ -118,6 +148,18 @@ class ProxyConfig:
     http_port: int = 80
     https_port: int = 443
     public_url: str | None = None  # how users reach the app; derived from domain/ports if unset
+    max_body: str = "100m"  # nginx client_max_body_size: uploads
+    read_timeout: float = 60.0  # nginx proxy_read_timeout (long polls, SSE)
+    gzip: bool = True  # compress text responses
+    # URL prefix -> volume name (deploy.volumes): nginx serves its files itself, e.g.
+    # serve = { "/media/" = "media" }
+    serve: dict[str, str] = field(default_factory=dict)
+    # addresses whose X-Forwarded-For is trusted for the client IP (set_real_ip_from); behind
+    # the stack's load balancer its VPC CIDR is added from the stack outputs
+    real_ip_from: tuple[str, ...] = ()
+    # a folder of the repository with its own nginx templates (site.conf.j2, proxy.conf.j2,
+    # upstream.conf.j2, tls.conf.j2) overriding ferry's; unset: ferry's own
+    templates: str | None = None
 
 
 ACME_DIRECTORIES = {
@@ -407,6 +449,37 @@ def textfile_dir(m: MonitoringConfig, deploy_root: str) -> str:
 
 
 @dataclass(frozen=True)
+class BackupConfig:
+    keep: int = 7  # dumps kept under <root>/<app>/backups/<accessory>/
+    s3_bucket: str | None = None  # also upload each dump here (boto3, the deployer's credentials)
+    s3_prefix: str = ""
+
+
+ACCESSORY_KINDS = ("postgres", "redis", "rds", "image")
+
+
+@dataclass(frozen=True)
+class AccessoryConfig:
+    """[accessories.NAME]: a service beside the app (Kamal's accessories). ``postgres`` and
+    ``redis`` run on the (first) host from images assembled from Debian's binaries, bound to
+    127.0.0.1, data in a volume; ``rds`` is the stack's RDS instance (stack outputs + its
+    Secrets Manager secret); ``image`` is any image pinned by digest."""
+
+    kind: str = "image"
+    version: str | None = None  # postgres major (15 bookworm, 17 trixie, 18 forky); redis: the suite's
+    image: str | None = None  # repo@sha256:...: overrides the built image (or the image of kind "image")
+    port: int | None = None  # on 127.0.0.1; default 5432 (postgres), 6379 (redis)
+    url_env: str | None = None  # the app's env gets the connection URL under this name (a secret)
+    database: str | None = None  # postgres database and user; default the app's name
+    user: str | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    command: tuple[str, ...] = ()  # kind "image": the container's arguments
+    volume: str | None = None  # kind "image": container path of its data volume
+    host: str | None = None  # which of deploy.hosts runs it; default the first
+    backup: BackupConfig = field(default_factory=BackupConfig)
+
+
+@dataclass(frozen=True)
 class LocalConfig:
     state_dir: str = "/var/lib/ferry-local"
     registry_port: int = 5000
@@ -426,6 +499,8 @@ class Config:
     tls: TlsConfig = field(default_factory=TlsConfig)
     monitoring: MonitoringConfig = field(default_factory=MonitoringConfig)
     local: LocalConfig = field(default_factory=LocalConfig)
+    processes: dict[str, ProcessConfig] = field(default_factory=dict)
+    accessories: dict[str, AccessoryConfig] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         # tls.metrics_dir defaults to the textfile directory the monitoring stack reads
@@ -508,7 +583,8 @@ def _convert(value: Any, tp: Any, where: str, fname: str) -> Any:
     raise ConfigError(f"{where}: expected {_type_name(tp)}, got {value!r}")
 
 
-_DURATIONS = {"interval", "timeout", "drain_timeout", "keep_previous"}
+_DURATIONS = {"interval", "timeout", "drain_timeout", "keep_previous", "release_timeout", "stop_timeout",
+              "healthy_after", "read_timeout"}
 
 
 def _read_section(data: dict, cls: type, where: str) -> Any:
@@ -584,11 +660,116 @@ def _validate(cfg: Config) -> None:
     if d.restart not in ("no", "always", "unless-stopped", "on-failure"):
         raise ConfigError(f"deploy.restart: {d.restart!r} is not a Docker restart policy",
                           "use no, always, unless-stopped or on-failure")
+    _validate_real_apps(cfg)
     p = cfg.proxy
     if p.http_port == p.https_port:
         raise ConfigError("proxy: http_port and https_port must differ", "e.g. 80 and 443")
     if p.http_port in ports or p.https_port in ports:
         raise ConfigError("proxy: nginx's ports collide with deploy.colours", "give nginx and each colour their own ports")
+
+
+_DEB_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9+.-]+$")
+_SIZE_RE = re.compile(r"^\d+[kKmMgG]?$")
+_CONTAINER_PATH_RE = re.compile(r"^/[A-Za-z0-9._/-]*$")
+
+
+def _argv(where: str, argv: tuple[str, ...], example: str) -> None:
+    if not argv or not all(isinstance(a, str) and a for a in argv):
+        raise ConfigError(f"{where}: expected a command as a list of words", f"e.g. {example}")
+
+
+def _validate_real_apps(cfg: Config) -> None:
+    """The keys real apps need: system packages, build steps, release command, volumes,
+    processes, proxy limits and accessories."""
+    i, d, p = cfg.image, cfg.deploy, cfg.proxy
+    for name in i.packages:
+        if not _DEB_NAME_RE.match(name):
+            raise ConfigError(f"image.packages: {name!r} is not a Debian package name",
+                              'e.g. packages = ["libpq5", "sqlite3"]')
+    for n, step in enumerate(i.build):
+        _argv(f"image.build[{n}]", step, 'build = [["python3", "manage.py", "collectstatic", "--noinput"]]')
+    for k in i.build_env:
+        if not _ENV_NAME_RE.match(k):
+            raise ConfigError(f"image.build_env: {k!r} is not an environment variable name", 'e.g. build_env = { DJANGO_SETTINGS_MODULE = "mysite.settings" }')
+    if i.package is not None and not re.match(r"^[A-Za-z0-9][A-Za-z0-9._-]*$", i.package):
+        raise ConfigError(f"image.package: {i.package!r} is not a package name", 'the workspace member, e.g. package = "app"')
+    if d.release_command:
+        _argv("deploy.release_command", d.release_command, 'release_command = ["python3", "manage.py", "migrate", "--noinput"]')
+    if d.release_timeout <= 0:
+        raise ConfigError("deploy.release_timeout: must be positive", 'e.g. release_timeout = "10m"')
+    if d.parallel < 1:
+        raise ConfigError("deploy.parallel: must be at least 1", "parallel = 1 swaps one host at a time")
+    seen_paths: dict[str, str] = {}
+    for name, path in d.volumes.items():
+        if not _NAME_RE.match(name):
+            raise ConfigError(f"deploy.volumes: {name!r} is not a valid volume name",
+                              "lower-case letters, digits and dashes, e.g. volumes = { media = \"/app/media\" }")
+        if not _CONTAINER_PATH_RE.match(path) or path.rstrip("/") in ("", "/proc", "/sys", "/dev", "/etc", "/usr", "/bin"):
+            raise ConfigError(f"deploy.volumes.{name}: {path!r} is not a usable absolute path in the container",
+                              'e.g. media = "/app/media"')
+        if path.rstrip("/") in seen_paths:
+            raise ConfigError(f"deploy.volumes: {seen_paths[path.rstrip('/')]} and {name} both mount {path}",
+                              "give each volume its own path")
+        seen_paths[path.rstrip("/")] = name
+    for name, proc in cfg.processes.items():
+        w = f"processes.{name}"
+        if not _NAME_RE.match(name) or name in ("blue", "green", "release", "exec"):
+            raise ConfigError(f"{w}: {name!r} is not a usable process name",
+                              "lower-case letters, digits and dashes, not blue/green/release/exec; e.g. [processes.worker]")
+        _argv(f"{w}.command", proc.command, 'command = ["celery", "-A", "proj", "worker"]')
+        if not (0 <= proc.replicas <= 32):
+            raise ConfigError(f"{w}.replicas: {proc.replicas} is out of range", "use 0-32 (0 stops the process)")
+        if proc.health:
+            _argv(f"{w}.health", proc.health, 'health = ["celery", "-A", "proj", "inspect", "ping"]')
+    if not _SIZE_RE.match(p.max_body):
+        raise ConfigError(f"proxy.max_body: {p.max_body!r} is not an nginx size", 'e.g. max_body = "100m" ("0" for no limit)')
+    if p.read_timeout <= 0:
+        raise ConfigError("proxy.read_timeout: must be positive", 'e.g. read_timeout = "60s"')
+    for prefix, volume in p.serve.items():
+        if not re.match(r"^/[A-Za-z0-9._~/-]*/$", prefix):
+            raise ConfigError(f"proxy.serve: {prefix!r} is not a URL prefix like \"/media/\"", "start and end it with /")
+        if volume not in d.volumes:
+            raise ConfigError(f"proxy.serve.{prefix}: {volume!r} is not one of deploy.volumes ({', '.join(sorted(d.volumes)) or 'none'})",
+                              'declare it, e.g. [deploy] volumes = { media = "/app/media" }')
+    for cidr in p.real_ip_from:
+        try:
+            ipaddress.ip_network(cidr, strict=False)
+        except ValueError:
+            raise ConfigError(f"proxy.real_ip_from: {cidr!r} is not an address or CIDR", 'e.g. real_ip_from = ["10.0.0.0/16"]') from None
+    if p.templates is not None and not cfg.resolve(p.templates).is_dir():
+        raise ConfigError(f"proxy.templates: {p.templates!r} is not a directory (looked in {cfg.resolve(p.templates)})",
+                          "point it at a folder with your own site.conf.j2 / proxy.conf.j2, or remove the key")
+    ports = {"deploy.colours": set(d.colours.values()), "proxy": {p.http_port, p.https_port}}
+    for name, a in cfg.accessories.items():
+        w = f"accessories.{name}"
+        if not _NAME_RE.match(name):
+            raise ConfigError(f"{w}: {name!r} is not a usable name", "lower-case letters, digits and dashes, e.g. [accessories.db]")
+        if a.kind not in ACCESSORY_KINDS:
+            raise ConfigError(f"{w}.kind: {a.kind!r} is not known", f"use one of {', '.join(ACCESSORY_KINDS)}")
+        if a.kind == "image" and not a.image:
+            raise ConfigError(f"{w}: kind \"image\" needs image = \"repo@sha256:...\"", 'or kind = "postgres" / "redis"')
+        if a.image is not None and not re.match(r"^[a-z0-9][a-z0-9._:/-]*@sha256:[0-9a-f]{64}$", a.image):
+            raise ConfigError(f"{w}.image: {a.image!r} is not pinned by digest", 'e.g. image = "registry.example.com/db@sha256:<64 hex>"')
+        if a.kind == "postgres" and a.version is not None and a.version not in ("15", "17", "18"):
+            raise ConfigError(f"{w}.version: PostgreSQL {a.version} is not one a Debian suite ships",
+                              "use 15 (bookworm), 17 (trixie) or 18 (forky)")
+        if a.url_env is not None and not _ENV_NAME_RE.match(a.url_env):
+            raise ConfigError(f"{w}.url_env: {a.url_env!r} is not an environment variable name", 'e.g. url_env = "DATABASE_URL"')
+        if a.port is not None:
+            if not (1024 <= a.port < 65536):
+                raise ConfigError(f"{w}.port: {a.port} is not a usable port", "use 1024-65535")
+            for what, taken in ports.items():
+                if a.port in taken:
+                    raise ConfigError(f"{w}.port: {a.port} is already used by {what}", "give the accessory its own port")
+            ports[w] = {a.port}
+        for k in ("database", "user"):
+            v = getattr(a, k)
+            if v is not None and not re.match(r"^[a-z_][a-z0-9_]{0,62}$", v):
+                raise ConfigError(f"{w}.{k}: {v!r} is not a PostgreSQL identifier", "lower-case letters, digits and _")
+        if a.volume is not None and not _CONTAINER_PATH_RE.match(a.volume):
+            raise ConfigError(f"{w}.volume: {a.volume!r} is not an absolute path", 'e.g. volume = "/data"')
+        if a.backup.keep < 1:
+            raise ConfigError(f"{w}.backup.keep: must be at least 1", "keep = 7")
 
 
 def parse(data: dict, path: Path) -> Config:
@@ -608,7 +789,10 @@ def parse(data: dict, path: Path) -> Config:
             if name in data:
                 if not isinstance(data[name], dict):
                     raise ConfigError(f"{name}: expected a [{name}] table")
-                kwargs[name] = _read_section(data[name], hints[name], name)
+                if dataclasses.is_dataclass(hints[name]):
+                    kwargs[name] = _read_section(data[name], hints[name], name)
+                else:  # [processes.NAME], [accessories.NAME]: a table of sections
+                    kwargs[name] = _convert(data[name], hints[name], name, name)
         cfg = Config(path=path, **kwargs)
         _validate(cfg)
         return cfg

@@ -420,11 +420,12 @@ def inventory(target: Path) -> tuple[Distribution, ...]:
     import email.parser  # only when a dependency layer is built: keeps `ferry build` quick to start
     import email.policy
 
-    parser = email.parser.BytesParser(policy=email.policy.compat32)
+    # read as text, as importlib.metadata does: the bytes parser turns a header with non-ASCII
+    # bytes (an author's name, a licence text) into an email.header.Header, not a str
+    parser = email.parser.Parser(policy=email.policy.compat32)
     out = []
     for meta in sorted(target.glob("*.dist-info/METADATA")):
-        with open(meta, "rb") as f:
-            msg = parser.parse(f, headersonly=True)
+        msg = parser.parsestr(meta.read_bytes().decode("utf-8", errors="replace"), headersonly=True)
         home = (msg.get("Home-page") or "").strip()
         if not home:
             for url in msg.get_all("Project-URL") or []:

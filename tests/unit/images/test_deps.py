@@ -216,3 +216,16 @@ def test_install_passes_the_environment_through(tmp_path, monkeypatch):
     cmd, kw = run.calls[0]
     assert cmd[1:3] == ["pip", "install"] and kw["env"]["UV_DEFAULT_INDEX"] == "https://i/simple"
     assert kw["env"]["UV_CACHE_DIR"] == str(tmp_path / "uvc")
+
+
+def test_inventory_reads_metadata_with_non_ascii_header_bytes(tmp_path):
+    # pydantic, SQLAlchemy, psycopg, grpcio and celery ship METADATA like this: read as bytes
+    # with compat32 these headers came back as email.header.Header objects, not str
+    d = tmp_path / "x-1.0.dist-info"
+    d.mkdir()
+    (d / "METADATA").write_bytes("Metadata-Version: 2.1\nName: x\nVersion: 1.0\n"
+                                 "Author: Jörg Müller\nLicense: MIT — see LICENSE\n"
+                                 "Summary: Ünïcode\n\nbody\n".encode())
+    (dist,) = deps.inventory(tmp_path)
+    assert (dist.name, dist.version, dist.author, dist.license, dist.summary) == \
+        ("x", "1.0", "Jörg Müller", "MIT — see LICENSE", "Ünïcode")
