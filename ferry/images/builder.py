@@ -1,48 +1,51 @@
-"""Source to image, Jib-style: base layers + a dependency layer + a source layer + config.
+"""Source to image, Jib-style: the base's layers, then one layer per step, then the config.
 
 Layers are ordered by how often they change, so a source edit rebuilds (and uploads) only the
 last, small layer and a requirements change only the dependency layer:
 
     base image layers   never downloaded: publishers mount or HEAD-check them in the target
-    /app/deps           wheels for the image's platform (deps.py), keyed by their inputs
-    /app                the service's files (source.py), keyed by their content
+    /app/deps           wheels for the image's platform (steps.DepsStep over deps.py)
+    /app                the service's files (steps.SourceStep over source.py)
 
-The builder makes an in-memory ``Image`` (or an ``ImageIndex`` for several platforms) and
-never knows where it goes; ``pipeline.py`` hands it to a publisher. What it needs from a
-registry comes in as two functions: ``fetch_base(platform)`` and, for "the registry as the
-cache", ``fetch_previous(platform)`` (the image currently under the target tag, or None).
+Each layer is a step (``steps.py``) with one key and one cache rule (local cache -> the
+previous image's labels -> make it); ``plan`` lists a platform's steps, ``build`` runs them
+bottom to top, checks the entrypoint against what they provide, and ``assemble`` stacks what
+they returned on the base. The builder makes an in-memory ``Image`` (or an ``ImageIndex``
+for several platforms) and never knows where it goes; ``pipeline.py`` hands it to a
+publisher. What it needs from a registry comes in as functions: ``fetch_base(platform)``,
+``fetch_previous(platform)`` (the image under the target tag, or None) and ``fetch_blob``.
 
-Pure parts (``image_config``, ``annotations``, ``check_entrypoint``) are unit-tested exactly.
+Pure parts (``image_config``, ``annotations``, ``check_entrypoint``, ``plan``, ``assemble``)
+are unit-tested exactly.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import subprocess
 import sys
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 from .. import __version__
 from ..errors import BuildError
 from ..progress import NULL, Progress, human_bytes
 from . import deps as deps_mod
-from .cache import Cache, CachedLayer
+from .cache import Cache
 from .deps import DEFAULT_MANYLINUX, DEFAULT_SHEBANG, DEPS_DIR, DepsSpec, Distribution, Requirements
-from .layers import GZIP_LEVEL, epoch as default_epoch, write_layer
+from .layers import epoch as default_epoch
 from .oci import (DOCKER_LAYER_GZIP, OCI_CONFIG, OCI_LAYER_GZIP, OCI_MANIFEST, Blob, Image, ImageIndex,
-                  Platform, canonical_json, sha256)
+                  Platform, canonical_json)
 from .source import SourceLayer, collect
+from .steps import (Contribution, DepsInfo, DepsStep, Layer, LayerStep, SourceStep,
+                    StepContext, label_key, label_layer, run_step)
 
 TOOL = f"ferry-{__version__}"
-SOURCE_RECIPE = "1"
 
-LABEL_DEPS_KEY = "dev.ferry.deps.key"
-LABEL_DEPS_LAYER = "dev.ferry.deps.layer"
-LABEL_DEPS_INVENTORY = "dev.ferry.deps.inventory"
+LABEL_DEPS_KEY = label_key("deps")
+LABEL_DEPS_LAYER = label_layer("deps")
 LABEL_HEALTH_PATH = "dev.ferry.health.path"
 LABEL_PORT = "dev.ferry.port"
 OCI_REVISION = "org.opencontainers.image.revision"
@@ -191,35 +194,10 @@ def annotations(spec: BuildSpec, base_digest: str | None = None) -> dict[str, st
     return a
 
 
-@dataclass(frozen=True)
-class DepsInfo:
-    """What the image records about its dependency layer (and reads back on a fresh machine)."""
-
-    key: str
-    digest: str
-    diff_id: str
-    size: int
-    packages: tuple[Distribution, ...] = ()
-    scripts: tuple[str, ...] = ()
-    modules: tuple[str, ...] = ()
-
-    def inventory_json(self) -> str:
-        # the whole metadata, so an SBOM made on a fresh machine from this label is byte-identical
-        # to one made where the dependency layer was built
-        return json.dumps({"packages": [d.to_json() for d in self.packages],
-                           "scripts": list(self.scripts), "modules": list(self.modules)},
-                          separators=(",", ":"), sort_keys=True)
-
-    @staticmethod
-    def parse_inventory(text: str) -> tuple[tuple[Distribution, ...], tuple[str, ...], tuple[str, ...]]:
-        doc = json.loads(text)
-        pk = tuple(Distribution.from_json(d) for d in doc.get("packages", []))
-        return pk, tuple(doc.get("scripts", [])), tuple(doc.get("modules", []))
-
-
-def image_config(base_config: dict, spec: BuildSpec, platform: Platform, diff_ids: list[str],
-                 deps: DepsInfo | None, base_digest: str | None = None) -> dict:
-    """The image config: the base's, with ferry's layers, environment, entrypoint and labels.
+def image_config(base_config: dict, spec: BuildSpec, platform: Platform, layers: Sequence[Layer],
+                 base_digest: str | None = None) -> dict:
+    """The image config: the base's, with ferry's layers (in order), environment, entrypoint
+    and labels.
 
     Nothing about the build machine goes in: the time is the fixed epoch, no hostname, no
     container id, no builder version (upgrading ferry must not change an image's digest
@@ -228,11 +206,11 @@ def image_config(base_config: dict, spec: BuildSpec, platform: Platform, diff_id
     env = _env_dict(bc.get("Env"))
     path = env.get("PATH", DEFAULT_PATH)
     pythonpath = [spec.workdir]
-    if deps is not None:
-        dep_dir = "/" + DEPS_DIR
-        if not path.startswith(dep_dir + "/bin:"):
-            path = f"{dep_dir}/bin:{path}"
-        pythonpath.append(dep_dir)
+    for layer in layers:
+        if layer.path and not path.startswith(layer.path + ":"):
+            path = f"{layer.path}:{path}"
+        if layer.pythonpath:
+            pythonpath.append(layer.pythonpath)
     env["PATH"] = path
     env["PYTHONPATH"] = ":".join(pythonpath + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
     env["PYTHONUNBUFFERED"] = "1"  # logs reach `docker logs` as they happen
@@ -248,10 +226,8 @@ def image_config(base_config: dict, spec: BuildSpec, platform: Platform, diff_id
     if spec.health_path:
         labels[LABEL_HEALTH_PATH] = spec.health_path
     labels.update(spec.labels)
-    if deps is not None:  # ferry's own bookkeeping wins over a user label of the same name
-        labels[LABEL_DEPS_KEY] = deps.key
-        labels[LABEL_DEPS_LAYER] = deps.digest
-        labels[LABEL_DEPS_INVENTORY] = deps.inventory_json()
+    for layer in layers:  # ferry's own bookkeeping wins over a user label of the same name
+        labels.update(layer.labels)
 
     config: dict = {k: v for k, v in bc.items() if k not in ("Cmd", "Entrypoint", "Env", "Labels", "User",
                                                              "WorkingDir", "ExposedPorts", "Healthcheck",
@@ -273,17 +249,15 @@ def image_config(base_config: dict, spec: BuildSpec, platform: Platform, diff_id
     if sum(1 for h in history if not h.get("empty_layer")) != len(base_diff_ids):
         # a base without (consistent) history: describe its layers so counts line up
         history = [{"created": created, "created_by": "base image layer"} for _ in base_diff_ids]
-    if deps is not None:
-        history.append({"created": created, "created_by": f"ferry: dependencies ({DEPS_DIR}, key {deps.key[:12]})",
-                        "comment": "ferry"})
-    history.append({"created": created, "created_by": f"ferry: source ({spec.workdir})", "comment": "ferry"})
+    for layer in layers:
+        history.append({"created": created, "created_by": layer.created_by, "comment": "ferry"})
 
     out = {
         "architecture": platform.architecture,
         "os": platform.os,
         "created": created,
         "config": config,
-        "rootfs": {"type": "layers", "diff_ids": list(diff_ids)},
+        "rootfs": {"type": "layers", "diff_ids": base_diff_ids + [layer.diff_id for layer in layers]},
         "history": history,
     }
     if platform.variant:
@@ -379,14 +353,48 @@ def check_entrypoint(entrypoint: tuple[str, ...], source_files: set[str], workdi
 # --- the runner ----------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
+class BaseImage:
+    """The base as the steps see it: its model (layers by descriptor), the digest the registry
+    has for it, its config document and its layers' diff_ids."""
+
+    image: Image
+    digest: str
+    config: dict
+    diff_ids: tuple[str, ...]
+    reference: str = ""
+
+    @property
+    def layers(self) -> tuple[Blob, ...]:
+        return self.image.layers
+
+
+@dataclass(frozen=True)
 class PlatformBuild:
     platform: Platform
     image: Image
     base_layers: int
-    deps: DepsInfo | None
-    deps_origin: str | None  # "cache" | "registry" | "built"
-    source_digest: str
-    source_origin: str  # "cache" | "built"
+    layers: tuple[Layer, ...] = ()  # ferry's, in order, as the steps returned them
+
+    def layer(self, kind: str) -> Layer | None:
+        return next((layer for layer in self.layers if layer.kind == kind), None)
+
+    @property
+    def deps(self) -> DepsInfo | None:
+        layer = self.layer("deps")
+        return DepsInfo.of(layer) if layer else None
+
+    @property
+    def deps_origin(self) -> str | None:  # "cache" | "registry" | "built"
+        layer = self.layer("deps")
+        return layer.origin if layer else None
+
+    @property
+    def source_digest(self) -> str:
+        return self.layer("source").digest
+
+    @property
+    def source_origin(self) -> str:  # "cache" | "built"
+        return self.layer("source").origin
 
 
 @dataclass(frozen=True)
@@ -407,12 +415,12 @@ class BuildResult:
         return tuple(sorted(seen.values(), key=lambda d: d.name.lower()))
 
     def roles(self) -> dict[str, str]:
-        """layer digest -> "base" | "deps" | "source"."""
+        """layer digest -> "base" | "packages" | "deps" | "source" | "build"."""
         out: dict[str, str] = {}
         for b in self.builds:
-            for i, layer in enumerate(b.image.layers):
-                out.setdefault(layer.digest, "base" if i < b.base_layers else
-                               ("deps" if b.deps and layer.digest == b.deps.digest else "source"))
+            kinds = {layer.digest: layer.kind for layer in b.layers}
+            for i, blob in enumerate(b.image.layers):
+                out.setdefault(blob.digest, "base" if i < b.base_layers else kinds.get(blob.digest, "source"))
         return out
 
 
@@ -449,91 +457,71 @@ def _mountable(blob: Blob, cache: Cache, repository: str) -> Blob:
     return dataclasses.replace(blob, source=where) if where and where != repository else blob
 
 
-def _source_key(src: SourceLayer, spec: BuildSpec) -> str:
-    return sha256(canonical_json({"recipe": SOURCE_RECIPE, "content": src.key, "mtime": spec.epoch,
-                                  "gzip": GZIP_LEVEL}))[7:]
+def load_base(spec: BuildSpec, fetched, platform: Platform) -> BaseImage:
+    """The base for one platform, checked: its architecture and its layer count."""
+    # a RemoteImage also knows the digest the registry has for the base (the model's own
+    # digest is of a re-serialisation); a plain Image is taken as it is
+    base: Image = getattr(fetched, "image", fetched)
+    base_digest = getattr(fetched, "digest", None) or base.digest
+    base_cfg = base.config_json()
+    arch = base_cfg.get("architecture", base.platform.architecture)
+    if arch != platform.architecture:
+        raise BuildError(f"base image {spec.base} is {base_cfg.get('os')}/{arch}, not {platform}",
+                         "use a base with an image for every platform in image.platforms (an image index)")
+    base_diff_ids = list((base_cfg.get("rootfs") or {}).get("diff_ids") or [])
+    if len(base_diff_ids) != len(base.layers):
+        raise BuildError(f"base image {spec.base} ({platform}) lists {len(base.layers)} layers but "
+                         f"{len(base_diff_ids)} diff_ids", "rebuild or re-push the base image")
+    return BaseImage(base, base_digest, base_cfg, tuple(base_diff_ids), spec.base)
 
 
-def _source_layer(src: SourceLayer, spec: BuildSpec, cache: Cache, progress: Progress) -> tuple[CachedLayer, str]:
-    key = _source_key(src, spec)
-    hit = cache.get("source", key)
-    if hit:
-        progress.info(f"source layer: unchanged, from the local cache ({hit.digest[7:19]}, {human_bytes(hit.size)})")
-        return hit, "cache"
-    work = cache.tmpdir("source-")
-    try:
-        lf = write_layer(src.entries, work / "layer.tar.gz", spec.epoch)
-        stored = cache.put("source", key, lf.path, lf.digest, lf.diff_id, lf.size)
-    except OSError as e:
-        raise BuildError(f"could not archive the source folder {spec.source}: {e}",
-                         "a file changed or vanished while ferry read it; rerun the build") from None
-    finally:
-        cache.discard(work)
-    progress.info(f"source layer: built {stored.digest[7:19]} ({human_bytes(stored.size)}, {len(src.files)} files)")
-    return stored, "built"
+def assemble(spec: BuildSpec, base: BaseImage, layers: Sequence[Layer], platform: Platform) -> Image:
+    """Stack ferry's layers on the base (pure): the manifest, the config, the annotations."""
+    blobs = tuple(_as_oci_layer(b) for b in base.layers) + tuple(layer.blob for layer in layers)
+    img_platform = Platform(platform.os, platform.architecture, base.config.get("variant") or base.image.platform.variant)
+    config = image_config(base.config, spec, img_platform, layers, base.digest)
+    return Image(config=Blob.from_bytes(canonical_json(config), OCI_CONFIG), layers=blobs,
+                 platform=img_platform, annotations=annotations(spec, base.digest), media_type=OCI_MANIFEST)
 
 
-def _deps_from_cache(hit: CachedLayer, key: str) -> DepsInfo:
-    e = hit.extra
-    return DepsInfo(key, hit.digest, hit.diff_id, hit.size,
-                    tuple(Distribution.from_json(d) for d in e.get("packages", [])),
-                    tuple(e.get("scripts", [])), tuple(e.get("modules", [])))
+@dataclass(frozen=True)
+class Inputs:
+    """What every platform's steps share, read once: the requirements and the source."""
+
+    requirements: Requirements | None
+    source: SourceLayer
+    contributions: tuple[Contribution, ...] = ()
 
 
-def deps_from_previous(previous: Image | None, key: str) -> tuple[DepsInfo, Blob] | None:
-    """The registry as the cache: reuse the previous image's dependency layer when its
-    recorded key matches, knowing it only by digest (nothing is resolved or downloaded)."""
-    if previous is None:
-        return None
-    try:
-        cfg = previous.config_json()
-    except (LookupError, ValueError):
-        return None
-    labels = (cfg.get("config") or {}).get("Labels") or {}
-    if labels.get(LABEL_DEPS_KEY) != key:
-        return None
-    digest = labels.get(LABEL_DEPS_LAYER)
-    digests = [layer.digest for layer in previous.layers]
-    diff_ids = (cfg.get("rootfs") or {}).get("diff_ids") or []
-    if digest not in digests or len(diff_ids) != len(digests):
-        return None
-    i = digests.index(digest)
-    try:
-        packages, scripts, modules = DepsInfo.parse_inventory(labels.get(LABEL_DEPS_INVENTORY, "{}"))
-    except (ValueError, TypeError):
-        return None
-    prev = previous.layers[i]
-    # known by digest only: the publisher finds it in the target repository (HEAD) or mounts it
-    layer = Blob(digest, prev.size, OCI_LAYER_GZIP, source=prev.source)
-    info = DepsInfo(key, digest, diff_ids[i], prev.size, packages, scripts, modules)
-    return info, layer
+def plan(spec: BuildSpec, inputs: Inputs, base: BaseImage, platform: Platform) -> list[LayerStep]:
+    """The layer steps for one platform, bottom to top (pure)."""
+    steps: list[LayerStep] = []
+    if inputs.requirements is not None:
+        steps.append(DepsStep(DepsSpec(inputs.requirements, platform, spec.python, spec.manylinux, DEPS_DIR,
+                                       interpreter(spec.shebang, base.config), spec.epoch)))
+    steps.append(SourceStep(inputs.source, spec.source, spec.workdir, spec.epoch, inputs.contributions))
+    return steps
 
 
-def _build_deps(dspec: DepsSpec, key: str, cache: Cache, progress: Progress, environ) -> CachedLayer:
-    work = cache.tmpdir("deps-")
-    try:
-        target = work / "site"
-        installer = deps_mod.install(dspec, target, work, cache.uv_dir, environ)
-        if not target.is_dir():
-            target.mkdir()
-        scripts = deps_mod.finalise(target, dspec.shebang)
-        packages = deps_mod.inventory(target)
-        modules = deps_mod.top_level_modules(target)
-        lf = write_layer(deps_mod.entries(target, dspec.dest), work / "layer.tar.gz", dspec.mtime)
-        stored = cache.put("deps", key, lf.path, lf.digest, lf.diff_id, lf.size, extra={
-            "packages": [d.to_json() for d in packages], "scripts": list(scripts), "modules": list(modules),
-            "installer": installer})
-    finally:
-        cache.discard(work)
-    progress.info(f"dependency layer {dspec.platform}: built {stored.digest[7:19]} with {installer} "
-                  f"({human_bytes(stored.size)}, {len(packages)} distributions)")
-    return stored
+def entrypoint_facts(layers: Sequence[Layer], workdir: str) -> tuple[set[str], tuple[str, ...] | None, tuple[str, ...] | None]:
+    """What the steps' layers provide to the entrypoint check: files relative to the workdir,
+    console scripts and modules (None when a layer's side is unknown)."""
+    prefix = workdir.strip("/") + "/"
+    files = {f[len(prefix):] for layer in layers for f in (layer.files or ()) if f.startswith(prefix)}
+    scripts: tuple[str, ...] | None = ()
+    modules: tuple[str, ...] | None = ()
+    for layer in layers:
+        scripts = None if scripts is None or layer.scripts is None else scripts + layer.scripts
+        modules = None if modules is None or layer.modules is None else modules + layer.modules
+    return files, scripts, modules
 
 
 def build(spec: BuildSpec, *, fetch_base: Callable[[Platform], Image],
           fetch_previous: Callable[[Platform], Image | None] | None = None,
           cache: Cache | None = None, progress: Progress = NULL,
-          environ: dict[str, str] | None = None) -> BuildResult:
+          environ: dict[str, str] | None = None,
+          fetch_blob: Callable[[Blob], Path] | None = None,
+          contributions: Sequence[Contribution] = ()) -> BuildResult:
     cache = cache or Cache()
     warnings: list[str] = []
     req: Requirements | None = None
@@ -546,84 +534,38 @@ def build(spec: BuildSpec, *, fetch_base: Callable[[Platform], Image],
             progress.warn(msg)
 
     progress.step(f"source layer from {spec.source}")
-    src = collect(spec.source, spec.workdir, spec.exclude + _dependency_files(spec, req))
-    source_files = {p[len(spec.workdir.strip("/")) + 1:] for p in src.files}
-    source_layer, source_origin = _source_layer(src, spec, cache, progress)
+    inputs = Inputs(req, collect(spec.source, spec.workdir, spec.exclude + _dependency_files(spec, req)),
+                    tuple(contributions))
 
     def one(platform: Platform) -> PlatformBuild:
         progress.step(f"base image {spec.base} ({platform})")
-        fetched = fetch_base(platform)
-        # a RemoteImage also knows the digest the registry has for the base (the model's own
-        # digest is of a re-serialisation); a plain Image is taken as it is
-        base: Image = getattr(fetched, "image", fetched)
-        base_digest = getattr(fetched, "digest", None) or base.digest
-        base_cfg = base.config_json()
-        arch = base_cfg.get("architecture", base.platform.architecture)
-        if arch != platform.architecture:
-            raise BuildError(f"base image {spec.base} is {base_cfg.get('os')}/{arch}, not {platform}",
-                             "use a base with an image for every platform in image.platforms (an image index)")
-        base_diff_ids = list((base_cfg.get("rootfs") or {}).get("diff_ids") or [])
-        if len(base_diff_ids) != len(base.layers):
-            raise BuildError(f"base image {spec.base} ({platform}) lists {len(base.layers)} layers but "
-                             f"{len(base_diff_ids)} diff_ids", "rebuild or re-push the base image")
+        base = load_base(spec, fetch_base(platform), platform)
         progress.info(f"base {platform}: {len(base.layers)} layers, {human_bytes(sum(b.size for b in base.layers))} "
                       "(never downloaded)")
-
-        deps_info: DepsInfo | None = None
-        deps_blob: Blob | None = None
-        origin = None
-        if req is not None:
-            dspec = DepsSpec(req, platform, spec.python, spec.manylinux, DEPS_DIR,
-                             interpreter(spec.shebang, base_cfg), spec.epoch)
-            key = dspec.key()
-            hit = cache.get("deps", key)
-            if hit:
-                deps_info, deps_blob, origin = _deps_from_cache(hit, key), hit.blob(), "cache"
-                progress.info(f"dependency layer {platform}: unchanged, from the local cache "
-                              f"({hit.digest[7:19]}, {human_bytes(hit.size)})")
-            else:
-                reused = deps_from_previous(fetch_previous(platform) if fetch_previous else None, key)
-                if reused:
-                    deps_info, deps_blob = reused
-                    deps_blob = dataclasses.replace(deps_blob, source=deps_blob.source or spec.repository)
-                    origin = "registry"
-                    progress.info(f"dependency layer {platform}: unchanged, reused from the registry's previous "
-                                  f"image ({deps_info.digest[7:19]}, {human_bytes(deps_info.size)}; nothing resolved)")
-                else:
-                    progress.step(f"dependencies for {platform} (Python {spec.python})")
-                    built = _build_deps(dspec, key, cache, progress, environ)
-                    deps_info, deps_blob, origin = _deps_from_cache(built, key), built.blob(), "built"
-
-        if deps_info is None:
-            scripts, modules = (), ()
-        elif deps_info.scripts or deps_info.modules:
-            scripts, modules = deps_info.scripts, deps_info.modules
-        else:
-            scripts = modules = None  # reused without an inventory: the dependency side is unknown
-        check_entrypoint(spec.entrypoint, source_files, spec.workdir, scripts, modules, spec.source)
-
-        layers = tuple(_as_oci_layer(b) for b in base.layers)
-        diff_ids = list(base_diff_ids)
-        if deps_blob is not None and deps_info is not None:
-            layers += (_mountable(deps_blob, cache, spec.repository),)
-            diff_ids.append(deps_info.diff_id)
-        layers += (_mountable(source_layer.blob(), cache, spec.repository),)
-        diff_ids.append(source_layer.diff_id)
-        img_platform = Platform(platform.os, platform.architecture, base_cfg.get("variant") or base.platform.variant)
-        config = image_config(base_cfg, spec, img_platform, diff_ids, deps_info, base_digest)
-        image = Image(config=Blob.from_bytes(canonical_json(config), OCI_CONFIG), layers=layers,
-                      platform=img_platform, annotations=annotations(spec, base_digest), media_type=OCI_MANIFEST)
+        ctx = StepContext(platform, cache, spec.repository, progress,
+                          (lambda: fetch_previous(platform)) if fetch_previous else None,
+                          fetch_blob, environ, base)
+        layers: list[Layer] = []
+        for step in plan(spec, inputs, base, platform):
+            layers.append(run_step(step, ctx, tuple(layers)))
+        files, scripts, modules = entrypoint_facts(layers, spec.workdir)
+        check_entrypoint(spec.entrypoint, files, spec.workdir, scripts, modules, spec.source)
+        layers = [dataclasses.replace(layer, blob=_mountable(layer.blob, cache, spec.repository)) for layer in layers]
+        image = assemble(spec, base, layers, platform)
         progress.info(f"image {platform}: {image.digest}")
-        return PlatformBuild(img_platform, image, len(base.layers), deps_info, origin,
-                             source_layer.digest, source_origin)
+        return PlatformBuild(image.platform, image, len(base.layers), tuple(layers))
 
     # platforms are independent (their own base manifest, wheels, layer): one installer per
     # platform runs at the same time
     if len(spec.platforms) == 1:
         builds = [one(spec.platforms[0])]
     else:
+        import sysconfig
         from concurrent.futures import ThreadPoolExecutor
 
+        # sysconfig fills its cache on first use without a lock: two threads asking at once (uv's
+        # find_uv_bin does) can get None, and that platform silently fell back to pip
+        sysconfig.get_config_vars()
         with ThreadPoolExecutor(max_workers=len(spec.platforms), thread_name_prefix="ferry-build") as pool:
             builds = list(pool.map(one, spec.platforms))
 

@@ -19,6 +19,7 @@ import json
 import os
 import shutil
 import tempfile
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -79,7 +80,7 @@ class Cache:
         meta = {"digest": digest, "diff_id": diff_id, "size": size, "extra": extra or {}}
         rec = self._record(kind, key)
         rec.parent.mkdir(parents=True, exist_ok=True)
-        tmp = rec.with_suffix(f".{os.getpid()}.tmp")
+        tmp = rec.with_suffix(f".{os.getpid()}-{threading.get_ident()}.tmp")  # platforms build in threads
         tmp.write_text(json.dumps(meta, sort_keys=True, indent=1))
         os.replace(tmp, rec)
         return CachedLayer(digest, diff_id, size, dest, meta["extra"])

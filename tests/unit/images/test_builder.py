@@ -12,7 +12,7 @@ import pytest
 
 from ferry.errors import BuildError
 from ferry.images import deps as deps_mod
-from ferry.images.builder import BuildSpec, DepsInfo, build, check_entrypoint, image_config
+from ferry.images.builder import BuildSpec, build, check_entrypoint, image_config
 from ferry.images.cache import Cache
 from ferry.images.deps import Distribution
 from ferry.images.layers import Entry, gzip_bytes, tar_bytes
@@ -40,11 +40,25 @@ SPEC = BuildSpec(app="hello", repository="127.0.0.1:5000/hello", base="127.0.0.1
                  revision="abc123", version="v1.2.3", env={"GREETING": "hi"}, labels={"team": "web"})
 
 
+def ferry_layers(deps: bool = True) -> list:
+    """A dependency layer as DepsStep returns it and a source layer, known by digest only."""
+    from ferry.images.deps import DepsSpec, Requirements
+    from ferry.images.steps import DepsStep, Layer
+
+    out = []
+    if deps:
+        dspec = DepsSpec(Requirements(Path("/src/requirements.txt"), "requirements", "h"), Platform(), "3.11")
+        meta = {"packages": [Distribution("flask", "3.0.3", "BSD-3-Clause").to_json()], "scripts": ["flask"],
+                "modules": ["flask"]}
+        out.append(DepsStep(dspec).layer("k" * 64, Blob("sha256:dd", 10, OCI_LAYER_GZIP), "sha256:d1", "built", meta))
+    out.append(Layer("source", "s", Blob("sha256:ss", 5, OCI_LAYER_GZIP), "sha256:s1", "built", "ferry: source (/app)"))
+    return out
+
+
 def test_image_config_is_exactly_what_the_spec_asks():
     base = base_image(Platform()).config_json()
-    deps = DepsInfo("k" * 64, "sha256:dd", "sha256:d1", 10, (Distribution("flask", "3.0.3", "BSD-3-Clause"),),
-                    ("flask",), ("flask",))
-    cfg = image_config(base, SPEC, Platform(), ["sha256:b1", "sha256:d1", "sha256:s1"], deps, "sha256:base")
+    base["rootfs"]["diff_ids"] = ["sha256:b1"]
+    cfg = image_config(base, SPEC, Platform(), ferry_layers(), "sha256:base")
     assert cfg == {
         "architecture": "amd64",
         "os": "linux",
@@ -100,7 +114,7 @@ def test_console_scripts_interpreter_comes_from_config_then_base_label_then_env(
 def test_config_without_deps_and_with_a_base_lacking_history():
     base = {"architecture": "arm64", "os": "linux", "variant": "v8", "config": {},
             "rootfs": {"type": "layers", "diff_ids": ["sha256:b1"]}}
-    cfg = image_config(base, SPEC, Platform("linux", "arm64", "v8"), ["sha256:b1", "sha256:s1"], None)
+    cfg = image_config(base, SPEC, Platform("linux", "arm64", "v8"), ferry_layers(deps=False))
     assert cfg["variant"] == "v8"
     assert cfg["config"]["Env"][:2] == ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
                                         "PYTHONPATH=/app"]

@@ -1,0 +1,362 @@
+"""The image as a pipeline of layer steps, one class per layer kind (as Jib's ``BuildSteps``).
+
+Every step makes one layer and has one key; ``run_step`` applies the one cache rule to all:
+
+    1. the local cache (cache.py: ``layers/<kind>/<key>.json``): nothing is made;
+    2. the registry's previous image: its config labels ``dev.ferry.<kind>.key`` and
+       ``dev.ferry.<kind>.layer`` name a layer with this key, known only by digest (nothing is
+       resolved, downloaded or uploaded; the publisher finds or mounts it);
+    3. otherwise ``step.make`` writes it, and the local cache records it.
+
+A step knows nothing about the image: it returns a ``Layer`` (blob, diff_id, history line,
+the labels that let a later build find it again, and what it provides to the entrypoint
+check), and ``builder.assemble`` stacks what the steps returned on the base. A step may
+depend on the layers under it (the build step's key is made of their digests): they are
+passed as ``below``.
+
+Other parts of ferry add files to a step's layer with a ``Contribution`` (e.g. the app's own
+package metadata and console scripts into the source layer): its entries are part of the
+layer and of its key, and what it provides (scripts, modules) reaches the entrypoint check.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+from ..errors import BuildError
+from ..progress import NULL, Progress, human_bytes
+from . import deps as deps_mod
+from .cache import Cache
+from .deps import DepsSpec, Distribution
+from .layers import GZIP_LEVEL, Entry, LayerFile, content_key, write_layer
+from .oci import OCI_LAYER_GZIP, Blob, Image, Platform, canonical_json, sha256
+from .source import SourceLayer
+
+SOURCE_RECIPE = "1"
+
+ORIGINS = ("cache", "registry", "built")
+
+
+def label_key(kind: str) -> str:
+    return f"dev.ferry.{kind}.key"
+
+
+def label_layer(kind: str) -> str:
+    return f"dev.ferry.{kind}.layer"
+
+
+@dataclass(frozen=True)
+class Contribution:
+    """Files another part of ferry puts into a step's layer, and what they provide to the
+    entrypoint check (console scripts by name, importable top-level modules)."""
+
+    name: str
+    entries: tuple[Entry, ...]
+    scripts: tuple[str, ...] = ()
+    modules: tuple[str, ...] = ()
+
+    def key(self) -> str:
+        return content_key(self.entries)
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One of ferry's layers, as a step returns it and the assembler stacks it."""
+
+    kind: str  # "packages" | "deps" | "source" | "build"
+    key: str
+    blob: Blob
+    diff_id: str
+    origin: str  # "cache" | "registry" | "built"
+    created_by: str  # its line in the image config's history
+    labels: dict[str, str] = field(default_factory=dict)  # ferry's bookkeeping in the config
+    meta: dict = field(default_factory=dict, compare=False)  # the step's own facts (JSON)
+    # what it provides to the entrypoint check; None: unknown (then that side is not checked)
+    files: frozenset[str] | None = frozenset()  # image paths without the leading slash
+    scripts: tuple[str, ...] | None = ()
+    modules: tuple[str, ...] | None = ()
+    path: str | None = None  # a bin directory the image puts first on PATH
+    pythonpath: str | None = None  # a directory the image puts on PYTHONPATH
+
+    @property
+    def digest(self) -> str:
+        return self.blob.digest
+
+    @property
+    def size(self) -> int:
+        return self.blob.size
+
+
+@dataclass
+class StepContext:
+    """What a step may use for one platform: the cache, progress, the previous image under the
+    target tag (fetched once, on the first step that misses the local cache) and, for a step
+    that needs layer contents it does not hold, ``fetch_blob`` (download by digest into the
+    cache; returns the file)."""
+
+    platform: Platform
+    cache: Cache
+    repository: str
+    progress: Progress = NULL
+    fetch_previous: Callable[[], Image | None] | None = None
+    fetch_blob: Callable[[Blob], Path] | None = None
+    environ: dict[str, str] | None = None
+    base: object | None = None  # builder.BaseImage: the base's config, layers and facts
+    _previous: list = field(default_factory=list)
+
+    def previous(self) -> Image | None:
+        if not self._previous:
+            self._previous.append(self.fetch_previous() if self.fetch_previous else None)
+        return self._previous[0]
+
+
+class LayerStep:
+    """One layer kind. Subclasses set ``kind`` and implement ``key``, ``make`` and ``layer``;
+    ``recorded = False`` leaves the layer out of the registry tier (no labels)."""
+
+    kind: str = ""
+    recorded: bool = True
+
+    def key(self, below: Sequence[Layer]) -> str:
+        raise NotImplementedError
+
+    def title(self, ctx: StepContext) -> str:
+        return f"{self.kind} layer {ctx.platform}"
+
+    def make(self, ctx: StepContext, key: str, below: Sequence[Layer], work: Path) -> tuple[LayerFile, dict]:
+        """Write the layer under ``work``; return it and the facts to keep with it."""
+        raise NotImplementedError
+
+    def layer(self, key: str, blob: Blob, diff_id: str, origin: str, meta: dict) -> Layer:
+        raise NotImplementedError
+
+    def labels(self, key: str, digest: str, meta: dict) -> dict[str, str]:
+        """What the image config records so a later build (on any machine) finds this layer."""
+        if not self.recorded:
+            return {}
+        return {label_key(self.kind): key, label_layer(self.kind): digest}
+
+    def meta_from_labels(self, labels: dict[str, str]) -> dict | None:
+        """The facts recorded in the previous image's labels; None: they cannot be trusted,
+        make the layer again."""
+        return {}
+
+    def summary(self, meta: dict) -> str:
+        return ""
+
+
+def recorded_layer(previous: Image | None, kind: str, key: str) -> tuple[Blob, str, dict[str, str]] | None:
+    """The layer a previous image recorded for ``kind`` under ``key``: (blob by descriptor,
+    diff_id, labels), or None. Pure."""
+    if previous is None:
+        return None
+    try:
+        cfg = previous.config_json()
+    except (LookupError, ValueError):
+        return None
+    labels = (cfg.get("config") or {}).get("Labels") or {}
+    if labels.get(label_key(kind)) != key:
+        return None
+    digest = labels.get(label_layer(kind))
+    digests = [layer.digest for layer in previous.layers]
+    diff_ids = (cfg.get("rootfs") or {}).get("diff_ids") or []
+    if digest not in digests or len(diff_ids) != len(digests):
+        return None
+    i = digests.index(digest)
+    prev = previous.layers[i]
+    # known by digest only: the publisher finds it in the target repository (HEAD) or mounts it
+    return Blob(digest, prev.size, OCI_LAYER_GZIP, source=prev.source), diff_ids[i], labels
+
+
+_making: dict[tuple[str, str, str], threading.Lock] = {}
+_making_guard = threading.Lock()
+
+
+def _lock_for(cache: Cache, kind: str, key: str) -> threading.Lock:
+    with _making_guard:
+        return _making.setdefault((str(cache.root), kind, key), threading.Lock())
+
+
+def run_step(step: LayerStep, ctx: StepContext, below: Sequence[Layer] = ()) -> Layer:
+    """local cache -> the registry's previous image -> make it. Platforms run in threads: a
+    layer two of them share (the source) is made once, the other finds it in the cache."""
+    key = step.key(below)
+    with _lock_for(ctx.cache, step.kind, key):
+        return _run_step(step, ctx, below, key)
+
+
+def _run_step(step: LayerStep, ctx: StepContext, below: Sequence[Layer], key: str) -> Layer:
+    title = step.title(ctx)
+    hit = ctx.cache.get(step.kind, key)
+    if hit:
+        ctx.progress.info(f"{title}: unchanged, from the local cache ({hit.digest[7:19]}, {human_bytes(hit.size)})")
+        return step.layer(key, hit.blob(), hit.diff_id, "cache", hit.extra)
+    if step.recorded:
+        found = recorded_layer(ctx.previous(), step.kind, key)
+        if found:
+            blob, diff_id, labels = found
+            meta = step.meta_from_labels(labels)
+            if meta is not None:
+                blob = dataclasses.replace(blob, source=blob.source or ctx.repository)
+                ctx.progress.info(f"{title}: unchanged, reused from the registry's previous image "
+                                  f"({blob.digest[7:19]}, {human_bytes(blob.size)}; nothing made)")
+                return step.layer(key, blob, diff_id, "registry", meta)
+    work = ctx.cache.tmpdir(f"{step.kind}-")
+    try:
+        lf, meta = step.make(ctx, key, below, work)
+        stored = ctx.cache.put(step.kind, key, lf.path, lf.digest, lf.diff_id, lf.size, extra=meta)
+    finally:
+        ctx.cache.discard(work)
+    ctx.progress.info(f"{title}: built {stored.digest[7:19]} ({human_bytes(stored.size)}{step.summary(stored.extra)})")
+    return step.layer(key, stored.blob(), stored.diff_id, "built", stored.extra)
+
+
+# --- the dependency layer ------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class DepsInfo:
+    """What the image records about its dependency layer (and reads back on a fresh machine)."""
+
+    key: str
+    digest: str
+    diff_id: str
+    size: int
+    packages: tuple[Distribution, ...] = ()
+    scripts: tuple[str, ...] = ()
+    modules: tuple[str, ...] = ()
+
+    def inventory_json(self) -> str:
+        # the whole metadata, so an SBOM made on a fresh machine from this label is byte-identical
+        # to one made where the dependency layer was built
+        return json.dumps({"packages": [d.to_json() for d in self.packages],
+                           "scripts": list(self.scripts), "modules": list(self.modules)},
+                          separators=(",", ":"), sort_keys=True)
+
+    @staticmethod
+    def parse_inventory(text: str) -> tuple[tuple[Distribution, ...], tuple[str, ...], tuple[str, ...]]:
+        doc = json.loads(text)
+        pk = tuple(Distribution.from_json(d) for d in doc.get("packages", []))
+        return pk, tuple(doc.get("scripts", [])), tuple(doc.get("modules", []))
+
+    @classmethod
+    def of(cls, layer: Layer) -> "DepsInfo":
+        m = layer.meta
+        return cls(layer.key, layer.digest, layer.diff_id, layer.size,
+                   tuple(Distribution.from_json(d) for d in m.get("packages", [])),
+                   tuple(m.get("scripts", [])), tuple(m.get("modules", [])))
+
+
+LABEL_DEPS_INVENTORY = "dev.ferry.deps.inventory"
+
+
+class DepsStep(LayerStep):
+    """Wheels for the image's platform at /app/deps (deps.py), keyed by DepsSpec.key()."""
+
+    kind = "deps"
+
+    def __init__(self, dspec: DepsSpec):
+        self.dspec = dspec
+
+    def key(self, below: Sequence[Layer] = ()) -> str:
+        return self.dspec.key()
+
+    def title(self, ctx: StepContext) -> str:
+        return f"dependency layer {ctx.platform}"
+
+    def make(self, ctx, key, below, work):
+        ctx.progress.step(f"dependencies for {ctx.platform} (Python {self.dspec.python})")
+        target = work / "site"
+        installer = deps_mod.install(self.dspec, target, work, ctx.cache.uv_dir, ctx.environ)
+        if not target.is_dir():
+            target.mkdir()
+        scripts = deps_mod.finalise(target, self.dspec.shebang)
+        packages = deps_mod.inventory(target)
+        modules = deps_mod.top_level_modules(target)
+        lf = write_layer(deps_mod.entries(target, self.dspec.dest), work / "layer.tar.gz", self.dspec.mtime)
+        return lf, {"packages": [d.to_json() for d in packages], "scripts": list(scripts),
+                    "modules": list(modules), "installer": installer}
+
+    def summary(self, meta: dict) -> str:
+        return f", {len(meta.get('packages', []))} distributions with {meta.get('installer', '?')}"
+
+    def meta_from_labels(self, labels):
+        try:
+            packages, scripts, modules = DepsInfo.parse_inventory(labels.get(LABEL_DEPS_INVENTORY, "{}"))
+        except (ValueError, TypeError):
+            return None
+        return {"packages": [d.to_json() for d in packages], "scripts": list(scripts), "modules": list(modules)}
+
+    def labels(self, key, digest, meta):
+        info = DepsInfo(key, digest, "", 0, tuple(Distribution.from_json(d) for d in meta.get("packages", [])),
+                        tuple(meta.get("scripts", [])), tuple(meta.get("modules", [])))
+        return {**super().labels(key, digest, meta), LABEL_DEPS_INVENTORY: info.inventory_json()}
+
+    def layer(self, key, blob, diff_id, origin, meta):
+        scripts, modules = tuple(meta.get("scripts", [])), tuple(meta.get("modules", []))
+        known = bool(scripts or modules)  # reused without an inventory: the dependency side is unknown
+        dest = "/" + self.dspec.dest.strip("/")
+        return Layer("deps", key, blob, diff_id, origin,
+                     f"ferry: dependencies ({self.dspec.dest}, key {key[:12]})",
+                     self.labels(key, blob.digest, meta), dict(meta),
+                     files=frozenset(f"{dest[1:]}/bin/{s}" for s in scripts),
+                     scripts=scripts if known else None, modules=modules if known else None,
+                     path=f"{dest}/bin", pythonpath=dest)
+
+
+# --- the source layer ----------------------------------------------------------------------------
+
+class SourceStep(LayerStep):
+    """The app's files under the workdir (source.py), keyed by their content. Not recorded in
+    the labels: its key is the content itself (read anyway), and labels for it would change
+    the digest of every image ferry made before."""
+
+    kind = "source"
+    recorded = False
+
+    def __init__(self, src: SourceLayer, source: Path, workdir: str, mtime: int,
+                 contributions: Sequence[Contribution] = ()):
+        self.src = src
+        self.source = source
+        self.workdir = workdir
+        self.mtime = mtime
+        self.contributions = tuple(contributions)
+
+    def key(self, below: Sequence[Layer] = ()) -> str:
+        doc = {"recipe": SOURCE_RECIPE, "content": self.src.key, "mtime": self.mtime, "gzip": GZIP_LEVEL}
+        if self.contributions:
+            doc["contributions"] = [[c.name, c.key()] for c in self.contributions]
+        return sha256(canonical_json(doc))[7:]
+
+    def title(self, ctx: StepContext) -> str:
+        return "source layer"
+
+    def entries(self) -> list[Entry]:
+        out = list(self.src.entries)
+        for c in self.contributions:
+            out += c.entries
+        return out
+
+    def make(self, ctx, key, below, work):
+        try:
+            lf = write_layer(self.entries(), work / "layer.tar.gz", self.mtime)
+        except OSError as e:
+            raise BuildError(f"could not archive the source folder {self.source}: {e}",
+                             "a file changed or vanished while ferry read it; rerun the build") from None
+        except ValueError as e:  # a contribution names a path the source has too
+            raise BuildError(f"the source layer has {e}", "rename the file in the source folder") from None
+        return lf, {}
+
+    def summary(self, meta: dict) -> str:
+        return f", {len(self.src.files)} files"
+
+    def layer(self, key, blob, diff_id, origin, meta):
+        files = frozenset(e.path for e in self.entries() if e.kind == "file")
+        scripts = tuple(s for c in self.contributions for s in c.scripts)
+        modules = tuple(m for c in self.contributions for m in c.modules)
+        return Layer("source", key, blob, diff_id, origin, f"ferry: source ({self.workdir})", {}, dict(meta),
+                     files=files, scripts=scripts, modules=modules)
