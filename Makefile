@@ -10,7 +10,8 @@ FERRY := $(VENV)/bin/ferry
 # Debian packages the local target, the tests and the benchmarks run for real
 DEBS := python3-venv docker.io python3-acme unattended-upgrades logrotate amazon-ecr-credential-helper docker-registry nginx openssh-server openssl pebble prometheus \
         prometheus-node-exporter prometheus-nginx-exporter prometheus-alertmanager \
-        prometheus-blackbox-exporter hey wrk skopeo umoci apache2-utils cloud-init curl iproute2 file
+        prometheus-blackbox-exporter hey wrk skopeo umoci apache2-utils cloud-init curl iproute2 file \
+        bubblewrap util-linux mount
 STAMP := .venv/.ferry-installed
 
 .PHONY: setup demo demo-tls test test-unit bench clean-local help

@@ -22,6 +22,7 @@ are unit-tested exactly.
 from __future__ import annotations
 
 import dataclasses
+import re
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -38,7 +39,10 @@ from .deps import DEFAULT_MANYLINUX, DEFAULT_SHEBANG, DEPS_DIR, DepsSpec, Distri
 from .layers import epoch as default_epoch
 from .oci import (DOCKER_LAYER_GZIP, OCI_CONFIG, OCI_LAYER_GZIP, OCI_MANIFEST, Blob, Image, ImageIndex,
                   Platform, canonical_json)
+from . import basefacts
+from .basefacts import BaseFacts, PythonRequest, read_python_version_file
 from .source import SourceLayer, collect
+from .trees import chain_id
 from .steps import (Contribution, DepsInfo, DepsStep, Layer, LayerStep, SourceStep,
                     StepContext, label_key, label_layer, run_step)
 
@@ -83,6 +87,15 @@ class BuildSpec:
     epoch: int = 1
     manylinux: str = DEFAULT_MANYLINUX
     shebang: str = ""  # the image's Python for console scripts; empty: from the base (see interpreter())
+    packages: tuple[str, ...] = ()  # Debian packages (packages.py)
+    build: tuple[tuple[str, ...], ...] = ()  # build steps (buildstep.py)
+    build_env: dict[str, str] = field(default_factory=dict)
+    build_network: bool = False
+    # where the app says which Python it needs beside image.python (pyproject, .python-version)
+    python_requests: tuple[PythonRequest, ...] = ()
+
+    def python_checks(self) -> tuple[PythonRequest, ...]:
+        return (PythonRequest("image.python", self.python), *self.python_requests)
 
     @classmethod
     def from_config(cls, cfg, platforms: list[str] | None = None, version: str | None = None,
@@ -115,7 +128,46 @@ class BuildSpec:
             epoch=default_epoch(environ),
             manylinux=_manylinux(i.manylinux),
             shebang=i.interpreter.strip().removeprefix("#!").strip(),
+            packages=tuple(i.packages),
+            build=tuple(tuple(step) for step in i.build),
+            build_env=dict(i.build_env),
+            build_network=i.build_network,
+            python_requests=python_requests(cfg, source),
         )
+
+
+def python_requests(cfg, source: Path) -> tuple[PythonRequest, ...]:
+    """pyproject.toml's requires-python and .python-version, where the app keeps them: beside
+    image.requirements, in the source folder, or beside ferry.toml (first found of each)."""
+    import tomllib
+
+    from ..errors import ConfigError
+
+    here = [source]
+    if cfg.image.requirements:
+        here.insert(0, cfg.resolve(cfg.image.requirements).parent)
+    root = getattr(cfg, "path", None)
+    if root is not None:
+        here.append(Path(root).parent)
+    out = []
+    for folder in dict.fromkeys(here):
+        f = folder / "pyproject.toml"
+        if f.is_file():
+            try:
+                rp = (tomllib.loads(f.read_text()).get("project") or {}).get("requires-python")
+            except (tomllib.TOMLDecodeError, OSError) as e:
+                raise ConfigError(f"{f}: cannot read it: {e}", "fix the file") from None
+            if isinstance(rp, str) and rp.strip():
+                out.append(PythonRequest(f"{f.name} requires-python", rp.strip()))
+            break
+    for folder in dict.fromkeys(here):
+        f = folder / ".python-version"
+        if f.is_file():
+            version = read_python_version_file(f.read_text(errors="replace"))
+            if version:
+                out.append(PythonRequest(".python-version", version))
+            break
+    return tuple(out)
 
 
 def _manylinux(tag: str) -> str:
@@ -129,22 +181,16 @@ def _manylinux(tag: str) -> str:
     return "manylinux_2_17" if tag == "manylinux2014" else tag
 
 
-LABEL_PYTHON = "dev.ferry.python"
-FERRY_BASE_LABEL = "dev.ferry.base.recipe"
-
-
-def interpreter(spec_shebang: str, base_config: dict) -> str:
-    """The interpreter console scripts start with. ferry.toml wins; then the base image's
-    ``dev.ferry.python`` label; ferry's own Debian base has no /usr/bin/env but has
-    /usr/bin/python3; any other base (e.g. python:3.11-slim) has /usr/bin/env."""
+def interpreter(spec_shebang: str, base_config: dict, facts: BaseFacts | None = None) -> str:
+    """The interpreter console scripts start with. ferry.toml wins; then what the base says
+    (basefacts: a ``dev.ferry.python`` label naming a path; ferry's own Debian base, which has
+    no /usr/bin/env but has /usr/bin/python3; a base that runs its Python directly, as
+    distroless does; a Debian base without coreutils); any other base (e.g. python:3.11-slim)
+    has /usr/bin/env."""
     if spec_shebang:
         return spec_shebang
-    labels = (base_config.get("config") or {}).get("Labels") or {}
-    if labels.get(LABEL_PYTHON):
-        return labels[LABEL_PYTHON]
-    if FERRY_BASE_LABEL in labels:
-        return "/usr/bin/python3"
-    return DEFAULT_SHEBANG
+    facts = facts or basefacts.from_config(base_config)
+    return facts.interpreter or DEFAULT_SHEBANG
 
 
 def _git(source: Path, *args: str) -> str | None:
@@ -194,14 +240,9 @@ def annotations(spec: BuildSpec, base_digest: str | None = None) -> dict[str, st
     return a
 
 
-def image_config(base_config: dict, spec: BuildSpec, platform: Platform, layers: Sequence[Layer],
-                 base_digest: str | None = None) -> dict:
-    """The image config: the base's, with ferry's layers (in order), environment, entrypoint
-    and labels.
-
-    Nothing about the build machine goes in: the time is the fixed epoch, no hostname, no
-    container id, no builder version (upgrading ferry must not change an image's digest
-    unless its bytes change)."""
+def image_env(base_config: dict, spec: BuildSpec, layers: Sequence[Layer]) -> dict[str, str]:
+    """The image's environment: the base's, each layer's PATH and PYTHONPATH entries, ferry's
+    Python settings and the port, then image.env. Build steps run with it too."""
     bc = base_config.get("config") or {}
     env = _env_dict(bc.get("Env"))
     path = env.get("PATH", DEFAULT_PATH)
@@ -217,6 +258,28 @@ def image_config(base_config: dict, spec: BuildSpec, platform: Platform, layers:
     env["PYTHONDONTWRITEBYTECODE"] = "1"  # the app runs as a user who cannot write /app
     env["PORT"] = str(spec.port)
     env.update(spec.env)
+    return env
+
+
+def build_env(base_config: dict, spec: BuildSpec, layers: Sequence[Layer]) -> dict[str, str]:
+    """What build steps run with: the image's environment, HOME in the sandbox's /tmp (so
+    caches a tool writes there never reach the layer), then image.build_env."""
+    env = image_env(base_config, spec, layers)
+    env.setdefault("HOME", "/tmp")
+    env.update(spec.build_env)
+    return env
+
+
+def image_config(base_config: dict, spec: BuildSpec, platform: Platform, layers: Sequence[Layer],
+                 base_digest: str | None = None) -> dict:
+    """The image config: the base's, with ferry's layers (in order), environment, entrypoint
+    and labels.
+
+    Nothing about the build machine goes in: the time is the fixed epoch, no hostname, no
+    container id, no builder version (upgrading ferry must not change an image's digest
+    unless its bytes change)."""
+    bc = base_config.get("config") or {}
+    env = image_env(base_config, spec, layers)
 
     # the base's org.opencontainers.image.* labels describe the base (its title, its version):
     # carried over they would misdescribe the app
@@ -265,6 +328,11 @@ def image_config(base_config: dict, spec: BuildSpec, platform: Platform, layers:
     return out
 
 
+# "module:attr" or "module:factory()" as gunicorn/uvicorn take it; not "host:8000", not
+# "0.0.0.0:{port}" (the deployer's placeholder), not "unix:/run/app.sock"
+_APP_SPEC = re.compile(r"^([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*):[A-Za-z_][\w.]*(\(.*\))?$")
+
+
 def _module_in(files: set[str], module: str) -> str | None:
     """'found', 'package-without-main' or None for a dotted module among relative paths."""
     rel = module.replace(".", "/")
@@ -277,10 +345,13 @@ def _module_in(files: set[str], module: str) -> str | None:
 
 def check_entrypoint(entrypoint: tuple[str, ...], source_files: set[str], workdir: str,
                      deps_scripts: tuple[str, ...] | None, deps_modules: tuple[str, ...] | None,
-                     source: Path | str = "the source folder") -> None:
+                     source: Path | str = "the source folder", files_known: bool = True) -> None:
     """Fail before anything is pushed when the entrypoint names a module, script or file the
-    image will not have. ``source_files`` are paths relative to the source folder; ``None``
-    for deps means "unknown" (then only the source side is checked)."""
+    image will not have. ``source_files`` are paths relative to the workdir; ``None`` for deps
+    means "unknown" (then only the source side is checked); ``files_known=False`` (a build
+    layer reused by digest: its files are not known) checks only the command's shape.
+
+    ``{port}`` in an argument is the deployer's (replaced at container start), never a module."""
     if not entrypoint:
         raise BuildError("image.entrypoint is empty", 'set e.g. entrypoint = ["python3", "-m", "myservice"]')
     argv = list(entrypoint)
@@ -291,12 +362,12 @@ def check_entrypoint(entrypoint: tuple[str, ...], source_files: set[str], workdi
     def module_ok(module: str, run_as_main: bool) -> None:
         top = module.split(".")[0]
         kind = _module_in(source_files, module)
-        if kind == "package" and run_as_main and f"{module.replace('.', '/')}/__main__.py" not in source_files:
+        if kind == "package" and run_as_main and files_known and f"{module.replace('.', '/')}/__main__.py" not in source_files:
             raise BuildError(f"image.entrypoint runs `python -m {module}`, but {module} is a package without __main__.py in {source}",
                              f"add {module.replace('.', '/')}/__main__.py, or name the module to run")
         if kind or top in stdlib:
             return
-        if top in dep_mods or deps_modules is None:
+        if top in dep_mods or deps_modules is None or not files_known:
             return
         raise BuildError(f"image.entrypoint needs the module {module!r}, but neither {source} "
                          f"(no {module.replace('.', '/')}.py or {module.replace('.', '/')}/) nor the dependencies provide it",
@@ -314,9 +385,9 @@ def check_entrypoint(entrypoint: tuple[str, ...], source_files: set[str], workdi
                                           "--host", "--port", "--chdir", "--log-level", "--threads", "-t", "--timeout"):
                     skip_next = True
                 continue
-            if ":" in a and a.split(":", 1)[0].replace(".", "").replace("_", "").isalnum() \
-                    and not a.split(":", 1)[0][:1].isdigit():
-                module_ok(a.split(":", 1)[0], run_as_main=False)
+            m = _APP_SPEC.match(a)
+            if m:
+                module_ok(m.group(1), run_as_main=False)
 
     if prog in _PYTHONS or (prog.startswith("python3.") and prog[8:].isdigit()):
         rest = argv[1:]
@@ -333,7 +404,7 @@ def check_entrypoint(entrypoint: tuple[str, ...], source_files: set[str], workdi
             return
         script = rest[0]
         rel = script[len(workdir) + 1:] if script.startswith(workdir + "/") else script
-        if not rel.startswith("/") and rel not in source_files:
+        if not rel.startswith("/") and rel not in source_files and files_known:
             raise BuildError(f"image.entrypoint runs {script}, which is not in {source}",
                              "fix the path (relative to the source folder) in image.entrypoint")
         return
@@ -345,7 +416,7 @@ def check_entrypoint(entrypoint: tuple[str, ...], source_files: set[str], workdi
         return
     if argv[0].startswith(workdir + "/"):
         rel = argv[0][len(workdir) + 1:]
-        if rel not in source_files:
+        if rel not in source_files and files_known:
             raise BuildError(f"image.entrypoint runs {argv[0]}, which is not in {source}",
                              "fix the path in image.entrypoint")
 
@@ -490,16 +561,31 @@ class Inputs:
 
     requirements: Requirements | None
     source: SourceLayer
-    contributions: tuple[Contribution, ...] = ()
+    # files other parts of ferry add to the source layer; a function of the platform's
+    # StepContext when they depend on the base (a console script's interpreter)
+    contributions: tuple[Contribution, ...] | Callable[[StepContext], Sequence[Contribution]] = ()
 
 
-def plan(spec: BuildSpec, inputs: Inputs, base: BaseImage, platform: Platform) -> list[LayerStep]:
-    """The layer steps for one platform, bottom to top (pure)."""
+def plan(spec: BuildSpec, inputs: Inputs, base: BaseImage, platform: Platform, ctx: StepContext) -> list[LayerStep]:
+    """The layer steps for one platform, bottom to top: what the base lacks (Debian packages),
+    the dependencies, the source, what the build steps write."""
+    facts = ctx.base_facts()
     steps: list[LayerStep] = []
+    if spec.packages:
+        from .packages import PackagesStep
+
+        steps.append(PackagesStep(spec.packages, platform.architecture, facts.suite, chain_id(base.diff_ids),
+                                  spec.epoch, lambda: ctx.base_facts(files=not facts.ferry), spec.base))
     if inputs.requirements is not None:
         steps.append(DepsStep(DepsSpec(inputs.requirements, platform, spec.python, spec.manylinux, DEPS_DIR,
-                                       interpreter(spec.shebang, base.config), spec.epoch)))
-    steps.append(SourceStep(inputs.source, spec.source, spec.workdir, spec.epoch, inputs.contributions))
+                                       interpreter(spec.shebang, base.config, facts), spec.epoch)))
+    contributions = inputs.contributions(ctx) if callable(inputs.contributions) else inputs.contributions
+    steps.append(SourceStep(inputs.source, spec.source, spec.workdir, spec.epoch, tuple(contributions)))
+    if spec.build:
+        from .buildstep import BuildStep
+
+        steps.append(BuildStep(spec.build, lambda below: build_env(base.config, spec, below), spec.user,
+                               spec.workdir, spec.build_network, spec.epoch, platform.architecture, base.diff_ids))
     return steps
 
 
@@ -521,7 +607,7 @@ def build(spec: BuildSpec, *, fetch_base: Callable[[Platform], Image],
           cache: Cache | None = None, progress: Progress = NULL,
           environ: dict[str, str] | None = None,
           fetch_blob: Callable[[Blob], Path] | None = None,
-          contributions: Sequence[Contribution] = ()) -> BuildResult:
+          contributions: Sequence[Contribution] | Callable[[StepContext], Sequence[Contribution]] = ()) -> BuildResult:
     cache = cache or Cache()
     warnings: list[str] = []
     req: Requirements | None = None
@@ -535,21 +621,29 @@ def build(spec: BuildSpec, *, fetch_base: Callable[[Platform], Image],
 
     progress.step(f"source layer from {spec.source}")
     inputs = Inputs(req, collect(spec.source, spec.workdir, spec.exclude + _dependency_files(spec, req)),
-                    tuple(contributions))
+                    contributions if callable(contributions) else tuple(contributions))
 
     def one(platform: Platform) -> PlatformBuild:
         progress.step(f"base image {spec.base} ({platform})")
         base = load_base(spec, fetch_base(platform), platform)
-        progress.info(f"base {platform}: {len(base.layers)} layers, {human_bytes(sum(b.size for b in base.layers))} "
-                      "(never downloaded)")
+        progress.info(f"base {platform}: {len(base.layers)} layers, {human_bytes(sum(b.size for b in base.layers))}")
         ctx = StepContext(platform, cache, spec.repository, progress,
                           (lambda: fetch_previous(platform)) if fetch_previous else None,
                           fetch_blob, environ, base)
+        # before anything is resolved: the Python the app asks for is the base's
+        facts = ctx.base_facts()
+        if facts.python is None and not facts.ferry and fetch_blob is not None:
+            facts = ctx.base_facts(files=True)  # e.g. a Debian base with python3 from apt: its dpkg status
+        for w in basefacts.check_python(spec.python_checks(), facts, spec.base):
+            if w not in warnings:
+                warnings.append(w)
+                progress.warn(w)
         layers: list[Layer] = []
-        for step in plan(spec, inputs, base, platform):
+        for step in plan(spec, inputs, base, platform, ctx):
             layers.append(run_step(step, ctx, tuple(layers)))
         files, scripts, modules = entrypoint_facts(layers, spec.workdir)
-        check_entrypoint(spec.entrypoint, files, spec.workdir, scripts, modules, spec.source)
+        check_entrypoint(spec.entrypoint, files, spec.workdir, scripts, modules, spec.source,
+                         files_known=all(layer.files is not None for layer in layers))
         layers = [dataclasses.replace(layer, blob=_mountable(layer.blob, cache, spec.repository)) for layer in layers]
         image = assemble(spec, base, layers, platform)
         progress.info(f"image {platform}: {image.digest}")

@@ -33,7 +33,8 @@ from .steps import Layer, LayerStep, StepContext
 from .trees import OPAQUE, WHITEOUT, reader
 
 RECIPE = "1"
-TAIL = 40  # lines of a failing step's output kept for the error
+TAIL = 40
+_SANDBOX_ERRORS = ("unshare: ", "mount: ", "bwrap: Creating new namespace", "bwrap: Can't", "bwrap: No permissions")  # lines of a failing step's output kept for the error
 
 
 def diff_entries(upper: Path) -> list[Entry]:
@@ -157,6 +158,11 @@ class BuildStep(LayerStep):
             code = proc.wait()
         if code != 0:
             last = next((ln for ln in reversed(tail) if ln.strip()), "")
+            if last.startswith(_SANDBOX_ERRORS):
+                raise BuildError(f"the build sandbox could not start for image.build[{i}]: {last.strip()[-300:]}",
+                                 "build steps need root (or unprivileged user namespaces) and overlayfs on the build "
+                                 "machine; a program the step names must be in the image",
+                                 details={"step": i, "argv": list(step.argv), "exit_code": code, "output": list(tail)})
             raise BuildError(f"image.build[{i}] `{shown}` failed with exit code {code}"
                              + (f": {last.strip()[-300:]}" if last else ""),
                              "fix the step (its output is above); nothing was pushed",

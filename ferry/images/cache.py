@@ -7,6 +7,9 @@ Layout under ``$FERRY_CACHE_DIR`` (default ``$XDG_CACHE_HOME/ferry`` or ``~/.cac
                                 is neither rebuilt nor recompressed
     uv/                         the wheel installer's own cache (removing the ferry cache makes a
                                 machine "fresh" in one step)
+    apt/<suite>-<arch>/         private apt state for image.packages (packages.py)
+    debs/                       downloaded .deb files, checked by SHA256
+    trees/                      unpacked layers for build steps and a base's files (trees.py)
     tmp/                        work directories, cleaned as they finish
 
 Writes are atomic (write to tmp, then rename), so an interrupted build never leaves a record

@@ -294,8 +294,10 @@ def _install_error(spec: DepsSpec, output: str) -> BuildError:
     name = spec.requirements.path.name
     low = out.lower()
     if "hash" in low and ("mismatch" in low or "do not match" in low or "doesn't match" in low):
-        return BuildError(f"{name}: a downloaded wheel does not match its --hash: {tail}",
-                          "regenerate the hashes (uv pip compile --generate-hashes) or check what the index serves")
+        return BuildError(f"{name}: no wheel for {where} matches its --hash (a lock made for another platform, "
+                          f"e.g. on macOS, lists only that platform's wheels): {tail}",
+                          f"lock for every platform the image runs on (uv pip compile --universal --generate-hashes, "
+                          f"or --python-platform {spec.arch}-{spec.manylinux}), or check what the index serves")
     if any(s in low for s in ("failed to fetch", "could not connect", "connection refused", "dns error",
                               "failed to connect", "network", "timed out", "certificate")) and \
             "no solution" not in low and "no matching distribution" not in low:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import threading
 from pathlib import Path
 
 # httpx imports its own command line (rich, pygments) when they are installed: 0.1-0.2 s on every
@@ -24,6 +25,7 @@ if "httpx" not in sys.modules:
 from ..errors import BuildError, ConfigError, RegistryError
 from ..progress import NULL, Progress, human_bytes
 from . import sbom as sbom_mod
+from .basefacts import local_base_python
 from .builder import TOOL, BuildResult, BuildSpec, build
 from .cache import Cache
 from .oci import Blob, Image, Platform, Reference
@@ -116,13 +118,35 @@ def build_and_publish(cfg, *, target: str = "none", path: str | os.PathLike | No
             target_client = client(repo.registry, target_insecure) if target == "registry" else None
 
         def fetch_base(platform: Platform):
-            return resolve_image(base_client, base_ref, platform)
+            try:
+                return resolve_image(base_client, base_ref, platform)
+            except RegistryError as e:
+                python = local_base_python(spec.base) if e.status == 404 else None
+                if python:
+                    raise BuildError(f"the base image {spec.base} (Python {python}) is not in the local registry",
+                                     f"`ferry local up --python {python}` makes it") from None
+                raise
 
         candidates = list(dict.fromkeys([tags[0], "latest"]))
         fetch_previous = _previous_fetcher(target_client, repo, candidates) if target_client else None
         cache = cache or Cache()
-        result = build(spec, fetch_base=fetch_base, fetch_previous=fetch_previous, cache=cache,
-                       progress=progress, environ=env)
+        extra_clients: dict[str, object] = {}
+
+        def client_for(registry: str):
+            for c in (base_client, target_client):
+                if c is not None and c.registry == registry:
+                    return c
+            if registry not in extra_clients:
+                extra_clients[registry] = client(registry)
+            return extra_clients[registry]
+
+        try:
+            result = build(spec, fetch_base=fetch_base, fetch_previous=fetch_previous, cache=cache,
+                           progress=progress, environ=env,
+                           fetch_blob=lambda blob: download_blob(blob, cache, client_for))
+        finally:
+            for c in extra_clients.values():
+                c.close()
 
         name = repo.name
         doc = sbom_mod.document(sbom_format, name, result.digest, result.packages(), spec.epoch, TOOL)
@@ -176,6 +200,28 @@ def build_and_publish(cfg, *, target: str = "none", path: str | os.PathLike | No
     return _report(out, result, spec, data, media_type, sbom_path, attach)
 
 
+def download_blob(blob: Blob, cache: Cache, client_for) -> Path:
+    """A layer known by descriptor (``blob.source`` names its repository), downloaded once into
+    the local cache: the build step and a foreign base's dpkg status need the base's files."""
+    if not blob.source or "/" not in blob.source:
+        raise BuildError(f"layer {blob.digest[:19]} is neither cached here nor known in a registry",
+                         "rebuild with an empty cache (FERRY_CACHE_DIR) so every layer is made again")
+    registry, repository = blob.source.split("/", 1)
+    dest = cache.blob_path(blob.digest)
+    if dest.is_file() and dest.stat().st_size == blob.size:
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.{os.getpid()}-{threading.get_ident()}.tmp")
+    try:
+        with client_for(registry).open_blob(repository, blob.digest) as chunks, open(tmp, "wb") as f:
+            for chunk in chunks:  # the digest is checked when the stream ends
+                f.write(chunk)
+        os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return dest
+
+
 def _attach_sbom(publisher, published, blob: Blob, progress: Progress, check_first: bool = True) -> dict:
     """Attach the SBOM unless this image already has one: it is a pure function of the image,
     so a rebuild of an unchanged image sends nothing (and attaching twice is harmless)."""
@@ -214,6 +260,10 @@ def _report(out: dict, result: BuildResult, spec: BuildSpec, sbom_data: bytes, m
     out["deps"] = [{"platform": str(b.platform), "key": b.deps.key if b.deps else None, "origin": b.deps_origin,
                     "layer": b.deps.digest if b.deps else None} for b in result.builds]
     out["source"] = {"layer": result.builds[0].source_digest, "origin": result.builds[0].source_origin}
+    out["steps"] = [{"platform": str(b.platform), "kind": layer.kind, "key": layer.key, "origin": layer.origin,
+                     "layer": layer.digest} for b in result.builds for layer in b.layers]
+    out["debian_packages"] = sorted({f"{p['name']}={p['version']}" for b in result.builds for layer in b.layers
+                                     if layer.kind == "packages" for p in layer.meta.get("packages", [])})
     out["revision"] = spec.revision
     out["version"] = spec.version
     out["sbom"] = {"format": media_type, "digest": Blob.from_bytes(sbom_data, media_type).digest,

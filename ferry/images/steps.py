@@ -95,9 +95,10 @@ class Layer:
 @dataclass
 class StepContext:
     """What a step may use for one platform: the cache, progress, the previous image under the
-    target tag (fetched once, on the first step that misses the local cache) and, for a step
-    that needs layer contents it does not hold, ``fetch_blob`` (download by digest into the
-    cache; returns the file)."""
+    target tag (fetched once, on the first step that misses the local cache), the base, and,
+    for a step that needs file contents, ``fetch_blob`` (download a layer known only by digest
+    into the cache; returns the file) with the base's unpacked tree and facts, made on first
+    use only."""
 
     platform: Platform
     cache: Cache
@@ -106,13 +107,43 @@ class StepContext:
     fetch_previous: Callable[[], Image | None] | None = None
     fetch_blob: Callable[[Blob], Path] | None = None
     environ: dict[str, str] | None = None
-    base: object | None = None  # builder.BaseImage: the base's config, layers and facts
-    _previous: list = field(default_factory=list)
+    base: object | None = None  # builder.BaseImage: the base's config, layers and diff_ids
+    _memo: dict = field(default_factory=dict)
+    _lock: threading.RLock = field(default_factory=threading.RLock)
+
+    def _once(self, name: str, make: Callable[[], object]):
+        with self._lock:
+            if name not in self._memo:
+                self._memo[name] = make()
+            return self._memo[name]
 
     def previous(self) -> Image | None:
-        if not self._previous:
-            self._previous.append(self.fetch_previous() if self.fetch_previous else None)
-        return self._previous[0]
+        return self._once("previous", lambda: self.fetch_previous() if self.fetch_previous else None)
+
+    def trees(self):
+        from .trees import Trees
+
+        return self._once("trees", lambda: Trees(self.cache, self.fetch_blob, self.progress))
+
+    def base_tree(self) -> Path:
+        """The base's filesystem on this machine (downloaded and unpacked once per base)."""
+        return self._once("base_tree", lambda: self.trees().base(self.base.layers, self.base.diff_ids))
+
+    def base_facts(self, files: bool = False):
+        """basefacts.BaseFacts: from the base's config; with ``files`` also from its own files
+        (os-release, the dpkg status), which needs the base's tree."""
+        from . import basefacts
+
+        facts = self._once("facts", lambda: basefacts.from_config(self.base.config, self.base.image.annotations))
+        if not files or facts.files_read:
+            return facts
+
+        def read_files():
+            from .trees import reader
+
+            read, listdir = reader(self.base_tree())
+            return basefacts.with_files(facts, read, listdir)
+        return self._once("facts_files", read_files)
 
 
 class LayerStep:
@@ -254,6 +285,36 @@ class DepsInfo:
 LABEL_DEPS_INVENTORY = "dev.ferry.deps.inventory"
 
 
+def declared_requirements(req: deps_mod.Requirements) -> int | None:
+    """How many distributions the dependency input names (None: not known for its kind)."""
+    import tomllib
+
+    try:
+        if req.kind == "requirements":
+            return len(deps_mod.parse_requirements_txt(req.path)[0])
+        if req.kind == "uv.lock":
+            lock = tomllib.loads((req.path.parent / "uv.lock").read_text())
+            # the project itself (editable / virtual source) is not a dependency
+            return sum(1 for p in lock.get("package", [])
+                       if not {"editable", "virtual"} & set((p.get("source") or {}).keys()))
+        if req.kind == "pyproject":
+            return len((tomllib.loads(req.path.read_text()).get("project") or {}).get("dependencies") or [])
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+def for_another_platform(dspec: DepsSpec, wanted: int) -> BuildError:
+    name = dspec.requirements.path.name + (" + uv.lock" if dspec.requirements.kind == "uv.lock" else "")
+    hint = ("lock for Linux too: add \"sys_platform == 'linux'\" to [tool.uv] environments in pyproject.toml "
+            "(or remove the key) and run `uv lock`" if dspec.requirements.kind == "uv.lock" else
+            f"lock for the image's platform: uv pip compile --universal (or --python-platform "
+            f"{dspec.arch}-{dspec.manylinux}), or fix the markers")
+    return BuildError(f"{name} names {wanted} distribution{'s' if wanted != 1 else ''}, but none is for {dspec.platform} (CPython "
+                      f"{dspec.python}): their environment markers leave it out; the lock was made for another platform",
+                      hint)
+
+
 class DepsStep(LayerStep):
     """Wheels for the image's platform at /app/deps (deps.py), keyed by DepsSpec.key()."""
 
@@ -276,6 +337,10 @@ class DepsStep(LayerStep):
             target.mkdir()
         scripts = deps_mod.finalise(target, self.dspec.shebang)
         packages = deps_mod.inventory(target)
+        if not packages:
+            wanted = declared_requirements(self.dspec.requirements)
+            if wanted:
+                raise for_another_platform(self.dspec, wanted)
         modules = deps_mod.top_level_modules(target)
         lf = write_layer(deps_mod.entries(target, self.dspec.dest), work / "layer.tar.gz", self.dspec.mtime)
         return lf, {"packages": [d.to_json() for d in packages], "scripts": list(scripts),

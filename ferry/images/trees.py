@@ -32,7 +32,8 @@ from .oci import Blob
 
 WHITEOUT = ".wh."
 OPAQUE = ".wh..wh..opq"
-KEEP_LAYER_TREES = 8  # ferry layer trees kept (newest used first); base trees are kept
+KEEP_LAYER_TREES = 8  # ferry layer trees kept, most recently used first
+KEEP_BASE_TREES = 3
 
 
 def chain_id(diff_ids: Iterable[str]) -> str:
@@ -222,15 +223,16 @@ class Trees:
         """One of ferry's own layers on its own (a lower directory of the build's overlay)."""
         return self._make("layer-" + diff_id[7:], [blob], f"layer {blob.digest[7:19]}")
 
-    def prune(self, keep: int = KEEP_LAYER_TREES) -> None:
-        """Drop all but the ``keep`` most recently used ferry layer trees (they are cheap to
-        unpack again; base trees cost a download)."""
+    def prune(self, keep: int = KEEP_LAYER_TREES, keep_bases: int = KEEP_BASE_TREES) -> None:
+        """Drop all but the most recently used trees: ``keep`` of ferry's layers (cheap to
+        unpack again), ``keep_bases`` bases (their layers stay in the cache's blobs)."""
         if not self.root.is_dir():
             return
-        layer_trees = sorted((p for p in self.root.iterdir() if p.name.startswith("layer-")),
-                             key=lambda p: p.stat().st_mtime, reverse=True)
-        for p in layer_trees[keep:]:
-            shutil.rmtree(p, ignore_errors=True)
+        for prefix, n in (("layer-", keep), ("base-", keep_bases)):
+            trees = sorted((p for p in self.root.iterdir() if p.name.startswith(prefix)),
+                           key=lambda p: p.stat().st_mtime, reverse=True)
+            for p in trees[n:]:
+                shutil.rmtree(p, ignore_errors=True)
 
 
 def reader(root: Path) -> tuple[Callable[[str], bytes | None], Callable[[str], list[str]]]:

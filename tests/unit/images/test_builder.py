@@ -370,3 +370,86 @@ def test_a_layer_pushed_to_another_repository_is_offered_for_a_mount(app):
     assert again.image.layers[1].source == "127.0.0.1:5000/other"
     assert again.image.layers[2].source is None
     assert again.digest == first.digest
+
+
+@pytest.mark.parametrize("entrypoint", [
+    ("gunicorn", "-b", "0.0.0.0:{port}", "hello:app"),
+    ("gunicorn", "--bind=[::]:{port}", "hello:create_app()"),
+    ("python3", "-m", "uvicorn", "hello:app", "--host", "127.0.0.1", "--port", "{port}"),
+    ("python3", "-m", "gunicorn", "hello:app", "localhost:{port}"),  # a stray host:port is no module
+    ("waitress-serve", "--listen=127.0.0.1:{port}", "hello:app"),
+])
+def test_the_deployers_port_placeholder_does_not_trip_the_entrypoint_check(entrypoint):
+    check_entrypoint(entrypoint, {"hello/__init__.py"}, "/app", ("gunicorn", "waitress-serve"),
+                     ("gunicorn", "uvicorn", "waitress"), "/src")
+
+
+def test_a_wrong_module_is_still_found_next_to_the_placeholder():
+    with pytest.raises(BuildError, match="needs the module 'helo'"):
+        check_entrypoint(("gunicorn", "-b", "0.0.0.0:{port}", "helo:app"), {"hello/__init__.py"}, "/app",
+                         ("gunicorn",), ("gunicorn",), "/src")
+
+
+def test_files_not_known_check_only_the_commands_shape():
+    check_entrypoint(("python3", "/app/generated.py"), {"main.py"}, "/app", (), (), "/src", files_known=False)
+    with pytest.raises(BuildError, match="`-m` without a module"):
+        check_entrypoint(("python3", "-m"), set(), "/app", (), (), "/src", files_known=False)
+
+
+def test_a_base_with_another_python_fails_before_anything_is_resolved(app):
+    spec, calls, tmp = app
+    with pytest.raises(BuildError) as e:
+        run(BuildSpec(**{**spec.__dict__, "python": "3.12"}), tmp)
+    assert e.value.message == ("image.python asks for Python 3.12, but the base image "
+                               "127.0.0.1:5000/ferry/python:3.11 has Python 3.11.2")
+    assert "ferry local up --python 3.12" in e.value.hint
+    assert calls == []  # no wheel resolved
+
+
+def test_packages_on_a_base_that_is_not_debian_say_so_and_build_nothing(app):
+    spec, calls, tmp = app
+    cache = Cache(tmp / "c")
+
+    def fetch_blob(blob):  # the fake base's only layer: no os-release, no dpkg status
+        dest = cache.blob_path(blob.digest)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_bytes(gzip_bytes(BASE_TAR))
+        return dest
+    with pytest.raises(BuildError) as e:
+        build(BuildSpec(**{**spec.__dict__, "packages": ("libpq5",)}), fetch_base=base_image, cache=cache,
+              fetch_blob=fetch_blob)
+    assert e.value.message == ("image.packages: the base image 127.0.0.1:5000/ferry/python:3.11 is not Debian-based, "
+                               "so Debian packages cannot be added to it")
+    assert calls == []
+
+
+def test_a_contribution_reaches_the_source_layer_and_the_entrypoint_check(app):
+    from ferry.images.steps import Contribution
+
+    spec, calls, tmp = app
+    spec = BuildSpec(**{**spec.__dict__, "entrypoint": ("/app/deps/bin/hello-serve",)})
+    with pytest.raises(BuildError, match="runs /app/deps/bin/hello-serve, which is not in"):
+        build(spec, fetch_base=base_image, cache=Cache(tmp / "c"))
+    script = Contribution("app scripts", (Entry("app/deps/bin/hello-serve", data=b"#!/usr/bin/python3\n", mode=0o755),),
+                          scripts=("hello-serve",))
+    r = build(spec, fetch_base=base_image, cache=Cache(tmp / "c"), contributions=[script])
+    import gzip, io, tarfile
+    with tarfile.open(fileobj=io.BytesIO(gzip.decompress(r.builds[0].layer("source").blob.read()))) as t:
+        assert "app/deps/bin/hello-serve" in t.getnames()
+
+
+def test_contributions_may_depend_on_the_platforms_base(app):
+    from ferry.images.steps import Contribution
+
+    spec, calls, tmp = app
+    spec = BuildSpec(**{**spec.__dict__, "platforms": (Platform("linux", "amd64"), Platform("linux", "arm64"))})
+    seen = []
+
+    def per_platform(ctx):
+        seen.append(str(ctx.platform))
+        data = f"#!{ctx.base_facts().interpreter or '/usr/bin/env python3'}\n# {ctx.platform.architecture}\n".encode()
+        return [Contribution("script", (Entry("app/deps/bin/hello-serve", data=data, mode=0o755),), scripts=("hello-serve",))]
+    r = build(spec, fetch_base=base_image, cache=Cache(tmp / "c"), contributions=per_platform)
+    assert sorted(seen) == ["linux/amd64", "linux/arm64"]
+    amd, arm = (b.layer("source") for b in r.builds)
+    assert amd.digest != arm.digest and amd.scripts == ("hello-serve",)

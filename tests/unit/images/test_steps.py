@@ -14,7 +14,7 @@ from ferry.errors import BuildError
 from ferry.images import deps as deps_mod
 from ferry.images.builder import BaseImage, BuildSpec, assemble, entrypoint_facts
 from ferry.images.cache import Cache
-from ferry.images.deps import DepsSpec, Distribution, read_requirements
+from ferry.images.deps import DepsSpec, read_requirements
 from ferry.images.layers import Entry, write_layer
 from ferry.images.oci import OCI_CONFIG, OCI_LAYER_GZIP, Blob, Image, Platform, canonical_json, sha256
 from ferry.images.source import collect
@@ -224,3 +224,17 @@ def test_the_assembler_stacks_the_base_then_the_steps_layers_in_order(tmp_path):
                                                          "ferry: source", "ferry: build"]
     assert {f"dev.ferry.{k}.key" for k in ("packages", "deps", "source", "build")} <= set(cfg["config"]["Labels"])
     assert img.annotations["org.opencontainers.image.base.digest"] == "sha256:base"
+
+
+def test_a_lock_whose_markers_leave_the_platform_out_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setattr(deps_mod, "install", lambda spec, target, work, uv_cache, environ=None: "fake")  # installs nothing
+    (tmp_path / "requirements.txt").write_text("six==1.16.0 ; sys_platform == 'darwin'\n")
+    step = DepsStep(DepsSpec(read_requirements(tmp_path / "requirements.txt"), Platform("linux", "arm64"), "3.11"))
+    with pytest.raises(BuildError) as e:
+        run_step(step, ctx(tmp_path, "c"))
+    assert e.value.message == ("requirements.txt names 1 distribution, but none is for linux/arm64 (CPython 3.11): "
+                               "their environment markers leave it out; the lock was made for another platform")
+    assert "aarch64-manylinux_2_28" in e.value.hint
+    (tmp_path / "requirements.txt").write_text("# nothing yet\n")
+    empty = DepsStep(DepsSpec(read_requirements(tmp_path / "requirements.txt"), Platform(), "3.11"))
+    assert run_step(empty, ctx(tmp_path, "c")).meta["packages"] == []  # an empty list is no error
