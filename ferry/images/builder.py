@@ -566,10 +566,11 @@ class Inputs:
     contributions: tuple[Contribution, ...] | Callable[[StepContext], Sequence[Contribution]] = ()
 
 
-def plan(spec: BuildSpec, inputs: Inputs, base: BaseImage, platform: Platform, ctx: StepContext) -> list[LayerStep]:
+def plan(spec: BuildSpec, inputs: Inputs, base: BaseImage, platform: Platform, ctx: StepContext,
+         facts: BaseFacts | None = None) -> list[LayerStep]:
     """The layer steps for one platform, bottom to top: what the base lacks (Debian packages),
     the dependencies, the source, what the build steps write."""
-    facts = ctx.base_facts()
+    facts = facts or ctx.base_facts()
     steps: list[LayerStep] = []
     if spec.packages:
         from .packages import PackagesStep
@@ -633,13 +634,15 @@ def build(spec: BuildSpec, *, fetch_base: Callable[[Platform], Image],
         # before anything is resolved: the Python the app asks for is the base's
         facts = ctx.base_facts()
         if facts.python is None and not facts.ferry and fetch_blob is not None:
-            facts = ctx.base_facts(files=True)  # e.g. a Debian base with python3 from apt: its dpkg status
+            # the config does not tell (a Debian base with python3 from apt, no PYTHON_VERSION):
+            # its files do (dpkg status: the Python, and /usr/bin/python3 when it has no coreutils)
+            facts = ctx.base_facts(files=True)
         for w in basefacts.check_python(spec.python_checks(), facts, spec.base):
             if w not in warnings:
                 warnings.append(w)
                 progress.warn(w)
         layers: list[Layer] = []
-        for step in plan(spec, inputs, base, platform, ctx):
+        for step in plan(spec, inputs, base, platform, ctx, facts):
             layers.append(run_step(step, ctx, tuple(layers)))
         files, scripts, modules = entrypoint_facts(layers, spec.workdir)
         check_entrypoint(spec.entrypoint, files, spec.workdir, scripts, modules, spec.source,

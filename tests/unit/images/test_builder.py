@@ -453,3 +453,34 @@ def test_contributions_may_depend_on_the_platforms_base(app):
     assert sorted(seen) == ["linux/amd64", "linux/arm64"]
     amd, arm = (b.layer("source") for b in r.builds)
     assert amd.digest != arm.digest and amd.scripts == ("hello-serve",)
+
+
+def test_a_debian_base_that_says_nothing_in_its_config_is_read_from_its_dpkg_status(app):
+    """No PYTHON_VERSION, no labels (a Debian image with python3 from apt and no coreutils): the
+    Python check and the console scripts' interpreter come from its files."""
+    spec, calls, tmp = app
+    status = (b"Package: python3.11-minimal\nStatus: install ok installed\nArchitecture: amd64\n"
+              b"Version: 3.11.2-6+deb12u6\n\nPackage: libc6\nStatus: install ok installed\nArchitecture: amd64\n"
+              b"Version: 2.36-9\n")
+    tar = tar_bytes([Entry("usr/bin/python3", data=b"\x7fELF", mode=0o755), Entry("var/lib/dpkg/status", data=status),
+                     Entry("etc/os-release", data=b"ID=debian\nVERSION_CODENAME=bookworm\n")])
+    gz = gzip_bytes(tar)
+    cfg = {"architecture": "amd64", "os": "linux", "config": {"Env": ["PATH=/usr/bin:/bin"]},
+           "rootfs": {"type": "layers", "diff_ids": [sha256(tar)]}}
+    quiet = Image(Blob.from_bytes(canonical_json(cfg), OCI_CONFIG),
+                  (Blob(sha256(gz), len(gz), OCI_LAYER_GZIP, source="127.0.0.1:5000/debian"),))
+    cache = Cache(tmp / "c")
+
+    def fetch_blob(blob):
+        dest = cache.blob_path(blob.digest)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_bytes(gz)
+        return dest
+    r = build(spec, fetch_base=lambda p: quiet, cache=cache, fetch_blob=fetch_blob)
+    import gzip, io, tarfile
+    with tarfile.open(fileobj=io.BytesIO(gzip.decompress(r.builds[0].layer("deps").blob.read()))) as t:
+        assert t.extractfile("app/deps/bin/gunicorn").read().split(b"\n")[0] == b"#!/usr/bin/python3"
+    assert r.warnings == ()  # the Python was found: 3.11.2
+    with pytest.raises(BuildError, match="image.python asks for Python 3.12, but the base image .* has Python 3.11.2"):
+        build(BuildSpec(**{**spec.__dict__, "python": "3.12"}), fetch_base=lambda p: quiet, cache=cache,
+              fetch_blob=fetch_blob)
