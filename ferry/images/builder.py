@@ -21,6 +21,7 @@ import dataclasses
 import json
 import subprocess
 import sys
+import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -32,7 +33,8 @@ from ..progress import NULL, Progress, human_bytes
 from . import deps as deps_mod
 from .cache import Cache, CachedLayer
 from .deps import DEFAULT_MANYLINUX, DEFAULT_SHEBANG, DEPS_DIR, DepsSpec, Distribution, Requirements
-from .layers import GZIP_LEVEL, epoch as default_epoch, write_layer
+from .layers import GZIP_LEVEL, content_key, epoch as default_epoch, write_layer
+from .project import ProjectInstall, entries_for_all
 from .oci import (DOCKER_LAYER_GZIP, OCI_CONFIG, OCI_LAYER_GZIP, OCI_MANIFEST, Blob, Image, ImageIndex,
                   Platform, canonical_json, sha256)
 from .source import SourceLayer, collect
@@ -80,6 +82,7 @@ class BuildSpec:
     epoch: int = 1
     manylinux: str = DEFAULT_MANYLINUX
     shebang: str = ""  # the image's Python for console scripts; empty: from the base (see interpreter())
+    package: str | None = None  # image.package: the uv workspace member that is the app
 
     @classmethod
     def from_config(cls, cfg, platforms: list[str] | None = None, version: str | None = None,
@@ -112,6 +115,7 @@ class BuildSpec:
             epoch=default_epoch(environ),
             manylinux=_manylinux(i.manylinux),
             shebang=i.interpreter.strip().removeprefix("#!").strip(),
+            package=i.package,
         )
 
 
@@ -218,7 +222,8 @@ class DepsInfo:
 
 
 def image_config(base_config: dict, spec: BuildSpec, platform: Platform, diff_ids: list[str],
-                 deps: DepsInfo | None, base_digest: str | None = None) -> dict:
+                 deps: DepsInfo | None, base_digest: str | None = None,
+                 project: ProjectInstall | None = None) -> dict:
     """The image config: the base's, with ferry's layers, environment, entrypoint and labels.
 
     Nothing about the build machine goes in: the time is the fixed epoch, no hostname, no
@@ -227,8 +232,8 @@ def image_config(base_config: dict, spec: BuildSpec, platform: Platform, diff_id
     bc = base_config.get("config") or {}
     env = _env_dict(bc.get("Env"))
     path = env.get("PATH", DEFAULT_PATH)
-    pythonpath = [spec.workdir]
-    if deps is not None:
+    pythonpath = [spec.workdir, *(project.pythonpath if project else ())]
+    if deps is not None or project is not None:  # the app's own dist-info and scripts live there too
         dep_dir = "/" + DEPS_DIR
         if not path.startswith(dep_dir + "/bin:"):
             path = f"{dep_dir}/bin:{path}"
@@ -429,7 +434,7 @@ def _dependency_files(spec: BuildSpec, req: Requirements | None) -> tuple[str, .
     dependency layer (as Jib leaves pom.xml out)."""
     if req is None:
         return ()
-    files = [req.path] if req.kind == "requirements" else [req.path.parent / "uv.lock"] if req.kind == "uv.lock" else []
+    files = req.inputs
     out = []
     for f in files:
         try:
@@ -538,7 +543,7 @@ def build(spec: BuildSpec, *, fetch_base: Callable[[Platform], Image],
     warnings: list[str] = []
     req: Requirements | None = None
     if spec.requirements is not None:
-        req = deps_mod.read_requirements(spec.requirements)
+        req = deps_mod.read_requirements(spec.requirements, spec.package)
         if req.unpinned:
             msg = (f"{spec.requirements.name}: not pinned to exact versions: {', '.join(req.unpinned)}; "
                    "the dependency layer is not reproducible (pin with ==, or use uv.lock)")
@@ -548,7 +553,17 @@ def build(spec: BuildSpec, *, fetch_base: Callable[[Platform], Image],
     progress.step(f"source layer from {spec.source}")
     src = collect(spec.source, spec.workdir, spec.exclude + _dependency_files(spec, req))
     source_files = {p[len(spec.workdir.strip("/")) + 1:] for p in src.files}
-    source_layer, source_origin = _source_layer(src, spec, cache, progress)
+    app_projects = deps_mod.app_projects(req, spec.source)
+    source_lock = threading.Lock()
+
+    def source_for(shebang: str) -> tuple[CachedLayer, str, ProjectInstall | None]:
+        # the app's own package (dist-info, console scripts) goes in with its code; its scripts
+        # start with the image's Python, known once the base is
+        project = entries_for_all(app_projects, spec.source, spec.workdir, DEPS_DIR, shebang) if app_projects else None
+        layer_src = src if project is None else SourceLayer(src.entries + project.entries,
+                                                            content_key(src.entries + project.entries))
+        with source_lock:  # platforms with one interpreter share one source layer
+            return (*_source_layer(layer_src, spec, cache, progress), project)
 
     def one(platform: Platform) -> PlatformBuild:
         progress.step(f"base image {spec.base} ({platform})")
@@ -569,6 +584,7 @@ def build(spec: BuildSpec, *, fetch_base: Callable[[Platform], Image],
         progress.info(f"base {platform}: {len(base.layers)} layers, {human_bytes(sum(b.size for b in base.layers))} "
                       "(never downloaded)")
 
+        source_layer, source_origin, project = source_for(interpreter(spec.shebang, base_cfg))
         deps_info: DepsInfo | None = None
         deps_blob: Blob | None = None
         origin = None
@@ -600,6 +616,8 @@ def build(spec: BuildSpec, *, fetch_base: Callable[[Platform], Image],
             scripts, modules = deps_info.scripts, deps_info.modules
         else:
             scripts = modules = None  # reused without an inventory: the dependency side is unknown
+        if project is not None and scripts is not None and modules is not None:
+            scripts, modules = scripts + project.scripts, modules + project.modules
         check_entrypoint(spec.entrypoint, source_files, spec.workdir, scripts, modules, spec.source)
 
         layers = tuple(_as_oci_layer(b) for b in base.layers)
@@ -610,7 +628,7 @@ def build(spec: BuildSpec, *, fetch_base: Callable[[Platform], Image],
         layers += (_mountable(source_layer.blob(), cache, spec.repository),)
         diff_ids.append(source_layer.diff_id)
         img_platform = Platform(platform.os, platform.architecture, base_cfg.get("variant") or base.platform.variant)
-        config = image_config(base_cfg, spec, img_platform, diff_ids, deps_info, base_digest)
+        config = image_config(base_cfg, spec, img_platform, diff_ids, deps_info, base_digest, project)
         image = Image(config=Blob.from_bytes(canonical_json(config), OCI_CONFIG), layers=layers,
                       platform=img_platform, annotations=annotations(spec, base_digest), media_type=OCI_MANIFEST)
         progress.info(f"image {platform}: {image.digest}")

@@ -76,6 +76,7 @@ class Requirements:
     lock: Path | None = None  # the uv.lock or pylock.toml installed from
     package: str | None = None  # the uv project (workspace member) the lock is exported for
     project: Path | None = None  # the app's own pyproject.toml (the workspace member's)
+    members: tuple[Path, ...] = ()  # pyproject.toml of every workspace member the app needs, itself first
 
     @property
     def reproducible(self) -> bool:
@@ -206,8 +207,9 @@ def read_requirements(path: Path, package: str | None = None) -> Requirements:
             # the member exported is part of the key: one lock, several apps
             digest = _digest(files, project.root, f"package\0{name or ''}\0".encode()) if project.workspace \
                 else _digest([path, lock])
-            return Requirements(path, "uv.lock", digest, (), True, tuple(files), lock, name,
-                                member.pyproject if member else None)
+            app_py = member.pyproject if member else None
+            return Requirements(path, "uv.lock", digest, (), True, tuple(files), lock, name, app_py,
+                                tuple(sorted((m.pyproject for m in needed), key=lambda p: p != app_py)))
         doc = workspace.load_toml(path)
         deps = doc.get("project", {}).get("dependencies", [])
         unpinned = [(_NAME_RE.match(d).group(1) if _NAME_RE.match(d) else d) for d in deps
@@ -222,6 +224,16 @@ def read_requirements(path: Path, package: str | None = None) -> Requirements:
     reqs, unpinned, hashed, files = parse_requirements_txt(path)
     return Requirements(path, "requirements", _digest(files, path.resolve().parent), tuple(unpinned), hashed,
                         tuple(files))
+
+
+def app_projects(req: Requirements | None, source: Path) -> tuple[Path, ...]:
+    """The pyproject.toml files whose packages the image installs from the source layer
+    (``project.entries_for_all``): the app's (the workspace member's, with the members it
+    depends on), or the source folder's own pyproject.toml."""
+    if req is not None and req.project is not None:
+        return req.members or (req.project,)
+    py = source / "pyproject.toml"
+    return (py,) if py.is_file() else ()
 
 
 def required_hashes(path: Path) -> dict[str, set[str]]:
@@ -415,6 +427,7 @@ def install(spec: DepsSpec, target: Path, work: Path, uv_cache: Path | None, env
     uv = find_uv()
     req = spec.requirements
     target = target.resolve()
+    work.mkdir(parents=True, exist_ok=True)
     if wheel_cache is None:
         wheel_cache = (uv_cache.parent if uv_cache is not None else work) / "wheels"
     if req.kind in ("uv.lock", "pylock"):
