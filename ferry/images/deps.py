@@ -37,6 +37,7 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -366,15 +367,20 @@ def installer_env(environ: dict[str, str], uv_cache: Path | None) -> dict[str, s
     return env
 
 
+_FIND_UV = threading.Lock()
+
+
 def find_uv() -> str | None:
     if os.environ.get("FERRY_INSTALLER", "") == "pip":
         return None
-    try:
-        from uv import find_uv_bin  # the PyPI package ships the binary beside ferry
+    # one platform per thread: a first import of `uv` racing another sees a half-made module
+    with _FIND_UV:
+        try:
+            from uv import find_uv_bin  # the PyPI package ships the binary beside ferry
 
-        return find_uv_bin()
-    except Exception:
-        return shutil.which("uv")
+            return find_uv_bin()
+        except Exception:
+            return shutil.which("uv")
 
 
 # --- running it ----------------------------------------------------------------------------------
