@@ -412,7 +412,10 @@ def _install_error(spec: DepsSpec, output: str, name: str | None = None) -> Buil
                       "for the build machine, not the image)")
 
 
-_NO_WHEEL_RE = re.compile(r"has no usable wheels|no usable wheels|no matching distribution", re.I)
+# uv's words for "this version has no wheel at all" (an sdist only); a package with wheels for
+# other platforms but not this one ("no wheels with a matching platform tag") compiles code: that
+# error stands as it is, with nothing built
+_NO_WHEEL_RE = re.compile(r"has no usable wheels", re.I)
 
 
 def _run(runner, cmd, env, cwd=None):
