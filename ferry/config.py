@@ -628,7 +628,7 @@ def _validate(cfg: Config) -> None:
                           "point it at the folder with your service's code")
     if i.requirements and not cfg.resolve(i.requirements).is_file():
         raise ConfigError(f"image.requirements: {i.requirements!r} does not exist",
-                          "point it at requirements.txt or pyproject.toml, or remove the key")
+                          "point it at requirements.txt, pyproject.toml or pylock.toml, or remove the key")
     if set(d.colours) != {"blue", "green"}:
         raise ConfigError(f"deploy.colours: must name exactly blue and green (got {sorted(d.colours)})",
                           "colours = { blue = 8081, green = 8082 }")

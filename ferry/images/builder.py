@@ -43,6 +43,7 @@ from . import basefacts
 from .basefacts import BaseFacts, PythonRequest, read_python_version_file
 from .source import SourceLayer, collect
 from .trees import chain_id
+from .project import entries_for_all
 from .steps import (Contribution, DepsInfo, DepsStep, Layer, LayerStep, SourceStep,
                     StepContext, label_key, label_layer, run_step)
 
@@ -93,6 +94,7 @@ class BuildSpec:
     build_network: bool = False
     # where the app says which Python it needs beside image.python (pyproject, .python-version)
     python_requests: tuple[PythonRequest, ...] = ()
+    package: str | None = None  # image.package: the uv workspace member that is the app
 
     def python_checks(self) -> tuple[PythonRequest, ...]:
         return (PythonRequest("image.python", self.python), *self.python_requests)
@@ -133,6 +135,7 @@ class BuildSpec:
             build_env=dict(i.build_env),
             build_network=i.build_network,
             python_requests=python_requests(cfg, source),
+            package=i.package,
         )
 
 
@@ -247,11 +250,15 @@ def image_env(base_config: dict, spec: BuildSpec, layers: Sequence[Layer]) -> di
     env = _env_dict(bc.get("Env"))
     path = env.get("PATH", DEFAULT_PATH)
     pythonpath = [spec.workdir]
-    for layer in layers:
+    # the app's own import roots (the source layer's, from its pyproject) come right after the
+    # workdir, before the dependencies: the app's code wins over a same-named distribution
+    ordered = sorted(layers, key=lambda layer: layer.kind != "source")
+    for layer in ordered:
         if layer.path and not path.startswith(layer.path + ":"):
             path = f"{layer.path}:{path}"
-        if layer.pythonpath:
-            pythonpath.append(layer.pythonpath)
+        for entry in (layer.pythonpath or "").split(":"):
+            if entry and entry not in pythonpath:
+                pythonpath.append(entry)
     env["PATH"] = path
     env["PYTHONPATH"] = ":".join(pythonpath + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
     env["PYTHONUNBUFFERED"] = "1"  # logs reach `docker logs` as they happen
@@ -508,7 +515,7 @@ def _dependency_files(spec: BuildSpec, req: Requirements | None) -> tuple[str, .
     dependency layer (as Jib leaves pom.xml out)."""
     if req is None:
         return ()
-    files = [req.path] if req.kind == "requirements" else [req.path.parent / "uv.lock"] if req.kind == "uv.lock" else []
+    files = req.inputs
     out = []
     for f in files:
         try:
@@ -603,6 +610,23 @@ def entrypoint_facts(layers: Sequence[Layer], workdir: str) -> tuple[set[str], t
     return files, scripts, modules
 
 
+def _with_project(spec: BuildSpec, pyprojects: tuple[Path, ...], others: tuple[Contribution, ...]):
+    """The app's own package (dist-info, console scripts, import roots: project.py) joins the
+    source layer; its scripts start with the image's Python, known once the base is."""
+
+    def for_platform(ctx: StepContext) -> list[Contribution]:
+        base = ctx.base
+        shebang = interpreter(spec.shebang, base.config if base is not None else {}, ctx.base_facts())
+        pi = entries_for_all(pyprojects, spec.source, spec.workdir, DEPS_DIR, shebang)
+        if pi is None:
+            return list(others)
+        return [*others, Contribution(f"project {pi.name}", tuple(pi.entries), tuple(pi.scripts), tuple(pi.modules),
+                                      pythonpath=tuple(pi.pythonpath) + ("/" + DEPS_DIR,),
+                                      bindir="/" + DEPS_DIR + "/bin")]
+
+    return for_platform
+
+
 def build(spec: BuildSpec, *, fetch_base: Callable[[Platform], Image],
           fetch_previous: Callable[[Platform], Image | None] | None = None,
           cache: Cache | None = None, progress: Progress = NULL,
@@ -613,7 +637,7 @@ def build(spec: BuildSpec, *, fetch_base: Callable[[Platform], Image],
     warnings: list[str] = []
     req: Requirements | None = None
     if spec.requirements is not None:
-        req = deps_mod.read_requirements(spec.requirements)
+        req = deps_mod.read_requirements(spec.requirements, spec.package)
         if req.unpinned:
             msg = (f"{spec.requirements.name}: not pinned to exact versions: {', '.join(req.unpinned)}; "
                    "the dependency layer is not reproducible (pin with ==, or use uv.lock)")
@@ -621,6 +645,9 @@ def build(spec: BuildSpec, *, fetch_base: Callable[[Platform], Image],
             progress.warn(msg)
 
     progress.step(f"source layer from {spec.source}")
+    app_projects = deps_mod.app_projects(req, spec.source)
+    if app_projects and not callable(contributions):
+        contributions = _with_project(spec, app_projects, tuple(contributions))
     inputs = Inputs(req, collect(spec.source, spec.workdir, spec.exclude + _dependency_files(spec, req)),
                     contributions if callable(contributions) else tuple(contributions))
 

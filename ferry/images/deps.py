@@ -3,8 +3,23 @@
 No container runs: ``uv pip install --target DIR --python-platform ... --python-version ...
 --only-binary :all:`` (or pip's ``--target --platform --implementation cp --only-binary``)
 downloads the wheels made for the *image's* platform and unpacks them into a folder that
-becomes one layer at ``DEPS_DIR``. Only wheels: building an sdist would run code compiled for
-the build machine, not for the image.
+becomes one layer at ``DEPS_DIR``.
+
+What decides the set, by ``image.requirements``:
+
+- ``requirements.txt`` (``-r``/``-c`` followed, ``--hash`` honoured);
+- ``pyproject.toml`` with a ``uv.lock`` beside it or at the root of its uv workspace
+  (``image.package`` picks the member; ``workspace.py``): exported with ``uv export --format
+  pylock.toml`` for that member, then installed as a lock;
+- ``pylock.toml`` (PEP 751): the lock's own wheels and hashes;
+- ``pyproject.toml`` alone: its ``[project] dependencies``, resolved (with a warning).
+
+A lock is read by ferry (``pylock.py``): each package's wheel for the image's platform is
+chosen there, a lock made for another platform is named, and a package published only as an
+sdist is built into a pure-Python wheel (``sdist.py``); one that would compile code is refused
+by name, since it would be compiled for the build machine, not the image. A requirements file
+is installed wheels-only first; only when a requirement has no wheel is it resolved to a lock
+(``uv pip compile --format pylock.toml``, hashes kept) and installed the same way.
 
 The layer's *input key* (the requirements' content hash, platform, Python version, wheel
 platform tag, this recipe's version and the layer format) names it in the local cache and in
@@ -22,15 +37,17 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import BuildError
+from . import pylock
 from .layers import GZIP_LEVEL, Entry, tree_entries
 from .oci import Platform
 
 # Bump when the same inputs would give different layer bytes (layout, post-processing).
-RECIPE_VERSION = "1"
+RECIPE_VERSION = "2"  # 2: locks are installed through ferry's own wheel choice (pylock.py)
 DEPS_DIR = "app/deps"  # site-packages of the image (on PYTHONPATH); console scripts in bin/
 DEFAULT_SHEBANG = "/usr/bin/env python3"
 DEFAULT_MANYLINUX = "manylinux_2_28"  # glibc 2.28+: Debian 10+, RHEL 8+, Amazon Linux 2023
@@ -39,6 +56,7 @@ _ARCH = {"amd64": "x86_64", "arm64": "aarch64"}
 _NAME_RE = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
 _PINNED_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(\[[^\]]*\])?\s*===?\s*[^\s,*;]+\s*$")
 _URL_HOST_RE = re.compile(r"(\w+://)([^/\s]+)")
+_HASH_RE = re.compile(r"--hash[=\s]+sha256:([0-9a-fA-F]{64})")
 
 
 # --- reading requirements ---------------------------------------------------------------------
@@ -46,18 +64,32 @@ _URL_HOST_RE = re.compile(r"(\w+://)([^/\s]+)")
 @dataclass(frozen=True)
 class Requirements:
     """What decides the installed set. ``digest`` covers every file that does (a requirements
-    file and the files it includes, or pyproject.toml + uv.lock), line endings normalised so a
-    Windows checkout gives the same key."""
+    file and the files it includes; pyproject.toml + uv.lock, with the workspace's root and
+    the members the app depends on; a pylock.toml), line endings normalised so a Windows
+    checkout gives the same key."""
 
     path: Path
-    kind: str  # "requirements" | "uv.lock" | "pyproject"
+    kind: str  # "requirements" | "uv.lock" | "pylock" | "pyproject"
     digest: str
     unpinned: tuple[str, ...] = ()
     hashed: bool = False  # every requirement carries --hash: install with --require-hashes
+    files: tuple[Path, ...] = ()  # every file read (requirements and what they include, locks)
+    lock: Path | None = None  # the uv.lock or pylock.toml installed from
+    package: str | None = None  # the uv project (workspace member) the lock is exported for
+    project: Path | None = None  # the app's own pyproject.toml (the workspace member's)
+    members: tuple[Path, ...] = ()  # pyproject.toml of every workspace member the app needs, itself first
 
     @property
     def reproducible(self) -> bool:
         return not self.unpinned
+
+    @property
+    def inputs(self) -> tuple[Path, ...]:
+        """The files that are the dependency layer's input and not the app's: kept out of the
+        source layer (pyproject.toml stays: it describes the app too)."""
+        if self.kind == "requirements":
+            return self.files or (self.path,)
+        return (self.lock,) if self.lock is not None else ()
 
 
 def _normalised(data: bytes) -> bytes:
@@ -136,37 +168,87 @@ def parse_requirements_txt(path: Path, seen: set[Path] | None = None) -> tuple[l
     return reqs, unpinned, hashed and bool(reqs), files
 
 
-def read_requirements(path: Path) -> Requirements:
+def _digest(files, root: Path | None = None, extra: bytes = b"") -> str:
+    h = hashlib.sha256(extra)
+    for f in files:
+        if root is not None:
+            try:
+                rel = f.resolve().relative_to(root).as_posix()
+            except ValueError:
+                rel = f.name
+        else:
+            rel = f.name
+        h.update(rel.encode() + b"\0" + _normalised(f.read_bytes()) + b"\0")
+    return h.hexdigest()
+
+
+def read_requirements(path: Path, package: str | None = None) -> Requirements:
+    """Read ``image.requirements``; ``package`` is ``image.package`` (a uv workspace member)."""
+    from . import workspace
+
     if not path.is_file():
         raise BuildError(f"requirements file {path} does not exist", "fix image.requirements in ferry.toml or remove it")
+    if pylock.is_pylock(path):
+        if package is not None:
+            raise BuildError(f"image.package is {package!r}, but {path.name} is a pylock.toml, which locks one "
+                             "set of packages", "remove image.package, or point image.requirements at the uv "
+                             "workspace's pyproject.toml")
+        workspace.load_toml(path)  # a syntax error is named now, not after an installer ran
+        return Requirements(path, "pylock", _digest([path]), (), True, (path,), path)
     if path.name == "pyproject.toml":
-        import tomllib
-
-        lock = path.parent / "uv.lock"
-        try:
-            project = tomllib.loads(path.read_text())
-        except tomllib.TOMLDecodeError as e:
-            raise BuildError(f"{path}: not valid TOML: {e}", "fix the syntax at the line named") from None
-        if lock.is_file():
-            h = hashlib.sha256()
-            for f in (path, lock):
-                h.update(f.name.encode() + b"\0" + _normalised(f.read_bytes()) + b"\0")
-            return Requirements(path, "uv.lock", h.hexdigest(), (), True)
-        deps = project.get("project", {}).get("dependencies", [])
+        project = workspace.discover(path, package)
+        member = project.package
+        if project.workspace or project.lock.is_file():
+            lock = workspace.require_lock(project)
+            lock_doc = workspace.load_toml(lock)
+            needed = workspace.members_needed(project, lock_doc)
+            root_py = project.root / "pyproject.toml"
+            files = [root_py, lock] + [m.pyproject for m in needed if m.pyproject != root_py]
+            name = member.name if member else None
+            # the member exported is part of the key: one lock, several apps
+            digest = _digest(files, project.root, f"package\0{name or ''}\0".encode()) if project.workspace \
+                else _digest([path, lock])
+            app_py = member.pyproject if member else None
+            return Requirements(path, "uv.lock", digest, (), True, tuple(files), lock, name, app_py,
+                                tuple(sorted((m.pyproject for m in needed), key=lambda p: p != app_py)))
+        doc = workspace.load_toml(path)
+        deps = doc.get("project", {}).get("dependencies", [])
         unpinned = [(_NAME_RE.match(d).group(1) if _NAME_RE.match(d) else d) for d in deps
                     if "==" not in d.split(";")[0] and " @ " not in d]
         h = hashlib.sha256(b"pyproject.toml\0" + _normalised(path.read_bytes()))
-        return Requirements(path, "pyproject", h.hexdigest(), tuple(unpinned), False)
+        return Requirements(path, "pyproject", h.hexdigest(), tuple(unpinned), False, (path,), None,
+                            member.name if member else None, path if member else None)
+    if package is not None:
+        raise BuildError(f"image.package is {package!r}, but image.requirements is {path.name}, not a uv "
+                         "workspace's pyproject.toml", "remove image.package, or point image.requirements at the "
+                         "workspace's pyproject.toml")
     reqs, unpinned, hashed, files = parse_requirements_txt(path)
-    h = hashlib.sha256()
-    root = path.resolve().parent
-    for f in files:
-        try:
-            rel = f.relative_to(root).as_posix()
-        except ValueError:
-            rel = f.name
-        h.update(rel.encode() + b"\0" + _normalised(f.read_bytes()) + b"\0")
-    return Requirements(path, "requirements", h.hexdigest(), tuple(unpinned), hashed)
+    return Requirements(path, "requirements", _digest(files, path.resolve().parent), tuple(unpinned), hashed,
+                        tuple(files))
+
+
+def app_projects(req: Requirements | None, source: Path) -> tuple[Path, ...]:
+    """The pyproject.toml files whose packages the image installs from the source layer
+    (``project.entries_for_all``): the app's (the workspace member's, with the members it
+    depends on), or the source folder's own pyproject.toml."""
+    if req is not None and req.project is not None:
+        return req.members or (req.project,)
+    py = source / "pyproject.toml"
+    return (py,) if py.is_file() else ()
+
+
+def required_hashes(path: Path) -> dict[str, set[str]]:
+    """name (canonical) -> the sha256 hashes a requirements file allows for it."""
+    from .workspace import canonical
+
+    reqs, _, _, _ = parse_requirements_txt(path)
+    out: dict[str, set[str]] = {}
+    for line in reqs:
+        m = _NAME_RE.match(line)
+        hashes = {h.lower() for h in _HASH_RE.findall(line)}
+        if m and hashes:
+            out.setdefault(canonical(m.group(1)), set()).update(hashes)
+    return out
 
 
 # --- the key -------------------------------------------------------------------------------------
@@ -221,9 +303,26 @@ def uv_command(uv: str, spec: DepsSpec, target: Path, req_file: Path) -> list[st
     return cmd
 
 
-def uv_export_command(uv: str, project_dir: Path, out: Path) -> list[str]:
-    return [uv, "export", "--frozen", "--no-dev", "--no-emit-project", "--no-header",
-            "--format", "requirements-txt", "--project", str(project_dir), "-o", str(out)]
+def uv_export_command(uv: str, project_dir: Path, out: Path, package: str | None = None) -> list[str]:
+    """uv.lock -> pylock.toml for one project (a workspace member with ``package``), without
+    dev dependencies and without the workspace's own packages (the app's code is the source
+    layer's)."""
+    cmd = [uv, "export", "--frozen", "--no-dev", "--no-emit-workspace", "--no-header",
+           "--format", "pylock.toml", "--project", str(project_dir)]
+    if package:
+        cmd += ["--package", package]
+    return cmd + ["-o", str(out)]
+
+
+def uv_compile_command(uv: str, spec: "DepsSpec", req_file: Path, out: Path) -> list[str]:
+    """A requirements file -> a pylock.toml for the image's platform, to see which packages
+    have only an sdist. A hashed file is complete (pip's rule), so nothing more is resolved."""
+    cmd = [uv, "pip", "compile", str(req_file), "--format", "pylock.toml", "-o", str(out),
+           "--python-platform", f"{spec.arch}-{spec.manylinux}", "--python-version", spec.python,
+           "--no-header", "--quiet"]
+    if spec.requirements.hashed:
+        cmd.append("--no-deps")
+    return cmd
 
 
 def pip_platforms(manylinux: str, arch: str) -> list[str]:
@@ -268,15 +367,20 @@ def installer_env(environ: dict[str, str], uv_cache: Path | None) -> dict[str, s
     return env
 
 
+_FIND_UV = threading.Lock()
+
+
 def find_uv() -> str | None:
     if os.environ.get("FERRY_INSTALLER", "") == "pip":
         return None
-    try:
-        from uv import find_uv_bin  # the PyPI package ships the binary beside ferry
+    # one platform per thread: a first import of `uv` racing another sees a half-made module
+    with _FIND_UV:
+        try:
+            from uv import find_uv_bin  # the PyPI package ships the binary beside ferry
 
-        return find_uv_bin()
-    except Exception:
-        return shutil.which("uv")
+            return find_uv_bin()
+        except Exception:
+            return shutil.which("uv")
 
 
 # --- running it ----------------------------------------------------------------------------------
@@ -286,12 +390,12 @@ def redact(text: str) -> str:
     return _URL_HOST_RE.sub(lambda m: m.group(1) + "<index>", text)
 
 
-def _install_error(spec: DepsSpec, output: str) -> BuildError:
+def _install_error(spec: DepsSpec, output: str, name: str | None = None) -> BuildError:
     out = redact(output)
     lines = [ln.strip() for ln in out.splitlines() if ln.strip() and not ln.lstrip().startswith("WARNING:")]
     tail = " ".join(lines[-6:])[-900:]
     where = f"{spec.platform} (CPython {spec.python}, {spec.manylinux}_{spec.arch} wheels)"
-    name = spec.requirements.path.name
+    name = name or spec.requirements.path.name
     low = out.lower()
     if "hash" in low and ("mismatch" in low or "do not match" in low or "doesn't match" in low):
         return BuildError(f"{name}: no wheel for {where} matches its --hash (a lock made for another platform, "
@@ -306,33 +410,112 @@ def _install_error(spec: DepsSpec, output: str) -> BuildError:
                           "and its CA in SSL_CERT_FILE or PIP_CERT")
     return BuildError(f"{name} cannot be installed for {where}: {tail}",
                       "pin versions that publish a wheel for this platform and Python, or remove the package "
-                      "(ferry installs wheels only: an sdist would be built for the build machine, not the image)")
+                      "(ferry builds pure-Python sdists into wheels with uv; one that compiles code would be built "
+                      "for the build machine, not the image)")
 
 
-def install(spec: DepsSpec, target: Path, work: Path, uv_cache: Path | None, environ=None, runner=subprocess.run) -> str:
-    """Install the requirements into ``target`` for the spec's platform. Returns the installer name."""
+# uv's words for "this version has no wheel at all" (an sdist only); a package with wheels for
+# other platforms but not this one ("no wheels with a matching platform tag") compiles code: that
+# error stands as it is, with nothing built
+_NO_WHEEL_RE = re.compile(r"has no usable wheels", re.I)
+
+
+def _run(runner, cmd, env, cwd=None):
+    return runner(cmd, capture_output=True, text=True, env=env, **({"cwd": str(cwd)} if cwd else {}))
+
+
+def _tail(r) -> str:
+    return redact(((r.stdout or "") + "\n" + (r.stderr or "")).strip())[-600:]
+
+
+def install(spec: DepsSpec, target: Path, work: Path, uv_cache: Path | None, environ=None, runner=subprocess.run,
+            wheel_cache: Path | None = None) -> str:
+    """Install the requirements into ``target`` for the spec's platform. Returns the installer name.
+
+    ``wheel_cache`` keeps wheels built from sdists by the sdist's sha256 (default: ``wheels/``
+    beside ``uv_cache`` in ferry's cache)."""
     env = installer_env(dict(os.environ if environ is None else environ), uv_cache)
     uv = find_uv()
-    req_file = spec.requirements.path.resolve()
+    req = spec.requirements
     target = target.resolve()
-    if spec.requirements.kind == "uv.lock":
+    work.mkdir(parents=True, exist_ok=True)
+    if wheel_cache is None:
+        wheel_cache = (uv_cache.parent if uv_cache is not None else work) / "wheels"
+    if req.kind in ("uv.lock", "pylock"):
         if not uv:
-            raise BuildError("pyproject.toml + uv.lock needs uv to export the locked requirements",
-                             "pip install uv (it is one of ferry's dependencies)")
-        r = runner(uv_export_command(uv, req_file.parent, work / "requirements.lock.txt"),
-                   capture_output=True, text=True, env=env)
-        if r.returncode != 0:
-            raise BuildError(f"uv.lock could not be exported: {redact(r.stderr).strip()[-600:]}",
-                             "run `uv lock` so uv.lock matches pyproject.toml, and commit it")
-        req_file = work / "requirements.lock.txt"
+            raise BuildError(f"{req.path.name}: installing from a lock needs uv",
+                             "pip install uv (it is one of ferry's dependencies), or unset FERRY_INSTALLER")
+        if req.kind == "uv.lock":
+            assert req.lock is not None
+            out = work / "pylock.export.toml"
+            r = _run(runner, uv_export_command(uv, req.lock.parent, out, req.package), env)
+            if r.returncode != 0:
+                raise BuildError(f"{req.lock} could not be exported: {_tail(r)}",
+                                 f"run `uv lock` in {req.lock.parent} so uv.lock matches pyproject.toml, and commit it")
+            doc, lock_dir, source = _read_lock(out), req.lock.parent, str(req.lock)
+        else:
+            doc, lock_dir, source = _read_lock(req.path), req.path.resolve().parent, req.path.name
+        return _install_lock(spec, doc, lock_dir, source, uv, target, work, env, wheel_cache, runner)
+
+    req_file = req.path.resolve()
     if uv:
         cmd, installer = uv_command(uv, spec, target, req_file), "uv"
     else:
         cmd, installer = pip_command(sys.executable, spec, target, req_file), "pip"
-    r = runner(cmd, capture_output=True, text=True, env=env, cwd=str(req_file.parent))
+    r = _run(runner, cmd, env, req_file.parent)
+    if r.returncode == 0:
+        return installer
+    output = (r.stdout or "") + "\n" + (r.stderr or "")
+    if not (uv and _NO_WHEEL_RE.search(output)):
+        raise _install_error(spec, output)
+    # a requirement without a wheel for the image: resolve to a lock to see which have only an
+    # sdist, build the pure-Python ones, install the rest as the wheels the lock names
+    out = work / "pylock.compiled.toml"
+    c = _run(runner, uv_compile_command(uv, spec, req_file, out), env, req_file.parent)
+    if c.returncode != 0 or not out.is_file():
+        raise _install_error(spec, output)
+    doc = _read_lock(out)
+    if req.hashed:
+        doc = pylock.only_hashes(doc, required_hashes(req_file), req.path.name)
+    shutil.rmtree(target, ignore_errors=True)
+    return _install_lock(spec, doc, req_file.parent, req.path.name, uv, target, work, env, wheel_cache, runner)
+
+
+def _read_lock(path: Path) -> dict:
+    from .workspace import load_toml
+
+    return load_toml(path)
+
+
+def target_of(spec: DepsSpec) -> pylock.Target:
+    return pylock.Target(spec.python, spec.arch, spec.manylinux)
+
+
+def _install_lock(spec: DepsSpec, doc: dict, lock_dir: Path, source: str, uv: str, target: Path, work: Path,
+                  env: dict[str, str], wheel_cache: Path, runner) -> str:
+    from . import sdist
+
+    t = target_of(spec)
+    chosen = pylock.select(doc, t, source)
+    where = f"{spec.platform} ({t.describe()})"
+    picks = []
+    for p in chosen.picks:
+        if p.kind == "sdist":
+            whl = sdist.wheel_for(p, uv=uv, cache_dir=wheel_cache, work=work / "sdists", env=env,
+                                  mtime=max(spec.mtime, _ZIP_EPOCH), where=where, source=source, lock_dir=lock_dir,
+                                  runner=runner)
+            p = pylock.Pick(p.name, p.version, "wheel", whl.name, None, str(whl),
+                            {"sha256": hashlib.sha256(whl.read_bytes()).hexdigest()})
+        picks.append(p)
+    lockfile = work / "pylock.ferry.toml"
+    lockfile.write_text(pylock.render(picks, lock_dir))
+    r = _run(runner, uv_command(uv, spec, target, lockfile), env, work)
     if r.returncode != 0:
-        raise _install_error(spec, (r.stdout or "") + "\n" + (r.stderr or ""))
-    return installer
+        raise _install_error(spec, (r.stdout or "") + "\n" + (r.stderr or ""), source)
+    return "uv"
+
+
+_ZIP_EPOCH = 315532800  # 1980-01-01: a zip (a wheel) cannot hold an older time
 
 
 # --- after install: make the folder image-ready -------------------------------------------------
@@ -345,6 +528,8 @@ def finalise(target: Path, shebang: str) -> tuple[str, ...]:
     for pyc in target.rglob("*.pyc"):
         pyc.unlink()
     (target / ".lock").unlink(missing_ok=True)  # uv's lock file for the target folder
+    for stamp in sorted(target.glob("*.dist-info/uv_cache.json")):
+        _drop_from_record(stamp)  # uv's note of a local wheel's mtime: the build machine's clock
     scripts = []
     bindir = target / "bin"
     if bindir.is_dir():
@@ -359,6 +544,15 @@ def finalise(target: Path, shebang: str) -> tuple[str, ...]:
             f.chmod(0o755)
             scripts.append(f.name)
     return tuple(scripts)
+
+
+def _drop_from_record(path: Path) -> None:
+    record = path.parent / "RECORD"
+    if record.is_file():
+        rel = f"{path.parent.name}/{path.name},"
+        lines = record.read_text().splitlines(keepends=True)
+        record.write_text("".join(ln for ln in lines if not ln.startswith(rel)))
+    path.unlink()
 
 
 def top_level_modules(target: Path) -> tuple[str, ...]:

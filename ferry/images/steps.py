@@ -59,6 +59,10 @@ class Contribution:
     entries: tuple[Entry, ...]
     scripts: tuple[str, ...] = ()
     modules: tuple[str, ...] = ()
+    # import roots the image must have on PYTHONPATH (right after the workdir), and whether the
+    # contribution puts console scripts in a bin directory that must be on PATH
+    pythonpath: tuple[str, ...] = ()
+    bindir: str | None = None
 
     def key(self) -> str:
         return content_key(self.entries)
@@ -423,5 +427,7 @@ class SourceStep(LayerStep):
         files = frozenset(e.path for e in self.entries() if e.kind == "file")
         scripts = tuple(s for c in self.contributions for s in c.scripts)
         modules = tuple(m for c in self.contributions for m in c.modules)
+        pythonpath = ":".join(dict.fromkeys(p for c in self.contributions for p in c.pythonpath)) or None
+        bindir = next((c.bindir for c in self.contributions if c.bindir), None)
         return Layer("source", key, blob, diff_id, origin, f"ferry: source ({self.workdir})", {}, dict(meta),
-                     files=files, scripts=scripts, modules=modules)
+                     files=files, scripts=scripts, modules=modules, path=bindir, pythonpath=pythonpath)

@@ -122,12 +122,6 @@ def test_pip_command_targets_the_image_platform(tmp_path):
         "-r", "/w/req.txt"]
 
 
-def test_uv_export_command_for_a_lock():
-    assert deps.uv_export_command("uv", Path("/p"), Path("/w/r.txt")) == [
-        "uv", "export", "--frozen", "--no-dev", "--no-emit-project", "--no-header", "--format", "requirements-txt",
-        "--project", "/p", "-o", "/w/r.txt"]
-
-
 def test_pip_settings_are_passed_to_uv_without_overriding_its_own():
     env = deps.installer_env({"PIP_INDEX_URL": "https://idx/simple", "PIP_CERT": "/ca.pem",
                               "PIP_EXTRA_INDEX_URL": "https://x/simple", "VIRTUAL_ENV": "/v"}, Path("/c/uv"))
@@ -229,3 +223,122 @@ def test_inventory_reads_metadata_with_non_ascii_header_bytes(tmp_path):
     (dist,) = deps.inventory(tmp_path)
     assert (dist.name, dist.version, dist.author, dist.license, dist.summary) == \
         ("x", "1.0", "Jörg Müller", "MIT — see LICENSE", "Ünïcode")
+
+
+def test_console_scripts_lose_uvs_note_of_a_local_wheels_time(tmp_path):
+    info = tmp_path / "dkimpy-1.1.8.dist-info"
+    write(info / "uv_cache.json", '{"timestamp":{"secs_since_epoch":1796248701}}')
+    write(info / "RECORD", "dkim/__init__.py,sha256=x,1\ndkimpy-1.1.8.dist-info/RECORD,,\n"
+                           "dkimpy-1.1.8.dist-info/uv_cache.json,sha256=y,127\n")
+    deps.finalise(tmp_path, "/usr/bin/python3")
+    assert not (info / "uv_cache.json").exists()
+    assert (info / "RECORD").read_text() == "dkim/__init__.py,sha256=x,1\ndkimpy-1.1.8.dist-info/RECORD,,\n"
+
+
+# --- locks: the installer's steps, with a fake runner (no network) ------------------------------
+
+SIX = "https://files.example.test/six-1.16.0-py2.py3-none-any.whl"
+NUMPY_ARM = "https://files.example.test/numpy-2.1.3-cp311-cp311-manylinux_2_17_aarch64.manylinux2014_aarch64.whl"
+PYLOCK = f"""lock-version = "1.0"
+created-by = "uv"
+requires-python = ">=3.11"
+
+[[packages]]
+name = "numpy"
+version = "2.1.3"
+wheels = [
+  {{ url = "https://files.example.test/numpy-2.1.3-cp311-cp311-manylinux_2_17_x86_64.manylinux2014_x86_64.whl", hashes = {{ sha256 = "{'1' * 64}" }} }},
+  {{ url = "{NUMPY_ARM}", hashes = {{ sha256 = "{'2' * 64}" }} }},
+]
+
+[[packages]]
+name = "six"
+version = "1.16.0"
+wheels = [{{ url = "{SIX}", hashes = {{ sha256 = "{'3' * 64}" }} }}]
+"""
+
+
+class Scripted:
+    """Runs nothing; answers each command by its verb and records the argv (and, for the
+    final install, the lock it was given)."""
+
+    def __init__(self, answers):
+        self.answers = answers
+        self.calls = []
+        self.installed = []
+
+    def __call__(self, cmd, **kw):
+        verb = "export" if cmd[1] == "export" else "compile" if cmd[2] == "compile" else "install"
+        self.calls.append(verb)
+        rc, out, write_to = self.answers[verb].pop(0) if isinstance(self.answers[verb], list) else self.answers[verb]
+        if write_to:
+            Path(cmd[cmd.index("-o") + 1]).write_text(write_to)
+        if verb == "install" and rc == 0:
+            self.installed.append(Path(cmd[cmd.index("-r") + 1]).read_text())
+        return subprocess.CompletedProcess(cmd, rc, "", out)
+
+
+def test_a_pylock_installs_the_wheel_ferry_chose_for_the_platform(tmp_path, monkeypatch):
+    monkeypatch.delenv("FERRY_INSTALLER", raising=False)
+    r = read_requirements(write(tmp_path / "pylock.toml", PYLOCK))
+    assert (r.kind, r.hashed, r.lock, r.inputs) == ("pylock", True, r.path, (r.path,))
+    run = Scripted({"install": (0, "", None)})
+    assert deps.install(spec(r, arch="arm64"), tmp_path / "t", tmp_path, None, {}, runner=run) == "uv"
+    (lock,) = run.installed
+    assert NUMPY_ARM in lock and SIX in lock and "x86_64" not in lock
+
+
+def test_a_uv_lock_is_exported_for_the_member_then_installed_as_a_lock(tmp_path, monkeypatch):
+    monkeypatch.delenv("FERRY_INSTALLER", raising=False)
+    write(tmp_path / "pyproject.toml", '[tool.uv.workspace]\nmembers = ["backend"]\n')
+    write(tmp_path / "uv.lock", "version = 1\n")
+    member = write(tmp_path / "backend" / "pyproject.toml", '[project]\nname = "app"\nversion = "0.1.0"\n')
+    r = read_requirements(member)
+    cmds = []
+    run = Scripted({"export": (0, "", PYLOCK), "install": (0, "", None)})
+    orig = run.__call__
+    deps.install(spec(r), tmp_path / "t", tmp_path / "w", None, {}, runner=lambda c, **kw: (cmds.append(c), orig(c, **kw))[1])
+    assert run.calls == ["export", "install"]
+    assert cmds[0][cmds[0].index("--package") + 1] == "app" and cmds[0][cmds[0].index("--project") + 1] == str(tmp_path)
+    assert "--require-hashes" in cmds[1] and "--only-binary" in cmds[1]
+    assert "x86_64" in run.installed[0] and NUMPY_ARM not in run.installed[0]
+
+
+def test_a_stale_uv_lock_names_the_fix(tmp_path, monkeypatch):
+    monkeypatch.delenv("FERRY_INSTALLER", raising=False)
+    py = write(tmp_path / "pyproject.toml", '[project]\nname = "svc"\nversion = "1"\n')
+    write(tmp_path / "uv.lock", "version = 1\n")
+    run = Scripted({"export": (2, "error: Failed to parse `uv.lock`", None)})
+    with pytest.raises(BuildError, match=r"uv.lock could not be exported: error: Failed to parse") as e:
+        deps.install(spec(read_requirements(py)), tmp_path / "t", tmp_path, None, {}, runner=run)
+    assert "uv lock" in e.value.hint
+
+
+def test_installing_a_lock_needs_uv(tmp_path, monkeypatch):
+    monkeypatch.setenv("FERRY_INSTALLER", "pip")
+    r = read_requirements(write(tmp_path / "pylock.toml", PYLOCK))
+    with pytest.raises(BuildError, match="pylock.toml: installing from a lock needs uv"):
+        deps.install(spec(r), tmp_path / "t", tmp_path, None, {}, runner=Scripted({}))
+
+
+def test_a_requirement_with_only_an_sdist_is_resolved_to_a_lock_keeping_its_hashes(tmp_path, monkeypatch):
+    monkeypatch.delenv("FERRY_INSTALLER", raising=False)
+    r = read_requirements(write(tmp_path / "requirements.txt",
+                                f"numpy==2.1.3 --hash=sha256:{'2' * 64}\nsix==1.16.0 --hash=sha256:{'3' * 64}\n"))
+    no_wheel = "  x No solution found\n  Because dkimpy==1.1.8 has no usable wheels and you require dkimpy==1.1.8"
+    run = Scripted({"install": [(1, no_wheel, None), (0, "", None)], "compile": (0, "", PYLOCK)})
+    deps.install(spec(r, arch="arm64"), tmp_path / "t", tmp_path, None, {}, runner=run)
+    assert run.calls == ["install", "compile", "install"]
+    assert NUMPY_ARM in run.installed[0]
+    # a hash the requirements do not allow is never installed
+    r2 = read_requirements(write(tmp_path / "r2.txt", f"numpy==2.1.3 --hash=sha256:{'9' * 64}\nsix==1.16.0 --hash=sha256:{'3' * 64}\n"))
+    run = Scripted({"install": [(1, no_wheel, None)], "compile": (0, "", PYLOCK)})
+    with pytest.raises(BuildError, match="r2.txt: no file of numpy 2.1.3 the index serves matches its --hash"):
+        deps.install(spec(r2, arch="arm64"), tmp_path / "t", tmp_path, None, {}, runner=run)
+
+
+def test_uv_compile_command_resolves_for_the_image():
+    r = deps.Requirements(Path("/s/requirements.txt"), "requirements", "d", hashed=True)
+    assert deps.uv_compile_command("uv", spec(r, arch="arm64"), Path("/s/requirements.txt"), Path("/w/pylock.c.toml")) == [
+        "uv", "pip", "compile", "/s/requirements.txt", "--format", "pylock.toml", "-o", "/w/pylock.c.toml",
+        "--python-platform", "aarch64-manylinux_2_28", "--python-version", "3.11", "--no-header", "--quiet", "--no-deps"]
