@@ -375,7 +375,9 @@ class MonitoringConfig:
     127.0.0.1 on the host: reach it through `ferry monitoring open` (an SSH tunnel)."""
 
     enabled: bool = False  # the deployer records ferry_deploy_* metrics and keeps scrape targets current
-    dir: str = "monitoring"  # templates, rules, dashboards (relative to ferry.toml)
+    # a folder of the repository (relative to ferry.toml) replacing ferry's packaged templates,
+    # rules and Grafana provisioning as a whole; unset: ferry's own (ferry/assets/monitoring)
+    dir: str | None = None
     root: str | None = None  # on the host; default <deploy.root>/_monitoring (monitoring_root)
     prometheus_port: int = 9090
     alertmanager_port: int = 9093

@@ -1,4 +1,5 @@
-"""nginx: pure rendering of an app's site/upstream from the templates in ``nginx/``, and the one
+"""nginx: pure rendering of an app's site/upstream from ferry's packaged templates
+(``ferry/assets/nginx``, overridden template by template by ``proxy.templates``), and the one
 safe way to change a host's nginx (``apply``): write atomically, ``nginx -t``, restore the old
 files on failure, reload. Traffic moves only through a reload, which hands new connections to
 new workers while the old workers finish the requests they hold.
@@ -11,19 +12,24 @@ from pathlib import Path
 
 import jinja2
 
+from . import assets
 from .config import Config
 from .errors import DeployError
 
-TEMPLATES = Path(__file__).resolve().parent.parent / "nginx"
+
+def templates_dirs(cfg: Config | None = None) -> list[Path]:
+    """Where templates are looked up, first match wins: FERRY_NGINX_TEMPLATES (tests, one-off
+    experiments), then the repository's ``proxy.templates``, then ferry's packaged ones. A team
+    overrides only the templates it has (say site.conf.j2) and keeps ferry's others."""
+    dirs = [Path(os.environ["FERRY_NGINX_TEMPLATES"])] if os.environ.get("FERRY_NGINX_TEMPLATES") else []
+    if cfg is not None and cfg.proxy.templates:
+        dirs.append(cfg.resolve(cfg.proxy.templates))
+    return [*dirs, assets.path("nginx")]
 
 
-def templates_dir() -> Path:
-    """The repository's nginx/ folder; FERRY_NGINX_TEMPLATES points elsewhere (a team's own)."""
-    return Path(os.environ.get("FERRY_NGINX_TEMPLATES") or TEMPLATES)
-
-
-def _env() -> jinja2.Environment:
-    return jinja2.Environment(loader=jinja2.FileSystemLoader(str(templates_dir())), undefined=jinja2.StrictUndefined,
+def _env(cfg: Config | None = None) -> jinja2.Environment:
+    return jinja2.Environment(loader=jinja2.FileSystemLoader([str(d) for d in templates_dirs(cfg)]),
+                              undefined=jinja2.StrictUndefined,
                               keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True)
 
 
@@ -73,7 +79,7 @@ def context(cfg: Config, tls: bool, extra_names: tuple[str, ...] = ()) -> dict:
 
 
 def render_site(cfg: Config, *, tls: bool = False, extra_names: tuple[str, ...] = ()) -> str:
-    return _env().get_template("site.conf.j2").render(**context(cfg, tls, extra_names))
+    return _env(cfg).get_template("site.conf.j2").render(**context(cfg, tls, extra_names))
 
 
 def render_proxy(cfg: Config, *, behind_balancer: bool = False) -> str:
@@ -81,13 +87,13 @@ def render_proxy(cfg: Config, *, behind_balancer: bool = False) -> str:
     target group, deploy.release.HostTarget.behind_balancer), so the app's X-Forwarded-Proto is
     the balancer's; otherwise nginx's own $scheme (a client's header is never trusted)."""
     read_timeout = max(60, int(cfg.deploy.drain_timeout) + 30)
-    return _env().get_template("proxy.conf.j2").render(app=cfg.app.name, upstream=upstream_name(cfg),
+    return _env(cfg).get_template("proxy.conf.j2").render(app=cfg.app.name, upstream=upstream_name(cfg),
                                                        read_timeout=read_timeout, behind_balancer=behind_balancer)
 
 
 def render_upstream(cfg: Config, colour: str, release: str) -> str:
     port = cfg.deploy.colours[colour]
-    return _env().get_template("upstream.conf.j2").render(
+    return _env(cfg).get_template("upstream.conf.j2").render(
         app=cfg.app.name, upstream=upstream_name(cfg), colour=colour, release=release, port=port)
 
 
@@ -110,7 +116,7 @@ def test_and_reload(host, cfg: Config) -> None:
     t = host.run(nginx_argv(cfg, "-t", "-q"))
     if not t.ok:
         raise DeployError(f"{host.name}: nginx -t failed: {(t.stderr or t.stdout).strip()[-400:]}",
-                          "fix the template in nginx/ (the old configuration is still serving)")
+                          "fix the nginx template (proxy.templates, or ferry's own); the old configuration is still serving")
     reload_nginx(host, cfg)
 
 
@@ -130,7 +136,7 @@ def apply(host, cfg: Config, files: dict[str, str], reload: bool = True) -> bool
         if not t.ok:
             raise DeployError(f"{host.name}: nginx -t rejected the new configuration: "
                               f"{(t.stderr or t.stdout).strip()[-400:]}",
-                              "fix the template in nginx/; the old configuration was restored and keeps serving")
+                              "fix the nginx template (proxy.templates, or ferry's own); the old configuration was restored and keeps serving")
     except Exception:
         for path in written:
             if old[path] is None:

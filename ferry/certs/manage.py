@@ -24,7 +24,7 @@ import socket
 import ssl
 from pathlib import Path
 
-from .. import nginx
+from .. import assets, nginx
 from ..config import Config
 from ..errors import CertError, ConfigError, FerryError
 from ..progress import NULL, Progress
@@ -32,7 +32,11 @@ from . import dns, units
 from . import renewer as R
 from .remote import RemoteHost
 
-DHPARAM = Path(__file__).resolve().parent.parent.parent / "nginx" / "ffdhe2048.pem"
+
+
+def dhparam() -> Path:
+    """RFC 7919's ffdhe2048 group, shipped with ferry (nothing to generate on the host)."""
+    return assets.path("nginx", "ffdhe2048.pem")
 
 
 def domains(cfg: Config) -> tuple[str, ...]:
@@ -202,7 +206,7 @@ def prepare(cfg: Config, rh: RemoteHost) -> None:
     s = settings(cfg)
     rh.makedirs(f"{s.webroot}/{R.CHALLENGE_DIR}")
     rh.makedirs(s.tls_dir)
-    rh.write(f"{s.tls_dir}/dhparam.pem", DHPARAM.read_bytes())
+    rh.write(f"{s.tls_dir}/dhparam.pem", dhparam().read_bytes())
     if cfg.tls.ca_bundle:
         src = cfg.resolve(cfg.tls.ca_bundle)
         if not src.is_file():

@@ -4,7 +4,7 @@ Pure parts compute text and argv lists; one runner executes them over SSH:
 
 - ``settings.py``   the resolved view of ``[monitoring]`` for one host (paths, ports, URLs)
 - ``render.py``     prometheus.yml, rules, alertmanager.yml, blackbox.yml, Grafana files
-                    from the templates in ``monitoring/`` (pure)
+                    from the packaged templates in ``ferry/assets/monitoring`` (pure)
 - ``targets.py``    the app's scrape targets (both colours, labelled colour/release/role)
 - ``dashboards.py`` Grafana dashboards generated from Python (grafana-foundation-sdk)
 - ``events.py``     ``ferry_deploy_*`` metrics in the node_exporter textfile format + the writer

@@ -1,6 +1,7 @@
-"""What is checked in under monitoring/ besides the templates: the example rendered for the
-repository's ferry.toml (rendered/, which the promtool tests run against) and the dashboards'
-JSON (dashboards/). `ferry monitoring render` writes them; a test fails when they are stale."""
+"""What is checked in under the repository's monitoring/ (the templates themselves are ferry's
+package data, ferry/assets/monitoring): the example rendered for the repository's ferry.toml
+(rendered/, which the promtool tests run against) and the dashboards' JSON (dashboards/).
+`ferry monitoring render` writes them; a test fails when they are stale."""
 
 from __future__ import annotations
 
@@ -16,17 +17,18 @@ def render_all(cfg: Config, check: bool = False) -> dict:
     """Write (or with ``check``, compare) what is checked in under monitoring/: the rendered
     example (rendered/) and the dashboards (dashboards/*.json), for this ferry.toml."""
     from . import dashboards, render
-    from .settings import settings
+    from .settings import generated_dir, settings
     from .targets import Slot, targets_json
 
     host = cfg.deploy.hosts[0] if cfg.deploy.hosts else None
     s = settings(cfg, host)
     slots = [Slot(c, r, v) for c, r, v in EXAMPLE_SLOTS]
+    out = generated_dir(cfg)
     want: dict[Path, str] = {}
     for rel, text in render.example(s, targets_json(s, slots, "blue")).items():
-        want[s.templates / "rendered" / rel] = text
+        want[out / "rendered" / rel] = text
     for name, text in dashboards.generate(s).items():
-        want[s.templates / "dashboards" / name] = text
+        want[out / "dashboards" / name] = text
     stale = [str(p) for p, text in sorted(want.items()) if not p.is_file() or p.read_text() != text]
     if not check:
         for p, text in want.items():

@@ -1,4 +1,5 @@
-"""Every config file of the stack, rendered from the templates in ``monitoring/`` (pure).
+"""Every config file of the stack, rendered from ferry's packaged templates (``ferry/assets/monitoring``,
+or the repository's own folder named by ``monitoring.dir``) (pure).
 
 The templates use ``[[ ]]`` / ``[% %]`` instead of Jinja's braces: Prometheus' and
 Alertmanager's own templates (``{{ $labels.app }}``) pass through untouched.
@@ -24,7 +25,8 @@ FS_FILTER = 'fstype!~"tmpfs|ramfs|devtmpfs|overlay|squashfs|nsfs|autofs|fuse.*",
 def environment(templates: Path) -> jinja2.Environment:
     if not templates.is_dir():
         raise ConfigError(f"monitoring.dir: {templates} is not a directory",
-                          "point it at the repository's monitoring/ folder (templates, rules, dashboards)")
+                          "point it at a folder with your own templates, rules and grafana/ (start from a copy of ferry's: "
+                          "python3 -c 'import ferry.assets as a; print(a.path(\"monitoring\"))'), or remove the key")
     return jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(templates)),
         undefined=jinja2.StrictUndefined,
@@ -41,7 +43,7 @@ def _render(s: Settings, name: str, ctx: dict) -> str:
         return environment(s.templates).get_template(name).render(**ctx)
     except jinja2.TemplateNotFound:
         raise ConfigError(f"monitoring.dir: {s.templates / name} is missing",
-                          "restore it from ferry's repository (git checkout monitoring/)") from None
+                          "copy it from ferry's own (ferry/assets/monitoring), or remove monitoring.dir to use ferry's") from None
     except jinja2.TemplateError as e:
         raise ConfigError(f"{s.templates / name}: {e}", "fix the template; placeholders look like [[ name ]]") from None
 
@@ -121,7 +123,7 @@ def rule_templates(s: Settings) -> list[str]:
     names = sorted(p.name for p in rules.glob("*.yml.j2")) if rules.is_dir() else []
     if not names:
         raise ConfigError(f"monitoring.dir: no alert rules in {rules} (*.yml.j2)",
-                          "restore them from ferry's repository (git checkout monitoring/rules)")
+                          "copy them from ferry's own (ferry/assets/monitoring/rules), or remove monitoring.dir to use ferry's")
     return names
 
 
@@ -132,7 +134,7 @@ def rule_file_name(s: Settings, template: str) -> str:
     if name.startswith(PER_APP):
         return f"{s.app}-{name[len(PER_APP):]}"
     if "-" in name:
-        raise ConfigError(f"monitoring/rules/{template}: a host-wide rule file's name must not contain '-'",
+        raise ConfigError(f"{s.templates / 'rules' / template}: a host-wide rule file's name must not contain '-'",
                           "rename it (per-app templates start with app-)")
     return name
 
@@ -165,7 +167,7 @@ GRAFANA_UID = "472:0"
 
 
 def grafana_files(s: Settings) -> dict[str, str]:
-    """Provisioning files and dashboards, copied as they are from monitoring/ (Grafana reads the
+    """Provisioning files and dashboards, copied as they are from the templates folder (Grafana reads the
     ports from its environment: the files themselves are host-independent). The dashboards are
     generated for this app (its service dashboard) and the host (host, nginx)."""
     from .dashboards import generate

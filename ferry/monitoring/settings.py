@@ -38,6 +38,21 @@ def prom_duration(seconds: float) -> str:
     return "".join(out)
 
 
+def templates_dir(cfg: Config) -> Path:
+    """The repository's own monitoring folder when ``monitoring.dir`` names one, else ferry's
+    packaged templates (so an installed ferry needs no checkout)."""
+    if cfg.monitoring.dir:
+        return cfg.resolve(cfg.monitoring.dir)
+    from .. import assets
+    return assets.path("monitoring")
+
+
+def generated_dir(cfg: Config) -> Path:
+    """Where `ferry monitoring render` writes the checked-in example (rendered/, dashboards/):
+    ``monitoring.dir`` when set, else ``monitoring/`` beside ferry.toml, never ferry's package."""
+    return cfg.resolve(cfg.monitoring.dir or "monitoring")
+
+
 @dataclass(frozen=True)
 class Settings:
     app: str
@@ -47,7 +62,7 @@ class Settings:
     probe_url: str
     host: str  # external label `host` on every series and alert of this host's Prometheus
     root: str  # the stack's directory on the host
-    templates: Path  # the repository's monitoring/ folder (templates, rules, dashboards)
+    templates: Path  # templates, rules, Grafana provisioning: monitoring.dir, else ferry's packaged ones
     keep_previous: float  # seconds the old colour stays warm after a release
     docker: tuple[str, ...]  # argv prefix for the host's Docker engine
     mon: MonitoringConfig
@@ -156,7 +171,7 @@ def settings(cfg: Config, host: str | None = None) -> Settings:
         probe_url=probe_url,
         host=host_label(host),
         root=monitoring_root(m, d.root),
-        templates=cfg.resolve(m.dir),
+        templates=templates_dir(cfg),
         keep_previous=d.keep_previous,
         docker=tuple(docker),
         mon=m,

@@ -154,7 +154,7 @@ def grafana_env(s: Settings) -> dict[str, str]:
         "GF_PATHS_DATA": GRAFANA_DATA,
         "GF_PATHS_LOGS": f"{GRAFANA_DATA}/log",
         "GF_PATHS_PLUGINS": f"{GRAFANA_DATA}/plugins",
-        # read by the provisioning files in monitoring/grafana/provisioning/
+        # read by the provisioning files in ferry/assets/monitoring/grafana/provisioning/
         "FERRY_PROMETHEUS_URL": f"http://{LOOPBACK}:{m.prometheus_port}",
         "FERRY_ALERTMANAGER_URL": f"http://{LOOPBACK}:{m.alertmanager_port}",
         "FERRY_DASHBOARDS_DIR": "/etc/grafana/dashboards",

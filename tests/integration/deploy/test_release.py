@@ -118,7 +118,7 @@ def test_container_that_exits_at_start_is_reported_with_its_log(app, load):
 def test_broken_nginx_template_is_rejected_by_nginx_t_and_the_old_config_keeps_serving(app, load, tmp_path):
     app.deploy("v1")
     broken = tmp_path / "nginx-templates"
-    subprocess.run(["cp", "-r", str(os.path.join(os.path.dirname(__file__), "../../../nginx")), str(broken)], check=True)
+    subprocess.run(["cp", "-r", str(os.path.join(os.path.dirname(__file__), "../../../ferry/assets/nginx")), str(broken)], check=True)
     (broken / "proxy.conf.j2").write_text((broken / "proxy.conf.j2").read_text() + "proxy_bogus_directive on;\n")
     lo = load(app.url + "/")
     r = app.deploy("v2", check=False, env={"FERRY_NGINX_TEMPLATES": str(broken)})

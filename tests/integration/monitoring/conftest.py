@@ -66,13 +66,14 @@ def monitoring_images(local_target) -> dict[str, str]:
     return {p["component"].replace("-", "_"): p["reference"] for p in json.loads(r.stdout)["pushed"]}
 
 
-def write_config(path: Path, images: dict[str, str], monitoring_dir: Path = ROOT / "monitoring", extra: str = "") -> Path:
+def write_config(path: Path, images: dict[str, str], monitoring_dir: Path | None = None, extra: str = "") -> Path:
+    """monitoring_dir: the repository's own templates (monitoring.dir); None: ferry's packaged ones."""
     pinned = ", ".join(f'{k} = "{v}"' for k, v in sorted(images.items()))
     path.write_text(app_toml(app=APP, source=ROOT / "examples/hello", http_port=HTTP_PORT, blue=BLUE, green=GREEN,
                              drain_timeout="5s", extra=f"""
 [monitoring]
 enabled = true
-dir = "{monitoring_dir}"
+{f'dir = "{monitoring_dir}"' if monitoring_dir else ""}
 metrics_prefix = "hello"          # the sample's metric names: hello_requests_total, ...
 scrape_interval = "5s"            # short, so a bounded test sees several scrapes
 evaluation_interval = "5s"

@@ -260,7 +260,7 @@ def rules_digest() -> str:
 def test_a_broken_rule_template_is_refused_by_the_hosts_promtool_and_nothing_changes(
         e2e_app, monitoring_images, tmp_path):
     broken = tmp_path / "monitoring"
-    shutil.copytree(ROOT / "monitoring", broken, ignore=shutil.ignore_patterns("rendered", "tests"))
+    shutil.copytree(ROOT / "ferry" / "assets" / "monitoring", broken)
     slo = broken / "rules" / "app-slo.yml.j2"
     slo.write_text(slo.read_text().replace("histogram_quantile(0.99,", "histogram_quantile(0.99,, ", 1))
     cfg = write_config(tmp_path / "ferry.toml", monitoring_images, monitoring_dir=broken)
@@ -275,7 +275,7 @@ def test_a_broken_rule_template_is_refused_by_the_hosts_promtool_and_nothing_cha
 def test_a_broken_blackbox_template_is_refused_by_the_hosts_exporter_and_nothing_changes(
         e2e_app, monitoring_images, tmp_path):
     broken = tmp_path / "monitoring"
-    shutil.copytree(ROOT / "monitoring", broken, ignore=shutil.ignore_patterns("rendered", "tests"))
+    shutil.copytree(ROOT / "ferry" / "assets" / "monitoring", broken)
     bb = broken / "blackbox.yml.j2"
     bb.write_text(bb.read_text().replace("valid_status_codes:", "valid_status_codez:", 1))
     cfg = write_config(tmp_path / "ferry.toml", monitoring_images, monitoring_dir=broken)
@@ -336,7 +336,7 @@ def test_an_alert_reaches_a_webhook_receiver_with_its_labels(e2e_app, monitoring
     nonce = uuid.uuid4().hex[:12]
     token = uuid.uuid4().hex
     mon = tmp_path / "monitoring"
-    shutil.copytree(ROOT / "monitoring", mon, ignore=shutil.ignore_patterns("rendered", "tests"))
+    shutil.copytree(ROOT / "ferry" / "assets" / "monitoring", mon)
     # a host-wide rule file (no dash): the next `up` without it deletes it from the host
     (mon / "rules" / "e2ewebhook.yml.j2").write_text(PROBE_RULE % {"app": APP, "nonce": nonce})
     cfg = write_config(tmp_path / "ferry.toml", monitoring_images, monitoring_dir=mon, extra=f"""

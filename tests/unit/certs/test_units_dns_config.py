@@ -156,7 +156,7 @@ def test_tls_server_block_has_the_intermediate_profile(tmp_path):
 def test_shipped_dh_parameters_are_the_rfc7919_ffdhe2048_group():
     import subprocess
 
-    r = subprocess.run(["openssl", "pkeyparam", "-in", str(manage.DHPARAM), "-text", "-noout"],
+    r = subprocess.run(["openssl", "pkeyparam", "-in", str(manage.dhparam()), "-text", "-noout"],
                        capture_output=True, text=True, timeout=30)
     assert "GROUP: ffdhe2048" in r.stdout, r.stdout + r.stderr
 

@@ -37,5 +37,5 @@ def config(monitoring: str = "", extra: str = "", app: str = "hello", hosts: str
     if hosts is not None:
         text = text.replace('hosts = ["root@127.0.0.1:2222"]', f"hosts = {hosts}")
     text += extra
-    text += f"\n[monitoring]\ndir = \"{ROOT / 'monitoring'}\"\n{monitoring}\n"
+    text += f"\n[monitoring]\n{monitoring}\n"
     return parse(tomllib.loads(text), ROOT / "ferry.toml")

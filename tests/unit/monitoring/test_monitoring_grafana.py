@@ -16,7 +16,7 @@ from ferry.monitoring.stack import grafana_env, specs
 
 from .helpers import ROOT, config
 
-PROVISIONING = ROOT / "monitoring" / "grafana" / "provisioning"
+PROVISIONING = ROOT / "ferry" / "assets" / "monitoring" / "grafana" / "provisioning"
 # apiVersion 1 keys, as Grafana's provisioning reads them (upsertDataSourceFromConfigV1 etc.)
 DATASOURCE_FILE_KEYS = {"apiVersion", "datasources", "deleteDatasources", "prune"}
 DATASOURCE_KEYS = {"orgId", "orgName", "version", "name", "type", "access", "url", "user", "database", "basicAuth",
