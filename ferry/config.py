@@ -606,6 +606,26 @@ def _read_section(data: dict, cls: type, where: str) -> Any:
     return cls(**kwargs)
 
 
+_SHELLS = ("sh", "bash", "dash", "ash", "zsh")
+_PORT_VAR_RE = re.compile(r"\$(PORT\b|\{PORT\})")
+_PORT_TYPO_RE = re.compile(r"\{\s*port\s*\}", re.IGNORECASE)
+
+
+def _check_port_refs(key: str, argv: tuple[str, ...]) -> None:
+    """An exec-form command gets no shell, so `$PORT` would reach the server as those five
+    characters: refuse it and name `{port}`, which ferry replaces itself."""
+    if not argv or argv[0].rsplit("/", 1)[-1] in _SHELLS:
+        return
+    for a in argv:
+        if _PORT_VAR_RE.search(a):
+            raise ConfigError(f"{key}: {a!r} uses $PORT, but the command runs without a shell, so nothing expands it",
+                              f"write {_PORT_VAR_RE.sub('{port}', a)!r}: ferry puts the colour's port there")
+        for m in _PORT_TYPO_RE.finditer(a):
+            if m.group(0) != "{port}":
+                raise ConfigError(f"{key}: {a!r} has {m.group(0)!r}, which is not the port placeholder",
+                                  "write {port} (lower case, no spaces)")
+
+
 def _validate(cfg: Config) -> None:
     a, i, d = cfg.app, cfg.image, cfg.deploy
     if not _NAME_RE.match(a.name):
@@ -613,6 +633,9 @@ def _validate(cfg: Config) -> None:
                           "use lower-case letters, digits and dashes (it names containers and directories)")
     if not i.entrypoint:
         raise ConfigError("image.entrypoint: must not be empty", 'e.g. entrypoint = ["python3", "-m", "hello"]')
+    _check_port_refs("image.entrypoint", i.entrypoint)
+    for name, proc in cfg.processes.items():
+        _check_port_refs(f"processes.{name}.command", proc.command)
     for p in i.platforms:
         if not _PLATFORM_RE.match(p):
             raise ConfigError(f"image.platforms: {p!r} is not supported", 'use "linux/amd64" and/or "linux/arm64"')

@@ -10,6 +10,24 @@ from __future__ import annotations
 from ..config import Config
 
 LABEL = "dev.ferry"
+PORT = "{port}"  # in image.entrypoint / a process command: the colour's port, at container start
+
+
+def with_port(argv: tuple[str, ...] | list[str], port: int) -> list[str]:
+    """``{port}`` in each argument replaced with ``port``: most servers take their port as a flag
+    (``uvicorn --port {port}``, ``gunicorn --bind 0.0.0.0:{port}``), not from $PORT."""
+    return [a.replace(PORT, str(port)) for a in argv]
+
+
+def entrypoint_override(cfg: Config, port: int) -> tuple[list[str], list[str]]:
+    """(options before the image, arguments after it) that start image.entrypoint with the
+    colour's port: ``--entrypoint PROG`` and the rest as the command. Nothing when the
+    entrypoint has no ``{port}``: the image's own (which has image.port in its place) runs."""
+    ep = cfg.image.entrypoint
+    if not any(PORT in a for a in ep):
+        return [], []
+    argv = with_port(ep, port)
+    return ["--entrypoint", argv[0]], argv[1:]
 
 
 def docker(cfg: Config, *args: str) -> list[str]:
@@ -48,7 +66,8 @@ def run_argv(cfg: Config, colour: str, image: str, release: str, version: str, d
         argv += ["--memory", d.resources.memory]
     if d.resources.cpus:
         argv += ["--cpus", d.resources.cpus]
-    return [*argv, image]
+    before, after = entrypoint_override(cfg, port)
+    return [*argv, *before, image, *after]
 
 
 def ps_argv(cfg: Config) -> list[str]:

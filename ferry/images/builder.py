@@ -305,7 +305,9 @@ def image_config(base_config: dict, spec: BuildSpec, platform: Platform, layers:
     ports = dict(bc.get("ExposedPorts") or {})
     ports[f"{spec.port}/tcp"] = {}
     config.update({
-        "Entrypoint": list(spec.entrypoint),
+        # `{port}` becomes image.port, so `docker run IMAGE` serves where EXPOSE says; the
+        # deployer starts each colour with its own port in that place (deploy/docker.py)
+        "Entrypoint": [a.replace("{port}", str(spec.port)) for a in spec.entrypoint],
         "Env": [f"{k}={v}" for k, v in env.items()],
         "ExposedPorts": ports,
         "Labels": labels,
