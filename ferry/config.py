@@ -732,14 +732,16 @@ def _validate_real_apps(cfg: Config) -> None:
     if p.read_timeout <= 0:
         raise ConfigError("proxy.read_timeout: must be positive", 'e.g. read_timeout = "60s"')
     for prefix, volume in p.serve.items():
+        if prefix == "/":
+            raise ConfigError("proxy.serve: '/' is not a usable prefix: it would take every request from the app",
+                              'name a folder, e.g. serve = { "/media/" = "media" }')
         if not re.match(r"^/[A-Za-z0-9._~/-]*/$", prefix):
             raise ConfigError(f"proxy.serve: {prefix!r} is not a URL prefix like \"/media/\"",
                               "start and end it with /; letters, digits and . _ ~ - between")
         segments = prefix.strip("/").split("/")
-        if prefix == "/" or "" in segments or any(seg in (".", "..") for seg in segments):
+        if "" in segments or any(seg in (".", "..") for seg in segments):
             raise ConfigError(f"proxy.serve: {prefix!r} is not a usable prefix",
-                              "name a folder below / without empty, . or .. parts, e.g. \"/media/\" "
-                              "(\"/\" would take every request from the app)")
+                              "name a folder without empty, . or .. parts, e.g. \"/media/\"")
         if prefix.startswith("/.well-known/acme-challenge/"):
             raise ConfigError(f"proxy.serve: {prefix!r} is the ACME webroot's (certificates), never a volume's",
                               "serve the volume under another prefix, e.g. \"/media/\"")
