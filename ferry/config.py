@@ -489,6 +489,11 @@ class LocalConfig:
     token_registry_port: int = 5002
     ssh_port: int = 2222
     nginx_status_port: int = 8079  # nginx's stub_status (and its health check), loopback only
+    # nginx's worker_shutdown_timeout: after a reload (any app's swap), old workers close the
+    # WebSockets, SSE streams and long polls they still hold after this long. One value for
+    # the whole nginx (a main-context directive): make it the largest deploy.drain_timeout of
+    # the apps it serves (prepare-host --worker-shutdown-timeout on a real host)
+    worker_shutdown_timeout: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -586,7 +591,7 @@ def _convert(value: Any, tp: Any, where: str, fname: str) -> Any:
 
 
 _DURATIONS = {"interval", "timeout", "drain_timeout", "keep_previous", "release_timeout", "stop_timeout",
-              "healthy_after", "read_timeout"}
+              "healthy_after", "read_timeout", "worker_shutdown_timeout"}
 
 
 def _read_section(data: dict, cls: type, where: str) -> Any:
@@ -747,12 +752,24 @@ def _validate_real_apps(cfg: Config) -> None:
         if proc.health:
             _argv(f"{w}.health", proc.health, 'health = ["celery", "-A", "proj", "inspect", "ping"]')
     if not _SIZE_RE.match(p.max_body):
-        raise ConfigError(f"proxy.max_body: {p.max_body!r} is not an nginx size", 'e.g. max_body = "100m" ("0" for no limit)')
+        raise ConfigError(f"proxy.max_body: {p.max_body!r} is not an nginx size",
+                          'a number with k, m or g, e.g. max_body = "100m" ("0" for no limit)')
     if p.read_timeout <= 0:
         raise ConfigError("proxy.read_timeout: must be positive", 'e.g. read_timeout = "60s"')
     for prefix, volume in p.serve.items():
+        if prefix == "/":
+            raise ConfigError("proxy.serve: '/' is not a usable prefix: it would take every request from the app",
+                              'name a folder, e.g. serve = { "/media/" = "media" }')
         if not re.match(r"^/[A-Za-z0-9._~/-]*/$", prefix):
-            raise ConfigError(f"proxy.serve: {prefix!r} is not a URL prefix like \"/media/\"", "start and end it with /")
+            raise ConfigError(f"proxy.serve: {prefix!r} is not a URL prefix like \"/media/\"",
+                              "start and end it with /; letters, digits and . _ ~ - between")
+        segments = prefix.strip("/").split("/")
+        if "" in segments or any(seg in (".", "..") for seg in segments):
+            raise ConfigError(f"proxy.serve: {prefix!r} is not a usable prefix",
+                              "name a folder without empty, . or .. parts, e.g. \"/media/\"")
+        if prefix.startswith("/.well-known/acme-challenge/"):
+            raise ConfigError(f"proxy.serve: {prefix!r} is the ACME webroot's (certificates), never a volume's",
+                              "serve the volume under another prefix, e.g. \"/media/\"")
         if volume not in d.volumes:
             raise ConfigError(f"proxy.serve.{prefix}: {volume!r} is not one of deploy.volumes ({', '.join(sorted(d.volumes)) or 'none'})",
                               'declare it, e.g. [deploy] volumes = { media = "/app/media" }')

@@ -7,6 +7,7 @@ new workers while the old workers finish the requests they hold.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from pathlib import Path
 
@@ -33,6 +34,16 @@ def _env(cfg: Config | None = None) -> jinja2.Environment:
                               keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True)
 
 
+# proxy.gzip: what compresses well (text/html is always on in nginx); never text/event-stream,
+# whose events must not wait in a compression buffer
+GZIP_TYPES = ("text/css", "text/plain", "text/xml", "text/javascript", "application/javascript",
+              "application/json", "application/xml", "application/rss+xml", "application/atom+xml",
+              "application/manifest+json", "application/ld+json", "image/svg+xml", "image/x-icon")
+# how long a browser keeps a file from proxy.serve without asking again (then it revalidates
+# with the ETag): user uploads can be replaced under the same name, so not "forever"
+SERVE_EXPIRES = "1h"
+
+
 def app_dir(cfg: Config) -> str:
     return f"{cfg.deploy.root}/{cfg.app.name}"
 
@@ -53,10 +64,32 @@ def proxy_path(cfg: Config) -> str:
     return f"{app_dir(cfg)}/nginx/proxy.conf"
 
 
+def volume_path(cfg: Config, name: str) -> str:
+    """Where deploy.volumes' NAME lives on the host (the deploy creates it, owned by the image's user)."""
+    return f"{app_dir(cfg)}/volumes/{name}"
+
+
+def nginx_duration(seconds: float) -> str:
+    """30.0 -> "30s", 0.5 -> "500ms": nginx's own time format."""
+    return f"{int(seconds)}s" if float(seconds).is_integer() else f"{round(seconds * 1000)}ms"
+
+
+def serve_locations(cfg: Config) -> list[dict]:
+    """proxy.serve as the locations site.conf renders, longest prefix first (nginx picks the
+    longest match anyway; the order only keeps the text stable)."""
+    return [{"prefix": prefix, "volume": name, "path": volume_path(cfg, name)}
+            for prefix, name in sorted(cfg.proxy.serve.items(), key=lambda kv: (-len(kv[0]), kv[0]))]
+
+
 def context(cfg: Config, tls: bool, extra_names: tuple[str, ...] = ()) -> dict:
     d = app_dir(cfg)
     p = cfg.proxy
     return {
+        "max_body": p.max_body,
+        "gzip": p.gzip,
+        "gzip_types": " ".join(GZIP_TYPES),
+        "serve": serve_locations(cfg),
+        "serve_expires": SERVE_EXPIRES,
         "app": cfg.app.name,
         "domain": cfg.app.domain,
         "app_dir": d,
@@ -82,13 +115,22 @@ def render_site(cfg: Config, *, tls: bool = False, extra_names: tuple[str, ...] 
     return _env(cfg).get_template("site.conf.j2").render(**context(cfg, tls, extra_names))
 
 
-def render_proxy(cfg: Config, *, behind_balancer: bool = False) -> str:
+def trusted_proxies(cfg: Config, balancer_networks: tuple[str, ...] = ()) -> tuple[str, ...]:
+    """Whose X-Forwarded-For names the client (set_real_ip_from): proxy.real_ip_from, then the
+    load balancer's networks (the stack's VPC CIDR), as networks, each once."""
+    nets = (str(ipaddress.ip_network(n, strict=False)) for n in (*cfg.proxy.real_ip_from, *balancer_networks))
+    return tuple(dict.fromkeys(nets))
+
+
+def render_proxy(cfg: Config, *, behind_balancer: bool = False, balancer_networks: tuple[str, ...] = ()) -> str:
     """``behind_balancer``: a load balancer terminates TLS in front of this host (the stack's
     target group, deploy.release.HostTarget.behind_balancer), so the app's X-Forwarded-Proto is
-    the balancer's; otherwise nginx's own $scheme (a client's header is never trusted)."""
-    read_timeout = max(60, int(cfg.deploy.drain_timeout) + 30)
-    return _env(cfg).get_template("proxy.conf.j2").render(app=cfg.app.name, upstream=upstream_name(cfg),
-                                                       read_timeout=read_timeout, behind_balancer=behind_balancer)
+    the balancer's; otherwise nginx's own $scheme (a client's header is never trusted).
+    ``balancer_networks``: where that balancer's requests come from (HostTarget.balancer_networks),
+    trusted for the client's address beside proxy.real_ip_from."""
+    return _env(cfg).get_template("proxy.conf.j2").render(
+        app=cfg.app.name, upstream=upstream_name(cfg), read_timeout=nginx_duration(cfg.proxy.read_timeout),
+        behind_balancer=behind_balancer, real_ip_from=trusted_proxies(cfg, balancer_networks))
 
 
 def render_upstream(cfg: Config, colour: str, release: str) -> str:

@@ -12,6 +12,7 @@ is used with a warning naming the failure.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import shutil
 import subprocess
@@ -55,6 +56,9 @@ class StackOutputs:
     target_group_arns: tuple[str, ...] = ()
     ssm: bool = False
     app: str | None = None
+    # the VPC's CIDR: where the load balancer's requests come from (nginx trusts its
+    # X-Forwarded-For for the client's address, set_real_ip_from)
+    vpc_cidr: str | None = None
     raw: dict = field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -117,7 +121,17 @@ def parse_outputs(data: Any, source: str) -> StackOutputs:
         source=source, hosts=tuple(hosts), region=region, ssh_user=_str(data.get("sshUser")) or "root",
         registry_url=_str(data.get("registryUrl")), domain=_str(data.get("domain")),
         load_balancer_dns_name=_str(data.get("loadBalancerDnsName")), target_group_arns=tuple(tgs),
-        ssm=bool(data.get("ssm")), app=_str(data.get("app")), raw=data)
+        ssm=bool(data.get("ssm")), app=_str(data.get("app")), vpc_cidr=_vpc_cidr(data, source), raw=data)
+
+
+def _vpc_cidr(data: dict, source: str) -> str | None:
+    v = _str(data.get("vpcCidr"))
+    if v is None:
+        return None
+    try:
+        return str(ipaddress.ip_network(v, strict=False))
+    except ValueError:
+        raise InfraError(f"{source}: vpcCidr {v!r} is not a CIDR", "run `pulumi up` again with this repository's program") from None
 
 
 def _from_cli(pulumi: str, stack: str, cwd: Path, run: Callable[..., subprocess.CompletedProcess]) -> StackOutputs:

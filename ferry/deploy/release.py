@@ -48,6 +48,9 @@ class HostTarget:
     # where the internet reaches the host (public IPv4, IPv6, public DNS name): what the domain's
     # records must point to and what ferry probes from outside; never a private address
     public: tuple[str, ...] = ()
+    # where the load balancer's requests come from (the stack's VPC CIDR): nginx takes the
+    # client's address from their X-Forwarded-For (nginx.render_proxy)
+    balancer_networks: tuple[str, ...] = ()
 
     @property
     def behind_balancer(self) -> bool:
@@ -74,8 +77,9 @@ def resolve_hosts(cfg: Config, progress: Progress = NULL) -> list[HostTarget]:
             address = h.instance_id if gateway else h.address
             names = tuple(n for n in (h.public_ip, h.public_dns, h.private_ip) if n)
             public = tuple(n for n in (h.public_ip, h.ipv6_address, h.public_dns) if n)
+            balancer = (out.vpc_cidr,) if h.target_group_arn and out.vpc_cidr else ()
             targets.append(HostTarget(HostSpec(out.ssh_user, address, cfg.deploy.ssh_port), names, h.instance_id,
-                                      h.target_group_arn, out.region, gateway, public))
+                                      h.target_group_arn, out.region, gateway, public, balancer))
         if not targets:
             raise ConfigError(f"deploy.stack: the stack outputs ({out.source}) list no hosts",
                               "run `pulumi up` first, or check the stack name")
@@ -152,7 +156,8 @@ def for_each_host(cfg: Config, progress: Progress, action: Callable[[HostDeploye
         try:
             with connect(cfg, target, progress) as host:
                 d = HostDeployer(host, cfg, progress, secrets=secrets, registry_credentials=creds, command=command,
-                                 force=force, server_names=target.names, behind_balancer=target.behind_balancer)
+                                 force=force, server_names=target.names, behind_balancer=target.behind_balancer,
+                                 balancer_networks=target.balancer_networks)
                 with _OutOfBalancer(target, progress):
                     done.append(action(d))
         except FerryError as e:

@@ -81,7 +81,8 @@ def _response_head(dump: str) -> tuple[str, dict[str, str]]:
 class HostDeployer:
     def __init__(self, host: Host, cfg: Config, progress: Progress = NULL, secrets: dict[str, str] | None = None,
                  registry_credentials: tuple[str, str] | Callable[[], tuple[str, str] | None] | None = None, command: str = "deploy", force: bool = False,
-                 server_names: tuple[str, ...] = (), behind_balancer: bool = False):
+                 server_names: tuple[str, ...] = (), behind_balancer: bool = False,
+                 balancer_networks: tuple[str, ...] = ()):
         self.host = host
         self.cfg = cfg
         self.progress = progress
@@ -91,6 +92,7 @@ class HostDeployer:
         self.force = force
         self.server_names = server_names
         self.behind_balancer = behind_balancer  # TLS ends at the load balancer: pass its X-Forwarded-Proto
+        self.balancer_networks = balancer_networks  # its X-Forwarded-For names the client (set_real_ip_from)
         self._tls: bool | None = None
         self.lock = Lock(host, cfg)
         self.dir = nginx.app_dir(cfg)
@@ -320,7 +322,8 @@ class HostDeployer:
         self.step(f"swap nginx to {colour} (nginx -t, reload)")
         files = {
             nginx.upstream_path(cfg): nginx.render_upstream(cfg, colour, rid),
-            nginx.proxy_path(cfg): nginx.render_proxy(cfg, behind_balancer=self.behind_balancer),
+            nginx.proxy_path(cfg): nginx.render_proxy(cfg, behind_balancer=self.behind_balancer,
+                                                     balancer_networks=self.balancer_networks),
             nginx.site_path(cfg): nginx.render_site(cfg, tls=self.tls_ready(), extra_names=self.server_names),
         }
         nginx.apply(host, cfg, files)

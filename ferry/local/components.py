@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..config import LocalConfig
+from ..nginx import nginx_duration
 from .token_server import registry_config
 
 TOKEN_ISSUER_PORT_OFFSET = 1  # the token issuer listens on token_registry_port + 1
@@ -147,10 +148,13 @@ def sshd(p: Paths, s: LocalConfig) -> Component:
     )
 
 
-def nginx_main_conf(p: Paths, include_glob: str, status_port: int) -> str:
+def nginx_main_conf(p: Paths, include_glob: str, status_port: int, worker_shutdown_timeout: float = 30.0) -> str:
+    """``worker_shutdown_timeout`` (local.worker_shutdown_timeout): how long a reload's old
+    workers keep the long-lived connections (WebSocket, SSE) they hold, so a drain ends."""
     n = p.root / "nginx"
     return f"""# ferry local target: nginx main config (written by `ferry local up`)
 worker_processes 2;
+worker_shutdown_timeout {nginx_duration(worker_shutdown_timeout)};
 pid {n / 'nginx.pid'};
 error_log {p.logs / 'nginx-error.log'} warn;
 events {{ worker_connections 1024; }}
@@ -185,7 +189,8 @@ def nginx(p: Paths, s: LocalConfig, deploy_root: str) -> Component:
         # server is always there, so it tells whether nginx itself is up
         address=f"127.0.0.1:{s.nginx_status_port}",
         check=Check("tcp", f"127.0.0.1:{s.nginx_status_port}"),
-        files={str(p.nginx_conf): nginx_main_conf(p, f"{deploy_root}/*/nginx/site.conf", s.nginx_status_port)},
+        files={str(p.nginx_conf): nginx_main_conf(p, f"{deploy_root}/*/nginx/site.conf", s.nginx_status_port,
+                                                         s.worker_shutdown_timeout)},
         stale_files=(str(n / "nginx.pid"),),
     )
 

@@ -18,7 +18,7 @@ SCRIPT = Path(__file__).resolve().parents[3] / "scripts" / "prepare-host"
 ECR = "123456789012.dkr.ecr.eu-west-1.amazonaws.com"
 # What the real machine has at these paths must not change when the script runs under --root.
 # (Files by content and time; /opt/ferry by mode and owner only: other tests deploy into it.)
-REAL_PATHS = ["/etc/nginx/conf.d/ferry.conf", "/etc/docker/daemon.json", "/etc/default/prometheus-node-exporter",
+REAL_PATHS = ["/etc/nginx/conf.d/ferry.conf", "/etc/nginx/modules-enabled/90-ferry-main.conf", "/etc/docker/daemon.json", "/etc/default/prometheus-node-exporter",
               "/etc/ssh/sshd_config.d/10-ferry.conf", "/etc/apt/apt.conf.d/20auto-upgrades",
               "/etc/systemd/journald.conf.d/ferry.conf", "/root/.docker/config.json",
               "/etc/ferry/imds-guard.rules", "/etc/systemd/system/ferry-imds-guard.service"]
@@ -71,7 +71,8 @@ def test_prepares_the_layout_and_a_second_run_changes_nothing(target):
     code, out = run_script(target, "--root", target.root)
     assert code == 0, out
     assert "packages: docker.io nginx curl python3-acme unattended-upgrades logrotate\n" in out  # all there: no apt
-    for path in ("/opt/ferry/", "/etc/nginx/conf.d/ferry.conf", "/etc/docker/daemon.json",
+    for path in ("/opt/ferry/", "/etc/nginx/conf.d/ferry.conf", "/etc/nginx/modules-enabled/90-ferry-main.conf",
+                 "/etc/docker/daemon.json",
                  "/etc/apt/apt.conf.d/20auto-upgrades", "/etc/ferry/imds-guard.rules",
                  "/etc/systemd/system/ferry-imds-guard.service"):
         assert f"  changed    {path}\n" in out, out
@@ -251,10 +252,23 @@ def test_written_nginx_config_is_accepted_by_nginx(target):
     code, out = run_script(target, "--root", target.root)
     assert code == 0, out
     main = f"{target.work}/nginx.conf"
-    target.write(main, f"pid {target.work}/nginx.pid;\nevents {{}}\nhttp {{\n"
+    # as Debian's nginx.conf includes them: modules-enabled at main level, conf.d inside http
+    target.write(main, f"pid {target.work}/nginx.pid;\n"
+                       f"include {target.root}/etc/nginx/modules-enabled/*.conf;\nevents {{}}\nhttp {{\n"
                        f"    include {target.root}/etc/nginx/conf.d/ferry.conf;\n}}\n")
     r = target.run(["nginx", "-t", "-c", main, "-e", f"{target.work}/error.log"])
     assert r.ok, r.stderr
+
+
+def test_old_workers_close_long_lived_connections_after_the_chosen_timeout(target):
+    code, out = run_script(target, "--root", target.root)
+    assert code == 0, out
+    main = target.read(f"{target.root}/etc/nginx/modules-enabled/90-ferry-main.conf")
+    assert "worker_shutdown_timeout 30s;" in main  # deploy.drain_timeout's default
+    code, out = run_script(target, "--root", target.root, "--worker-shutdown-timeout", "120")
+    assert code == 0, out
+    assert "  changed    /etc/nginx/modules-enabled/90-ferry-main.conf\n" in out
+    assert "worker_shutdown_timeout 120s;" in target.read(f"{target.root}/etc/nginx/modules-enabled/90-ferry-main.conf")
 
 
 def test_drift_is_repaired_and_only_the_drift_is_reported(target):
@@ -301,6 +315,7 @@ def test_missing_packages_are_never_installed_under_root(target):
     (["--root", "relative/dir"], "--root must be an absolute path"),
     (["--bogus"], "unknown argument '--bogus'"),
     (["--ecr-registry", "registry.example.com"], "is not an ECR registry host"),
+    (["--worker-shutdown-timeout", "30s"], "is not a whole number of seconds"),
 ])
 def test_bad_arguments_exit_2_with_the_fix(target, args, message):
     code, out = run_script(target, *args)
