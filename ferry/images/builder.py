@@ -22,6 +22,7 @@ are unit-tested exactly.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import re
 import subprocess
 import sys
@@ -650,7 +651,8 @@ def build(spec: BuildSpec, *, fetch_base: Callable[[Platform], Image],
     app_projects = deps_mod.app_projects(req, spec.source)
     if app_projects and not callable(contributions):
         contributions = _with_project(spec, app_projects, tuple(contributions))
-    inputs = Inputs(req, collect(spec.source, spec.workdir, spec.exclude + _dependency_files(spec, req)),
+    stat_cache = cache.root / "stat" / (hashlib.sha256(str(spec.source.resolve()).encode()).hexdigest()[:32] + ".json")
+    inputs = Inputs(req, collect(spec.source, spec.workdir, spec.exclude + _dependency_files(spec, req), stat_cache),
                     contributions if callable(contributions) else tuple(contributions))
 
     def one(platform: Platform) -> PlatformBuild:

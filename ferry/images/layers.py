@@ -252,16 +252,75 @@ def tree_entries(root: Path, dest: str, skip=None) -> list[Entry]:
     return out
 
 
-def content_key(entries: Iterable[Entry]) -> str:
+def file_digest(e: Entry) -> bytes:
+    fh = hashlib.sha256()
+    with e.open() as f:
+        while chunk := f.read(1 << 20):
+            fh.update(chunk)
+    return fh.digest()
+
+
+def content_key(entries: Iterable[Entry], digests: "StatCache | None" = None) -> str:
     """A hash of what a layer would contain (paths, kinds, modes, bytes): the cache key that
-    lets an unchanged layer skip compression entirely."""
+    lets an unchanged layer skip compression entirely. ``digests`` remembers files' digests
+    by their stat, so an unchanged file is not read again."""
     h = hashlib.sha256()
     for e in complete(entries):
         h.update(f"{e.kind}\0{e.path}\0{e.mode:o}\0{e.target}\0".encode("utf-8", "surrogateescape"))
         if e.kind == "file":
-            fh = hashlib.sha256()
-            with e.open() as f:
-                while chunk := f.read(1 << 20):
-                    fh.update(chunk)
-            h.update(fh.digest())
+            h.update(digests.digest(e) if digests is not None and e.source is not None else file_digest(e))
     return h.hexdigest()
+
+
+class StatCache:
+    """Files' SHA-256 by (path, size, mtime, ctime, inode), as git's index keeps them: a file
+    whose stat is unchanged is not read again; any difference (an edit, a touch, a copy, a
+    replace by rename) reads and hashes it. Like git's "racily clean" rule, a file changed less
+    than ``RACY`` seconds before it was hashed is never trusted from its stat alone: a second
+    write within the filesystem's timestamp granularity would not change it."""
+
+    RACY = 2.0
+
+    def __init__(self, path: Path | None):
+        self.path = path
+        self.old: dict[str, list] = {}
+        self.new: dict[str, list] = {}
+        self.hashed = 0
+        if path is not None:
+            try:
+                import json
+
+                loaded = json.loads(path.read_text())
+                self.old = loaded if isinstance(loaded, dict) else {}
+            except (OSError, ValueError):
+                self.old = {}
+
+    def digest(self, e: Entry) -> bytes:
+        import time
+
+        src = str(e.source)
+        st = os.stat(src)
+        sig = [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
+        rec = self.old.get(src)
+        if rec is not None and rec[:4] == sig:
+            self.new[src] = rec
+            return bytes.fromhex(rec[4])
+        d = file_digest(e)
+        self.hashed += 1
+        if time.time() - st.st_mtime > self.RACY:
+            self.new[src] = [*sig, d.hex()]
+        return d
+
+    def save(self) -> None:
+        """Keep what this walk saw (files gone since are dropped); best effort: a cache."""
+        if self.path is None or self.new == self.old:
+            return
+        import json
+
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(self.new, separators=(",", ":")))
+            os.replace(tmp, self.path)
+        except OSError:
+            pass

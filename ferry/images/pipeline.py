@@ -149,7 +149,7 @@ def build_and_publish(cfg, *, target: str = "none", path: str | os.PathLike | No
                 c.close()
 
         name = repo.name
-        doc = sbom_mod.document(sbom_format, name, result.digest, result.packages(), spec.epoch, TOOL)
+        doc = sbom_mod.document(sbom_format, name, result.packages(), spec.epoch, TOOL)
         data = sbom_bytes(doc)
         media_type = sbom_mod.FORMATS[sbom_format]
         out: dict = {}

@@ -363,7 +363,8 @@ class RegistryPublisher:
         # and an interrupted push must never leave a tag pointing at something incomplete
         for img in images_of(image) if isinstance(image, ImageIndex) else ():
             self._put_manifest_once(img.digest, img.manifest_bytes, img.media_type, new)
-        self._put_manifest_once(image.digest, image.manifest_bytes, image.media_type, new)
+        if not tags:  # a PUT by tag stores the manifest under its digest too: one PUT, not two
+            self._put_manifest_once(image.digest, image.manifest_bytes, image.media_type, new)
         for t in tags:
             if self._put_manifest_once(t, image.manifest_bytes, image.media_type, new):
                 self.progress.info(f"tagged {self.name}:{t}")
@@ -403,16 +404,21 @@ class RegistryPublisher:
             outcomes = self.push_blobs([blob, EMPTY_CONFIG])
         data = artifact_manifest(subject, artifact_type, blob, annotations)
         digest = sha256(data)
-        resp = c.put_manifest_response(repo, digest, data, OCI_MANIFEST)
-        api = resp.headers.get("oci-subject") == subject_digest or c.referrers(repo, subject_digest) is not None
-        tags: list[str] = []
+        # one PUT, by cosign's tag: the registry stores it under its digest as well, and a
+        # distribution-spec 1.1 registry with the referrers API MUST answer a manifest with a
+        # subject with OCI-Subject, so that header alone says whether the index below is needed
+        tag = artifact_tag(subject_digest, artifact_type)
+        resp = c.put_manifest_response(repo, tag, data, OCI_MANIFEST)
+        echoed = resp.headers.get("docker-content-digest")
+        if echoed and echoed != digest:
+            raise RegistryError(f"registry stored artifact manifest {echoed} for {digest} in {repo}",
+                                "the registry rewrote the manifest; it may not support OCI artifacts")
+        api = resp.headers.get("oci-subject") == subject_digest
+        tags: list[str] = [tag]
         if not api:
-            tag = artifact_tag(subject_digest, artifact_type)
-            self._put_manifest_once(tag, data, OCI_MANIFEST, new=fresh)
-            tags.append(tag)
             rtag = referrers_tag(subject_digest)
             existing = None
-            if c.manifest_info(repo, rtag) is not None:
+            if not fresh and c.manifest_info(repo, rtag) is not None:  # a new subject has no index yet
                 body, mtype, _ = c.get_manifest(repo, rtag)
                 existing = json.loads(body) if mtype == OCI_INDEX else None
             desc = {"mediaType": OCI_MANIFEST, "digest": digest, "size": len(data), "artifactType": artifact_type}

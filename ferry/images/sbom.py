@@ -1,9 +1,11 @@
 """The software bill of materials: the Python distributions installed in the image.
 
 SPDX 2.3 JSON (default) or CycloneDX 1.5 JSON, built from the dist-info metadata of the
-dependency layer. Pure functions of their inputs: the same image gives the same document
-(its time is the build's fixed epoch, its namespace derives from the image digest), so the
-attached artifact has a stable digest too.
+dependency layer. Pure functions of the repository and the distributions, NOT of the image
+digest: its time is the build's fixed epoch and its namespace derives from the distribution
+set, so a rebuild whose dependencies did not change has the very same SBOM blob, which the
+registry already holds (a one-line change uploads no SBOM, only a new ~0.7 KB artifact manifest).
+What ties the document to one image is the artifact manifest's OCI ``subject``.
 """
 
 from __future__ import annotations
@@ -55,24 +57,33 @@ def _timestamp(epoch: int) -> str:
     return datetime.fromtimestamp(epoch, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def spdx(image: str, digest: str, dists: Iterable[Distribution], epoch: int, tool: str) -> dict:
-    """SPDX 2.3: the image is the described package; it CONTAINS each distribution."""
-    dists = sorted(set(dists), key=lambda d: (d.name.lower(), d.version))
+def _sorted(dists: Iterable[Distribution]) -> list[Distribution]:
+    return sorted(set(dists), key=lambda d: (d.name.lower(), d.version))
+
+
+def _set_id(image: str, dists: list[Distribution]) -> uuid.UUID:
+    """One id per (repository, distribution set): the same dependencies, the same document."""
+    return uuid.uuid5(uuid.NAMESPACE_URL, image + "?" + "&".join(f"{purl(d)}#{d.license}" for d in dists))
+
+
+def spdx(image: str, dists: Iterable[Distribution], epoch: int, tool: str) -> dict:
+    """SPDX 2.3: the image (its repository; the OCI subject names the digest) is the described
+    package; it CONTAINS each distribution."""
+    dists = _sorted(dists)
     root_id = "SPDXRef-Image"
-    namespace = f"https://spdx.org/spdxdocs/ferry/{uuid.uuid5(uuid.NAMESPACE_URL, image + '@' + digest)}"
+    namespace = f"https://spdx.org/spdxdocs/ferry/{_set_id(image, dists)}"
     packages = [{
         "SPDXID": root_id,
         "name": image,
-        "versionInfo": digest,
         "downloadLocation": "NOASSERTION",
         "filesAnalyzed": False,
         "licenseConcluded": "NOASSERTION",
         "licenseDeclared": "NOASSERTION",
         "copyrightText": "NOASSERTION",
         "primaryPackagePurpose": "CONTAINER",
-        "checksums": [{"algorithm": "SHA256", "checksumValue": digest.split(":", 1)[-1]}],
         "externalRefs": [{"referenceCategory": "PACKAGE-MANAGER", "referenceType": "purl",
-                          "referenceLocator": f"pkg:oci/{image.rsplit('/', 1)[-1]}@{digest.replace(':', '%3A')}"}],
+                          "referenceLocator": f"pkg:oci/{image.rsplit('/', 1)[-1]}"
+                                              f"?repository_url={image.rsplit('/', 1)[0]}"}],
     }]
     rels = [{"spdxElementId": "SPDXRef-DOCUMENT", "relationshipType": "DESCRIBES", "relatedSpdxElement": root_id}]
     for d in dists:
@@ -101,7 +112,7 @@ def spdx(image: str, digest: str, dists: Iterable[Distribution], epoch: int, too
         "spdxVersion": "SPDX-2.3",
         "dataLicense": "CC0-1.0",
         "SPDXID": "SPDXRef-DOCUMENT",
-        "name": f"{image}@{digest}",
+        "name": image,
         "documentNamespace": namespace,
         "creationInfo": {"created": _timestamp(epoch), "creators": [f"Tool: {tool}"]},
         "documentDescribes": [root_id],
@@ -110,8 +121,8 @@ def spdx(image: str, digest: str, dists: Iterable[Distribution], epoch: int, too
     }
 
 
-def cyclonedx(image: str, digest: str, dists: Iterable[Distribution], epoch: int, tool: str) -> dict:
-    dists = sorted(set(dists), key=lambda d: (d.name.lower(), d.version))
+def cyclonedx(image: str, dists: Iterable[Distribution], epoch: int, tool: str) -> dict:
+    dists = _sorted(dists)
     tool_name, _, tool_version = tool.partition("-")
     components = []
     for d in dists:
@@ -129,23 +140,23 @@ def cyclonedx(image: str, digest: str, dists: Iterable[Distribution], epoch: int
     return {
         "bomFormat": "CycloneDX",
         "specVersion": "1.5",
-        "serialNumber": f"urn:uuid:{uuid.uuid5(uuid.NAMESPACE_URL, image + '@' + digest)}",
+        "serialNumber": f"urn:uuid:{_set_id(image, dists)}",
         "version": 1,
         "metadata": {
             "timestamp": _timestamp(epoch),
             "tools": {"components": [{"type": "application", "name": tool_name, "version": tool_version}]},
-            "component": {"type": "container", "bom-ref": digest, "name": image, "version": digest},
+            "component": {"type": "container", "bom-ref": image, "name": image},
         },
         "components": components,
-        "dependencies": [{"ref": digest, "dependsOn": [purl(d) for d in dists]}],
+        "dependencies": [{"ref": image, "dependsOn": [purl(d) for d in dists]}],
     }
 
 
-def document(fmt: str, image: str, digest: str, dists, epoch: int, tool: str) -> dict:
+def document(fmt: str, image: str, dists, epoch: int, tool: str) -> dict:
     if fmt == "spdx":
-        return spdx(image, digest, dists, epoch, tool)
+        return spdx(image, dists, epoch, tool)
     if fmt == "cyclonedx":
-        return cyclonedx(image, digest, dists, epoch, tool)
+        return cyclonedx(image, dists, epoch, tool)
     from ..errors import BuildError
 
     raise BuildError(f"SBOM format {fmt!r} is not known", "use spdx or cyclonedx")

@@ -16,7 +16,7 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 
 from ..errors import BuildError
-from .layers import Entry, content_key, tree_entries
+from .layers import Entry, StatCache, content_key, tree_entries
 
 IGNORE_FILE = ".ferryignore"
 
@@ -66,13 +66,17 @@ class SourceLayer:
         return [e.path for e in self.entries if e.kind == "file"]
 
 
-def collect(source: Path, workdir: str, exclude) -> SourceLayer:
-    """Every file of the source folder (less the excludes) placed under ``workdir``."""
+def collect(source: Path, workdir: str, exclude, stat_cache: Path | None = None) -> SourceLayer:
+    """Every file of the source folder (less the excludes) placed under ``workdir``.
+    ``stat_cache``: where files' digests are remembered by their stat (layers.StatCache), so a
+    warm build reads only the files that changed."""
     if not source.is_dir():
         raise BuildError(f"source folder {source} does not exist", "set image.source in ferry.toml to your service's folder")
     try:
         entries = tree_entries(source, workdir, skip=excludes_for(source, exclude))
-        key = content_key(entries)
+        digests = StatCache(stat_cache)
+        key = content_key(entries, digests)
+        digests.save()
     except OSError as e:
         raise BuildError(f"cannot read the source folder {source}: {e}",
                          "check the files' permissions, or exclude them with image.exclude / .ferryignore") from None

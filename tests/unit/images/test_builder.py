@@ -3,9 +3,11 @@ with an in-memory base image and a fake wheel installer (no network)."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
+import zlib
 from pathlib import Path
 
 import pytest
@@ -14,6 +16,7 @@ from ferry.errors import BuildError
 from ferry.images import deps as deps_mod
 from ferry.images.builder import BuildSpec, build, check_entrypoint, image_config
 from ferry.images.cache import Cache
+from ferry.images.steps import INVENTORY_PREFIX
 from ferry.images.deps import Distribution
 from ferry.images.layers import Entry, gzip_bytes, tar_bytes
 from ferry.images.oci import (DOCKER_LAYER_GZIP, OCI_CONFIG, OCI_LAYER_GZIP, Blob, Image, ImageIndex, Platform,
@@ -82,8 +85,9 @@ def test_image_config_is_exactly_what_the_spec_asks():
                 "dev.ferry.health.path": "/healthz",
                 "dev.ferry.deps.key": "k" * 64,
                 "dev.ferry.deps.layer": "sha256:dd",
-                "dev.ferry.deps.inventory": '{"modules":["flask"],"packages":[{"license":"BSD-3-Clause",'
-                                            '"name":"flask","version":"3.0.3"}],"scripts":["flask"]}',
+                "dev.ferry.deps.inventory": INVENTORY_PREFIX + base64.b64encode(zlib.compress(
+                    b'{"modules":["flask"],"packages":[{"license":"BSD-3-Clause",'
+                    b'"name":"flask","version":"3.0.3"}],"scripts":["flask"]}', 9)).decode(),
             },
             "User": "65532:65532",
             "WorkingDir": "/app",

@@ -3,9 +3,11 @@ image's labels -> make), the dependency and source steps, contributions, and the
 
 from __future__ import annotations
 
+import base64
 import gzip
 import io
 import tarfile
+import zlib
 from pathlib import Path
 
 import pytest
@@ -145,9 +147,17 @@ def test_the_dependency_step_records_its_inventory_for_a_fresh_machine(tmp_path,
     layer = run_step(step, ctx(tmp_path, "c"))
     assert (layer.kind, layer.origin, layer.path, layer.pythonpath) == ("deps", "built", "/app/deps/bin", "/app/deps")
     assert (layer.scripts, layer.modules) == (("gunicorn",), ("gunicorn",))
-    assert layer.labels == {"dev.ferry.deps.key": step.key(), "dev.ferry.deps.layer": layer.digest,
-                            "dev.ferry.deps.inventory": '{"modules":["gunicorn"],"packages":[{"name":"gunicorn",'
-                                                        '"version":"22.0.0"}],"scripts":["gunicorn"]}'}
+    inventory = layer.labels.pop("dev.ferry.deps.inventory")
+    assert layer.labels == {"dev.ferry.deps.key": step.key(), "dev.ferry.deps.layer": layer.digest}
+    plain = '{"modules":["gunicorn"],"packages":[{"name":"gunicorn","version":"22.0.0"}],"scripts":["gunicorn"]}'
+    assert inventory.startswith("zlib+base64:")  # the config travels with every build: kept small
+    assert zlib.decompress(base64.b64decode(inventory.split(":", 1)[1])).decode() == plain
+    # images built before the label was compressed are read too
+    assert step.meta_from_labels({"dev.ferry.deps.inventory": plain}) == step.meta_from_labels(
+        {"dev.ferry.deps.inventory": inventory}) == {"packages": [{"name": "gunicorn", "version": "22.0.0"}],
+                                                     "scripts": ["gunicorn"], "modules": ["gunicorn"]}
+    assert step.meta_from_labels({"dev.ferry.deps.inventory": "zlib+base64:!!!"}) is None
+    layer.labels["dev.ferry.deps.inventory"] = inventory
     with tarfile.open(fileobj=io.BytesIO(gzip.decompress(layer.blob.read()))) as t:
         assert t.extractfile("app/deps/bin/gunicorn").read().startswith(b"#!/usr/bin/python3\n")
     again = run_step(step, ctx(tmp_path, "fresh", previous=image_with([layer])))
