@@ -109,6 +109,15 @@ class Nginx:
             time.sleep(0.02)
         raise AssertionError(f"nginx did not reload within {deadline}s: workers {self.workers()}")
 
+    def wait_old_workers_gone(self, deadline: float = 10.0) -> None:
+        """The client sees its connection closed a moment before the old worker has exited."""
+        end = time.monotonic() + deadline
+        while time.monotonic() < end:
+            if not any("shutting down" in title for title in self.workers().values()):
+                return
+            time.sleep(0.02)
+        raise AssertionError(f"old workers still there after {deadline}s: {self.workers()}")
+
     def stop(self) -> None:
         self.proc.send_signal(signal.SIGTERM)
         try:
@@ -264,7 +273,7 @@ def test_a_websocket_stays_on_the_old_colour_until_the_drain_ends_and_new_ones_r
             time.sleep(0.1)
         assert closed, f"the old connection was never closed ({len(answers)} answers)"
         assert set(answers) <= {"blue:ping"}
-        assert not any("shutting down" in title for title in n.workers().values())
+        n.wait_old_workers_gone()
 
         # the connection made after the swap is untouched, and a new one still reaches green
         after.send("again")
