@@ -164,6 +164,8 @@ class HttpApp:
     def __init__(self, port: int):
         seen: list[dict] = []
         self.seen = seen
+        # /events sends its second event only once the test has seen the first one
+        self.first_event_seen = first_seen = threading.Event()
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
@@ -182,9 +184,26 @@ class HttpApp:
                 self.end_headers()
                 self.wfile.write(body)
 
+            def chunk(self, data: bytes) -> None:
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+                self.wfile.flush()
+
             def do_GET(self):
                 self.record()
-                if self.path == "/data.json":
+                if self.path == "/events":  # server-sent events
+                    self.send_response(200)
+                    self.send_header("Content-Type", "text/event-stream")
+                    self.send_header("Cache-Control", "no-cache")
+                    self.send_header("Transfer-Encoding", "chunked")
+                    self.end_headers()
+                    self.chunk(b"data: one\n\n")
+                    # "two" only if the client saw "one" while the stream was open
+                    self.chunk(b"data: two\n\n" if first_seen.wait(timeout=10) else b"data: too late\n\n")
+                    self.chunk(b"")
+                elif self.path == "/slow":  # a long poll that answers after 3 s
+                    time.sleep(3)
+                    self.answer(200, "text/plain", b"late\n")
+                elif self.path == "/data.json":
                     self.answer(200, "application/json", json.dumps([{"n": i, "text": "row"} for i in range(400)]).encode())
                 else:
                     self.answer(200, "text/plain", b"app\n")
@@ -340,6 +359,38 @@ def test_the_client_address_comes_from_a_trusted_proxy_only(start_nginx, colours
     start_nginx(real_ip_from=["127.0.0.1"])
     request("GET", "/", headers={"X-Forwarded-For": "203.0.113.9"})
     assert app.seen[-1]["headers"]["x-real-ip"] == "203.0.113.9"
+
+
+def test_server_sent_events_reach_the_client_one_by_one_uncompressed(start_nginx, colours):
+    app = colours(HttpApp, BLUE)
+    start_nginx()
+    conn = http.client.HTTPConnection("127.0.0.1", HTTP, timeout=30)
+    try:
+        conn.request("GET", "/events", headers={"Accept-Encoding": "gzip"})
+        r = conn.getresponse()
+        assert r.status == 200 and r.getheader("Content-Type") == "text/event-stream"
+        assert r.getheader("Content-Encoding") is None  # gzip would hold events back
+        # the first event arrives while the app still holds the second: nothing is buffered
+        first = r.readline() + r.readline()
+        assert first == b"data: one\n\n" and not app.first_event_seen.is_set()
+        app.first_event_seen.set()
+        assert r.read() == b"data: two\n\n"
+    finally:
+        conn.close()
+
+
+def test_an_app_silent_for_longer_than_read_timeout_gets_a_504(start_nginx, colours):
+    colours(HttpApp, BLUE)
+    start_nginx(read_timeout="1s")
+    assert request("GET", "/slow")[0] == 504
+    assert request("GET", "/")[0] == 200
+
+
+def test_a_long_poll_within_read_timeout_is_answered(start_nginx, colours):
+    colours(HttpApp, BLUE)
+    start_nginx(read_timeout="10s")
+    status, _, body = request("GET", "/slow")
+    assert status == 200 and body == b"late\n"
 
 
 # --- files from a volume ---------------------------------------------------------------------------
