@@ -1,5 +1,6 @@
 """The proxy a real app needs, through a real nginx: WebSockets across a swap, uploads and
-max_body, gzip, files from a volume, the client's address, upstream keep-alive.
+max_body, gzip, server-sent events, read_timeout, files from a volume, the client's address,
+upstream keep-alive.
 
 nginx runs with the local target's own main config (ferry/local/components.nginx_main_conf:
 the same text `ferry local up` writes), but as a process of this test on its own ports (33079,
