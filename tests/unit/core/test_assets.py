@@ -30,7 +30,7 @@ def test_assets_are_inside_the_package_not_beside_the_repository():
     pkg = Path(assets.__file__).parent
     assert assets.path("nginx") == pkg / "nginx"
     assert sorted(p.name for p in assets.path("nginx").glob("*.j2")) == [
-        "proxy.conf.j2", "site.conf.j2", "tls.conf.j2", "upstream.conf.j2"]
+        "limits.conf.j2", "proxy.conf.j2", "serve.conf.j2", "site.conf.j2", "tls.conf.j2", "upstream.conf.j2"]
     assert (assets.path("monitoring") / "prometheus.yml.j2").is_file()
     assert assets.path("nginx", "ffdhe2048.pem").read_text().startswith("-----BEGIN DH PARAMETERS-----")
 
