@@ -35,8 +35,9 @@ _SM_ID_RE = re.compile(r"^(arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:\d{12}:secre
 # SSM: a name or /path (letters, digits, _.-/), or a full ARN
 _SSM_ID_RE = re.compile(r"^(arn:aws[a-z-]*:ssm:[a-z0-9-]+:\d{12}:parameter/[A-Za-z0-9_./-]+|[A-Za-z0-9_./-]{1,2048})$")
 _REGION_ENV = ("AWS_REGION", "AWS_DEFAULT_REGION")
-_DENIED = ("AccessDenied", "AccessDeniedException", "UnauthorizedOperation", "UnrecognizedClientException",
-           "InvalidSignatureException", "ExpiredTokenException")
+_DENIED = ("AccessDenied", "AccessDeniedException", "UnauthorizedOperation")
+_BAD_CREDENTIALS = ("UnrecognizedClientException", "InvalidClientTokenId", "InvalidSignatureException",
+                    "ExpiredTokenException", "ExpiredToken")
 
 
 @dataclass(frozen=True)
@@ -149,6 +150,11 @@ def _refused(ref: SecretRef, where: str, code: str, message: str) -> InfraError:
         return InfraError(f"deploy.secrets: {ref.describe()}: the {kind} {ref.id} does not exist in {where} "
                           f"({action}: {code})",
                           f"create it ({create}), or fix the reference in ferry.toml")
+    if code in _BAD_CREDENTIALS or "security token" in message.lower():
+        return InfraError(f"deploy.secrets: {ref.describe()}: AWS did not accept the credentials to call {action} "
+                          f"on {ref.id} in {where} ({code}: {message})",
+                          "refresh them (`aws sts get-caller-identity` must work), e.g. aws sso login or the "
+                          "pipeline's role")
     if code in _DENIED or code in ("DecryptionFailure", "KMSAccessDeniedException"):
         if action == "kms:Decrypt":
             fix = (f"allow kms:Decrypt on the key that encrypts {ref.id} for the identity running ferry "
