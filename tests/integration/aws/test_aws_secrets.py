@@ -5,7 +5,6 @@ missing ones, and denials made by moto's own IAM enforcement."""
 from __future__ import annotations
 
 import json
-import socket
 import tomllib
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -18,39 +17,20 @@ from ferry.aws import session
 from ferry.config import parse, read_secrets
 from ferry.errors import InfraError
 
+from .motoserver import fake_env, moto_server
+
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[3]
-PORTS = range(36600, 36700)
-
-
-def _free_port() -> int:
-    for port in PORTS:
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError(f"no free port in {PORTS}")
 
 
 @pytest.fixture(scope="module")
 def moto():
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=_free_port(), verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
-    with pytest.MonkeyPatch.context() as mp:
-        for k, v in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_SESSION_TOKEN": "testing",
-                     "AWS_DEFAULT_REGION": "eu-west-1", "FERRY_AWS_ENDPOINT_URL": endpoint,
-                     "AWS_EC2_METADATA_DISABLED": "true"}.items():
+    with moto_server() as endpoint, pytest.MonkeyPatch.context() as mp:
+        for k, v in fake_env(endpoint).items():
             mp.setenv(k, v)
         for k in ("AWS_PROFILE", "AWS_REGION"):
             mp.delenv(k, raising=False)
         yield endpoint
-    server.stop()
 
 
 @pytest.fixture
