@@ -173,11 +173,15 @@ def test_host_role_and_ci_deploy_policy_read_that_one_secret_and_nothing_else(wi
             assert _secret_statements(json.loads(run.outputs["ciReleasePolicy"])) == []
 
 
-def test_database_resources_carry_the_stack_tags(with_db):
-    for t in (DB, "aws:rds/subnetGroup:SubnetGroup", "aws:rds/parameterGroup:ParameterGroup"):
-        tags = with_db.one(t).inputs["tags"]
-        assert {k: tags[k] for k in ("app", "stack", "managed-by")} == {"app": "hello", "stack": "dev",
-                                                                         "managed-by": "pulumi"}
+def test_every_taggable_resource_with_a_database_carries_the_stack_tags(with_db):
+    from test_infra_program import _taggable
+
+    checked = [r for r in with_db.resources if r.type.startswith("aws:") and _taggable(r.type)]
+    for r in checked:
+        tags = r.inputs.get("tags") or {}
+        assert {k: tags.get(k) for k in ("app", "stack", "managed-by")} == \
+            {"app": "hello", "stack": "dev", "managed-by": "pulumi"}, (r.type, r.name)
+    assert {DB, "aws:rds/subnetGroup:SubnetGroup", "aws:rds/parameterGroup:ParameterGroup"} <= {r.type for r in checked}
 
 
 def test_outputs_with_a_database_are_readable_by_ferry(with_db):
