@@ -80,7 +80,7 @@ groups = SecurityGroups("security", SecurityGroupsArgs(
 database = None
 if cfg.database:
     database = Database("database", DatabaseArgs(
-        name=cfg.name, tags=tags, subnet_ids=network.private_subnet_ids, security_group_id=groups.database.id,
+        name=cfg.name, identifier=naming.db_identifier(cfg.app, cfg.stack), tags=tags, subnet_ids=network.private_subnet_ids, security_group_id=groups.database.id,
         engine_version=cfg.database_engine_version, instance_class=cfg.database_instance_class,
         storage_gb=cfg.database_storage_gb, db_name=cfg.database_name, username=cfg.database_user,
         backup_days=cfg.database_backup_days, deletion_protection=cfg.database_deletion_protection,

@@ -75,7 +75,7 @@ class StackConfig:
     database_engine_version: str = "17"
     database_instance_class: str = "db.t4g.micro"
     database_storage_gb: int = 20
-    database_name: str = ""  # default: the app's name with _ for -
+    database_name: str = ""  # default: the app's name with _ for - (db_ first if it starts with a digit)
     database_user: str = "ferry"
     database_backup_days: int = 7
     database_deletion_protection: bool = True
@@ -334,7 +334,9 @@ def parse(raw: Mapping[str, Any], *, project: str, stack: str, region: str | Non
             raise fail(stray[0], "is set but database is not true, so no database would use it",
                        _fix("database", "true", stack) + f" (or pulumi config rm {stray[0]} --stack {stack})")
     values.setdefault("repository_name", f"{values['app']}-{stack}")
-    values.setdefault("database_name", values["app"].replace("-", "_"))
+    # PostgreSQL on RDS: letters, digits and _, a letter first
+    default_db = values["app"].replace("-", "_")
+    values.setdefault("database_name", default_db if default_db[0].isalpha() else f"db_{default_db}")
     return StackConfig(project=project, stack=stack, region=region, **values)
 
 

@@ -20,7 +20,8 @@ POSTGRES_PORT = 5432
 
 @dataclass(frozen=True)
 class DatabaseArgs:
-    name: str  # <app>-<stack>: the instance identifier and the groups' names start with it
+    name: str  # <app>-<stack>: for descriptions
+    identifier: str  # naming.db_identifier: the instance's, and its groups' and final snapshot's names
     tags: dict[str, str]
     subnet_ids: Sequence[pulumi.Input[str]]  # private, in two zones
     security_group_id: pulumi.Input[str]
@@ -51,15 +52,15 @@ class Database(pulumi.ComponentResource):
     def __init__(self, name: str, args: DatabaseArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("ferry:infra:Database", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
-        subnets = aws.rds.SubnetGroup(f"{name}-subnets", name=f"{args.name}-db",
+        subnets = aws.rds.SubnetGroup(f"{name}-subnets", name=args.identifier,
                                       description=f"private subnets of {args.name}'s database",
                                       subnet_ids=list(args.subnet_ids), tags=args.tags, opts=child)
-        params = aws.rds.ParameterGroup(f"{name}-parameters", name=f"{args.name}-db",
+        params = aws.rds.ParameterGroup(f"{name}-parameters", name=args.identifier,
                                         family=parameter_family(args.engine_version),
                                         description=f"{args.name}: TLS only", parameters=parameters(),
                                         tags=args.tags, opts=child)
         self.instance = aws.rds.Instance(
-            f"{name}-instance", identifier=f"{args.name}-db", engine="postgres",
+            f"{name}-instance", identifier=args.identifier, engine="postgres",
             engine_version=args.engine_version, instance_class=args.instance_class,
             allocated_storage=args.storage_gb, storage_type="gp3",
             storage_encrypted=True,  # FSBP RDS.3 (the account's aws/rds key)
@@ -71,10 +72,10 @@ class Database(pulumi.ComponentResource):
             backup_retention_period=args.backup_days,  # FSBP RDS.11
             deletion_protection=args.deletion_protection,  # FSBP RDS.8
             skip_final_snapshot=not args.final_snapshot,
-            final_snapshot_identifier=f"{args.name}-db-final" if args.final_snapshot else None,
+            final_snapshot_identifier=f"{args.identifier}-final" if args.final_snapshot else None,
             copy_tags_to_snapshot=True,  # FSBP RDS.17
             auto_minor_version_upgrade=True,  # FSBP RDS.13
-            tags=args.tags | {"Name": f"{args.name}-db"}, opts=child)
+            tags=args.tags | {"Name": args.identifier}, opts=child)
         self.endpoint = self.instance.address  # the host name, without the port
         self.port = POSTGRES_PORT
         self.secret_arn = self.instance.master_user_secrets.apply(lambda s: s[0].secret_arn if s else None)

@@ -205,3 +205,29 @@ def test_bad_database_config_names_the_key_and_the_fix(changes, key, fix):
     with pytest.raises(pulumi.RunError) as err:
         run_program(with_config(example_config(), **changes))
     assert f"Pulumi.dev.yaml: {key}" in str(err.value) and fix in str(err.value), str(err.value)
+
+
+@pytest.mark.parametrize("app, stack, identifier", [
+    ("hello", "dev", "hello-dev-db"),
+    ("1shop", "prod", "db-1shop-prod-db"),
+    ("shop", "eu_prod.v2", "shop-eu-prod-v2-db"),
+    ("shop", "Prod--Blue", "shop-prod-blue-db"),
+    ("a" * 24, "s" * 60, "a" * 24 + "-" + "s" * 35 + "-db"),
+])
+def test_rds_identifiers_follow_rds_rules(app, stack, identifier):
+    import re
+
+    from infra.naming import db_identifier
+
+    got = db_identifier(app, stack)
+    assert got == identifier
+    assert len(got) <= 63 and re.match(r"^[a-z](?!.*--)[a-z0-9-]*[a-z0-9]$", got)
+
+
+def test_the_identifier_names_the_instance_its_groups_and_its_final_snapshot():
+    run = run_program(with_config(example_config(), app="1shop", repositoryName="shop", database=True), stack="eu_prod")
+    db = run.one(DB).inputs
+    assert db["identifier"] == "db-1shop-eu-prod-db" and db["finalSnapshotIdentifier"] == "db-1shop-eu-prod-db-final"
+    assert run.one("aws:rds/subnetGroup:SubnetGroup").inputs["name"] == db["identifier"]
+    assert run.one("aws:rds/parameterGroup:ParameterGroup").inputs["name"] == db["identifier"]
+    assert db["dbName"] == "db_1shop"  # PostgreSQL on RDS wants a letter first too
