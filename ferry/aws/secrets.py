@@ -290,14 +290,38 @@ class RdsConnection:
         return f"RdsConnection(host={self.host!r}, port={self.port}, user={self.user!r}, name={self.name!r})"
 
 
+@dataclass(frozen=True)
+class StackDatabase:
+    """The stack's database outputs (infra/__main__.py exports them with `database = true`)."""
+
+    endpoint: str | None = None  # host name, no port
+    port: int = 5432
+    name: str | None = None
+    secret_arn: str | None = None  # Secrets Manager: {"username", "password"}, written by RDS
+
+
+def stack_database(outputs: Any) -> StackDatabase:
+    """databaseEndpoint, databasePort, databaseName, databaseSecretArn of the stack outputs
+    (`outputs`: ferry.aws.stack.StackOutputs; read from its raw JSON). Pure."""
+    raw = getattr(outputs, "raw", None) or {}
+
+    def text(key: str) -> str | None:
+        v = raw.get(key)
+        return v if isinstance(v, str) and v else None
+    port = raw.get("databasePort")
+    return StackDatabase(text("databaseEndpoint"), port if isinstance(port, int) and not isinstance(port, bool) else 5432,
+                         text("databaseName"), text("databaseSecretArn"))
+
+
 def rds_connection(accessory: str, outputs: Any, client: Any, database: str | None = None) -> RdsConnection:
     """Read the stack's database secret (`outputs`: ferry.aws.stack.StackOutputs)."""
     where = f"accessories.{accessory}"
-    if not outputs.database_endpoint or not outputs.database_secret_arn:
+    db = stack_database(outputs)
+    if not db.endpoint or not db.secret_arn:
         raise InfraError(f"{where}: kind \"rds\", but the stack outputs ({outputs.source}) have no database",
                          "pulumi config set database true --stack NAME && pulumi up (then export the outputs again "
                          "if deploy.stack_outputs is used)")
-    arn = outputs.database_secret_arn
+    arn = db.secret_arn
     ref = SecretRef(f"{where}.url_env", "aws-sm", arn)
     region = _region_of_arn(arn) or outputs.region
     r = _call(ref, region, client.get_secret_value, SecretId=arn)
@@ -307,8 +331,7 @@ def rds_connection(accessory: str, outputs: Any, client: Any, database: str | No
     except (json.JSONDecodeError, KeyError, TypeError):
         raise InfraError(f"{where}: the database secret {arn} is not the {{\"username\", \"password\"}} JSON RDS writes",
                          "is databaseSecretArn the instance's master user secret? run `pulumi up` again") from None
-    name = database or outputs.database_name or "postgres"
-    return RdsConnection(outputs.database_endpoint, outputs.database_port or 5432, str(user), str(password), name)
+    return RdsConnection(db.endpoint, db.port, str(user), str(password), database or db.name or "postgres")
 
 
 # --- the deploy path's one call -----------------------------------------------------------------
@@ -340,7 +363,6 @@ def aws_values(cfg: Any, *, environ: Mapping[str, str] | None = None, clients: C
     values = resolve(refs, environ=environ, stack_region=stack_region, clients=clients)
     for name, a in sorted(rds.items()):
         out = outputs()
-        arn = out.database_secret_arn or ""
-        region = _region_of_arn(arn) or out.region
+        region = _region_of_arn(stack_database(out).secret_arn or "") or out.region
         values[a.url_env] = rds_connection(name, out, clients("secretsmanager", region), a.database).url
     return values

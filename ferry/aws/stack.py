@@ -55,12 +55,6 @@ class StackOutputs:
     target_group_arns: tuple[str, ...] = ()
     ssm: bool = False
     app: str | None = None
-    vpc_cidr: str | None = None  # the VPC's IPv4 range (a load balancer's addresses are in it)
-    # with `database = true` in the stack: RDS PostgreSQL (accessories kind = "rds")
-    database_endpoint: str | None = None  # host name, no port
-    database_port: int | None = None
-    database_name: str | None = None
-    database_secret_arn: str | None = None  # Secrets Manager: {"username", "password"} written by RDS
     raw: dict = field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -123,11 +117,7 @@ def parse_outputs(data: Any, source: str) -> StackOutputs:
         source=source, hosts=tuple(hosts), region=region, ssh_user=_str(data.get("sshUser")) or "root",
         registry_url=_str(data.get("registryUrl")), domain=_str(data.get("domain")),
         load_balancer_dns_name=_str(data.get("loadBalancerDnsName")), target_group_arns=tuple(tgs),
-        ssm=bool(data.get("ssm")), app=_str(data.get("app")), vpc_cidr=_str(data.get("vpcCidr")),
-        database_endpoint=_str(data.get("databaseEndpoint")),
-        database_port=data["databasePort"] if isinstance(data.get("databasePort"), int) else None,
-        database_name=_str(data.get("databaseName")), database_secret_arn=_str(data.get("databaseSecretArn")),
-        raw=data)
+        ssm=bool(data.get("ssm")), app=_str(data.get("app")), raw=data)
 
 
 def _from_cli(pulumi: str, stack: str, cwd: Path, run: Callable[..., subprocess.CompletedProcess]) -> StackOutputs:

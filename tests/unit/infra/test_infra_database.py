@@ -185,11 +185,11 @@ def test_every_taggable_resource_with_a_database_carries_the_stack_tags(with_db)
 
 
 def test_outputs_with_a_database_are_readable_by_ferry(with_db):
+    from ferry.aws.secrets import StackDatabase, stack_database
     from ferry.aws.stack import parse_outputs
     parsed = parse_outputs(json.loads(json.dumps(with_db.outputs)), source="test")
-    assert parsed.database_endpoint == with_db.outputs["databaseEndpoint"]
-    assert parsed.database_secret_arn == _secret_arn(with_db)
-    assert (parsed.database_port, parsed.database_name, parsed.vpc_cidr) == (5432, "hello", "10.42.0.0/16")
+    assert stack_database(parsed) == StackDatabase(endpoint=with_db.outputs["databaseEndpoint"], port=5432,
+                                                   name="hello", secret_arn=_secret_arn(with_db))
 
 
 @pytest.mark.parametrize("changes, key, fix", [
