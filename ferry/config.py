@@ -2,7 +2,8 @@
 
 Every error names the file, the key and the fix. Unknown keys are errors (a typo must not be
 silently ignored). Secrets never live here: ``deploy.secrets`` names environment variables
-whose values are read at deploy time from the environment or ``deploy.env_file``.
+whose values are read at deploy time from the environment or ``deploy.env_file``, or AWS
+references (``NAME=aws-sm:...``, ``NAME=ssm:...``) read at deploy time by ferry/aws/secrets.py.
 """
 
 from __future__ import annotations
@@ -683,10 +684,9 @@ def _validate(cfg: Config) -> None:
         raise ConfigError("deploy.health: interval and timeout must be positive", 'interval = "1s", timeout = "60s"')
     if d.keep_releases < 1:
         raise ConfigError("deploy.keep_releases: must be at least 1", "keep_releases = 5")
-    for name in d.secrets:
-        if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", name):
-            raise ConfigError(f"deploy.secrets: {name!r} is not an environment variable name",
-                              "list names only; values come from the environment or deploy.env_file")
+    from .aws.secrets import parse_entries  # pure: syntax only, nothing is read from AWS here
+
+    parse_entries(d.secrets)
     if d.restart not in ("no", "always", "unless-stopped", "on-failure"):
         raise ConfigError(f"deploy.restart: {d.restart!r} is not a Docker restart policy",
                           "use no, always, unless-stopped or on-failure")
@@ -797,6 +797,8 @@ def _validate_real_apps(cfg: Config) -> None:
                               "use 15 (bookworm), 17 (trixie) or 18 (forky)")
         if a.url_env is not None and not _ENV_NAME_RE.match(a.url_env):
             raise ConfigError(f"{w}.url_env: {a.url_env!r} is not an environment variable name", 'e.g. url_env = "DATABASE_URL"')
+        if a.kind == "rds":
+            _validate_rds(cfg, w, a)
         if a.port is not None:
             if not (1024 <= a.port < 65536):
                 raise ConfigError(f"{w}.port: {a.port} is not a usable port", "use 1024-65535")
@@ -812,6 +814,28 @@ def _validate_real_apps(cfg: Config) -> None:
             raise ConfigError(f"{w}.volume: {a.volume!r} is not an absolute path", 'e.g. volume = "/data"')
         if a.backup.keep < 1:
             raise ConfigError(f"{w}.backup.keep: must be at least 1", "keep = 7")
+
+
+def _validate_rds(cfg: Config, w: str, a: AccessoryConfig) -> None:
+    """kind "rds": the stack's RDS instance; ferry runs nothing, it only hands the app its URL,
+    built at deploy time from the stack outputs and the secret RDS keeps (ferry/aws/secrets.py)."""
+    if not (cfg.deploy.stack or cfg.deploy.stack_outputs):
+        raise ConfigError(f"{w}: kind \"rds\" reads the database from the Pulumi stack, and deploy.stack is not set",
+                          'set [deploy] stack = "dev" (or stack_outputs = "stack-outputs.json"), with database = true in the stack')
+    if not a.url_env:
+        raise ConfigError(f"{w}: kind \"rds\" needs url_env, the variable the app reads its URL from",
+                          'e.g. url_env = "DATABASE_URL"')
+    for key in ("version", "image", "port", "user", "command", "volume", "host"):
+        if getattr(a, key):
+            raise ConfigError(f"{w}.{key}: does not apply to kind \"rds\" (the stack sets up the instance)",
+                              "remove it; the RDS settings are stack config keys (infra/README.md)")
+    if a.env:
+        raise ConfigError(f"{w}.env: does not apply to kind \"rds\"", "remove it")
+    from .aws.secrets import parse_entries
+
+    if a.url_env in {r.name for r in parse_entries(cfg.deploy.secrets)} or a.url_env in cfg.deploy.env:
+        raise ConfigError(f"{w}.url_env: {a.url_env} is also set by deploy.secrets or deploy.env",
+                          "let one of them set it")
 
 
 def parse(data: dict, path: Path) -> Config:
@@ -854,7 +878,9 @@ def load(path: str | os.PathLike | None = None) -> Config:
 
 
 def read_secrets(cfg: Config, environ: dict[str, str] | None = None) -> dict[str, str]:
-    """Values of ``deploy.secrets`` from the environment, then ``deploy.env_file``."""
+    """Values of ``deploy.secrets`` from the environment, then ``deploy.env_file``; AWS
+    references and kind "rds" accessories from AWS (ferry/aws/secrets.py). Called when a deploy,
+    release or rollback starts, before any host is touched."""
     env = dict(os.environ if environ is None else environ)
     file_values: dict[str, str] = {}
     if cfg.deploy.env_file:
@@ -869,13 +895,20 @@ def read_secrets(cfg: Config, environ: dict[str, str] | None = None) -> dict[str
                 raise ConfigError(f"{f}:{n}: expected KEY=value")
             k, v = line.split("=", 1)
             file_values[k.strip()] = v.strip()
+    from .aws.secrets import aws_values, parse_entries
+
     out = {}
-    for name in cfg.deploy.secrets:
-        if name in env:
-            out[name] = env[name]
-        elif name in file_values:
-            out[name] = file_values[name]
+    for ref in parse_entries(cfg.deploy.secrets):
+        if ref.source != "env":
+            continue
+        if ref.name in env:
+            out[ref.name] = env[ref.name]
+        elif ref.name in file_values:
+            out[ref.name] = file_values[ref.name]
         else:
-            raise ConfigError(f"deploy.secrets: {name} is not set",
-                              f"export {name}=... or put it in deploy.env_file")
+            raise ConfigError(f"deploy.secrets: {ref.name} is not set",
+                              f"export {ref.name}=... or put it in deploy.env_file")
+    # NAME=aws-sm:... / NAME=ssm:... and kind "rds" accessories' url_env, read now (deploy time)
+    # with the deployer's credentials; nothing is asked of AWS when there are none
+    out.update(aws_values(cfg, environ=env))
     return out

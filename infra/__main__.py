@@ -1,7 +1,8 @@
 """ferry on AWS: the stack config in, hosts that `ferry release` can deploy to out.
 
-Read top to bottom: config -> facts about the account -> network -> registries -> IAM ->
-security groups -> hosts -> DNS (and, with several hosts, the load balancer) -> outputs.
+Read top to bottom: config -> facts about the account -> network -> registries -> security
+groups -> the database (with database = true) -> IAM -> hosts -> DNS (and, with several hosts,
+the load balancer) -> outputs.
 ferry reads the outputs (`pulumi stack output --json`) to find the hosts and the registry.
 """
 
@@ -18,7 +19,7 @@ from ferry.errors import ConfigError  # noqa: E402
 from infra import config as stack_config  # noqa: E402
 from infra import naming  # noqa: E402
 from infra.components import (  # noqa: E402
-    Certificate, CiPolicies, CiPoliciesArgs, Dns, DnsArgs, DnsZone, DnsZoneArgs, Host, HostArgs, HostRole,
+    Certificate, CiPolicies, CiPoliciesArgs, Database, DatabaseArgs, Dns, DnsArgs, DnsZone, DnsZoneArgs, Host, HostArgs, HostRole,
     HostRoleArgs, LoadBalancer, LoadBalancerArgs, Network, NetworkArgs, Registry, RegistryArgs, SecurityGroups,
     SecurityGroupsArgs,
 )
@@ -51,7 +52,8 @@ ami = aws.ec2.get_ami(most_recent=True, owners=[ami_owner], filters=[
 # --- network, registry, identity --------------------------------------------------------------
 network = Network("network", NetworkArgs(
     name=cfg.name, tags=tags, availability_zones=tuple(sorted(zones.names)[:2]), use_default_vpc=cfg.use_default_vpc,
-    cidr=cfg.vpc_cidr, ipv6=cfg.ipv6, flow_log_retention_days=cfg.flow_log_retention_days))
+    cidr=cfg.vpc_cidr, ipv6=cfg.ipv6, flow_log_retention_days=cfg.flow_log_retention_days,
+    private_subnets=cfg.database))
 
 registry = Registry("registry", RegistryArgs(name=cfg.repository_name, tags=tags, keep_images=cfg.ecr_keep_images))
 # The monitoring stack's images (`ferry monitoring images --push --prefix <monitoringPrefix>`, and
@@ -70,13 +72,25 @@ if cfg.cloudwatch_agent:
     host_logs = aws.cloudwatch.LogGroup("host-logs", name=f"/ferry/{cfg.name}/hosts", retention_in_days=30,
                                         tags=tags)
 
-role = HostRole("iam", HostRoleArgs(
-    name=cfg.name, tags=tags, repository_arn=registry.arn, partition=partition.partition, ssm=cfg.ssm,
-    cloudwatch_log_group_arn=host_logs.arn if host_logs else None, monitoring_repository_arns=monitoring_arns))
-
 groups = SecurityGroups("security", SecurityGroupsArgs(
     name=cfg.name, tags=tags, vpc_id=network.vpc_id, admin_cidrs=cfg.admin_cidrs, ssm=cfg.ssm,
-    behind_load_balancer=cfg.behind_load_balancer, ipv6=network.ipv6))
+    behind_load_balancer=cfg.behind_load_balancer, ipv6=network.ipv6, database=cfg.database))
+
+# --- the database: RDS PostgreSQL in the private subnets (pulumi config set database true) ---
+database = None
+if cfg.database:
+    database = Database("database", DatabaseArgs(
+        name=cfg.name, identifier=naming.db_identifier(cfg.app, cfg.stack), tags=tags, subnet_ids=network.private_subnet_ids, security_group_id=groups.database.id,
+        engine_version=cfg.database_engine_version, instance_class=cfg.database_instance_class,
+        storage_gb=cfg.database_storage_gb, db_name=cfg.database_name, username=cfg.database_user,
+        backup_days=cfg.database_backup_days, deletion_protection=cfg.database_deletion_protection,
+        final_snapshot=cfg.database_final_snapshot, multi_az=cfg.database_multi_az))
+database_secret_arn = database.secret_arn if database else None
+
+role = HostRole("iam", HostRoleArgs(
+    name=cfg.name, tags=tags, repository_arn=registry.arn, partition=partition.partition, ssm=cfg.ssm,
+    cloudwatch_log_group_arn=host_logs.arn if host_logs else None, monitoring_repository_arns=monitoring_arns,
+    database_secret_arn=database_secret_arn))
 
 key_name = cfg.key_name
 if cfg.ssh_public_key:
@@ -117,7 +131,8 @@ elif cfg.domain:
 
 ci = CiPolicies("ci", CiPoliciesArgs(name=cfg.name, tags=tags, repository_arn=registry.arn,
                                      target_group_arns=[balancer.target_group_arn] if balancer else [],
-                                     monitoring_repository_arns=monitoring_arns))
+                                     monitoring_repository_arns=monitoring_arns,
+                                     database_secret_arn=database_secret_arn))
 
 # --- outputs: what ferry reads (ferry/aws/stack.py) -------------------------------------------
 target_group = balancer.target_group_arn if balancer else None
@@ -141,3 +156,10 @@ pulumi.export("ciReleasePolicy", ci.release_document)
 pulumi.export("ciReleasePolicyArn", ci.release_policy.arn if ci.release_policy else None)
 pulumi.export("nameServers", zone.name_servers if zone else None)
 pulumi.export("vpcId", network.vpc_id)
+# the proxy's set_real_ip_from (a load balancer's addresses come from this range)
+pulumi.export("vpcCidr", network.cidr)
+# ferry builds the app's url_env from these at deploy time (accessories kind = "rds")
+pulumi.export("databaseEndpoint", database.endpoint if database else None)
+pulumi.export("databasePort", database.port if database else None)
+pulumi.export("databaseName", cfg.database_name if database else None)
+pulumi.export("databaseSecretArn", database_secret_arn)

@@ -35,6 +35,11 @@ _INSTANCE_TYPE_RE = re.compile(r"^[a-z][a-z0-9-]*\.[a-z0-9]+$")
 _ECR_NAME_RE = re.compile(r"^[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*$")
 _SSH_KEY_RE = re.compile(r"^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)) [A-Za-z0-9+/]+={0,3}( .*)?$")
 _KEY_NAME_RE = re.compile(r"^[\x20-\x7e]{1,255}$")
+_PG_VERSION_RE = re.compile(r"^(1[3-9]|[2-9]\d)(\.\d+)?$")
+_DB_CLASS_RE = re.compile(r"^db\.[a-z0-9]+\.[a-z0-9]+$")
+_PG_IDENT_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+# names RDS refuses as the master user of PostgreSQL (and the engine's own roles)
+RESERVED_DB_USERS = ("admin", "postgres", "rdsadmin", "rdsrepladmin", "rds_superuser", "public")
 
 
 @dataclass(frozen=True)
@@ -64,6 +69,18 @@ class StackConfig:
     ecr_keep_images: int = 30
     cloudwatch_agent: bool = False
     flow_log_retention_days: int = 30
+    # RDS PostgreSQL (`pulumi config set database true`): private subnets, SSL forced, password
+    # managed by RDS in Secrets Manager
+    database: bool = False
+    database_engine_version: str = "17"
+    database_instance_class: str = "db.t4g.micro"
+    database_storage_gb: int = 20
+    database_name: str = ""  # default: the app's name with _ for - (db_ first if it starts with a digit)
+    database_user: str = "ferry"
+    database_backup_days: int = 7
+    database_deletion_protection: bool = True
+    database_final_snapshot: bool = True
+    database_multi_az: bool = False
 
     @property
     def name(self) -> str:
@@ -222,7 +239,19 @@ KEYS: dict[str, tuple[str, Callable[[Any], Any], str]] = {
     "ecrKeepImages": ("ecr_keep_images", _int(1, 1000), "30"),
     "cloudwatchAgent": ("cloudwatch_agent", _bool, "false"),
     "flowLogRetentionDays": ("flow_log_retention_days", _retention, "30"),
+    "database": ("database", _bool, "true"),
+    "databaseEngineVersion": ("database_engine_version", _str(_PG_VERSION_RE, "a PostgreSQL version like 17 or 16.4"), "17"),
+    "databaseInstanceClass": ("database_instance_class", _str(_DB_CLASS_RE, "an RDS instance class like db.t4g.micro"),
+                              "db.t4g.micro"),
+    "databaseStorageGb": ("database_storage_gb", _int(20, 65536), "20"),
+    "databaseName": ("database_name", _str(_PG_IDENT_RE, "a PostgreSQL name (lower case, digits, _)"), "hello"),
+    "databaseUser": ("database_user", _str(_PG_IDENT_RE, "a PostgreSQL user name (lower case, digits, _)"), "ferry"),
+    "databaseBackupDays": ("database_backup_days", _int(1, 35), "7"),
+    "databaseDeletionProtection": ("database_deletion_protection", _bool, "true"),
+    "databaseFinalSnapshot": ("database_final_snapshot", _bool, "true"),
+    "databaseMultiAz": ("database_multi_az", _bool, "false"),
 }
+DATABASE_KEYS = tuple(k for k in KEYS if k.startswith("database") and k != "database")
 
 
 def _where(stack: str, project: str, key: str) -> str:
@@ -292,7 +321,22 @@ def parse(raw: Mapping[str, Any], *, project: str, stack: str, region: str | Non
         if "vpc_cidr" in values:
             raise fail("vpcCidr", "is ignored with useDefaultVpc = true", f"pulumi config rm vpcCidr --stack {stack}")
         values.setdefault("ipv6", False)
+    if values.get("database"):
+        if values.get("use_default_vpc"):
+            raise fail("database", "RDS goes into private subnets of the VPC ferry creates, and useDefaultVpc is true",
+                       f"pulumi config set useDefaultVpc false --stack {stack} (or database false)")
+        if values.get("database_user", "ferry") in RESERVED_DB_USERS:
+            raise fail("databaseUser", f"{values['database_user']!r} is reserved by RDS PostgreSQL",
+                       _fix("databaseUser", "ferry", stack))
+    else:
+        stray = [k for k in DATABASE_KEYS if KEYS[k][0] in values]
+        if stray:
+            raise fail(stray[0], "is set but database is not true, so no database would use it",
+                       _fix("database", "true", stack) + f" (or pulumi config rm {stray[0]} --stack {stack})")
     values.setdefault("repository_name", f"{values['app']}-{stack}")
+    # PostgreSQL on RDS: letters, digits and _, a letter first
+    default_db = values["app"].replace("-", "_")
+    values.setdefault("database_name", default_db if default_db[0].isalpha() else f"db_{default_db}")
     return StackConfig(project=project, stack=stack, region=region, **values)
 
 

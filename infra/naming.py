@@ -25,6 +25,20 @@ def alb_name(app: str, stack: str, suffix: str = "") -> str:
     return (name[:room].rstrip("-") + suffix)[:32]
 
 
+def db_identifier(app: str, stack: str) -> str:
+    """The RDS instance's identifier (and its subnet group's, parameter group's and final
+    snapshot's prefix): RDS wants letters, digits and single dashes, a letter first, no dash last,
+    at most 63 characters. Stack names may hold `_` and `.`, apps may start with a digit."""
+    import re
+
+    name = re.sub(r"[^a-z0-9-]+", "-", base_name(app, stack).lower())
+    name = re.sub(r"-{2,}", "-", name).strip("-")
+    if not name[:1].isalpha():
+        name = f"db-{name}"
+    suffix = "-db"
+    return name[:63 - len(suffix)].rstrip("-") + suffix
+
+
 def host_name(app: str, stack: str, index: int) -> str:
     return f"{base_name(app, stack)}-{index + 1}"
 

@@ -33,6 +33,10 @@ LB_RELEASE_ACTIONS = (
     "elasticloadbalancing:RegisterTargets",
 )
 SSM_CORE_POLICY = "AmazonSSMManagedInstanceCore"
+# Read the database's master secret (RDS writes {"username", "password"} there). No kms:Decrypt:
+# RDS encrypts it with the AWS-managed key aws/secretsmanager, whose key policy already lets
+# any principal of the account decrypt through Secrets Manager (kms:ViaService), and only that.
+SECRET_READ_ACTIONS = ("secretsmanager:GetSecretValue",)
 
 
 def to_json(doc: dict) -> str:
@@ -74,13 +78,23 @@ def _monitoring_statements(monitoring_arns: Iterable[str], *, push: bool) -> lis
     return out
 
 
-def instance_policy(repository_arn: str, monitoring_arns: Iterable[str] = ()) -> dict:
-    """What the host's role may do: pull this app's images and the monitoring stack's, nothing else."""
+def _secret_statements(secret_arns: Iterable[str]) -> list[dict]:
+    """Read exactly these secrets (the database's), named by ARN: no wildcard."""
+    arns = sorted(set(a for a in secret_arns if a))
+    if not arns:
+        return []
+    return [{"Sid": "ReadDatabaseSecret", "Effect": "Allow", "Action": list(SECRET_READ_ACTIONS), "Resource": arns}]
+
+
+def instance_policy(repository_arn: str, monitoring_arns: Iterable[str] = (), secret_arns: Iterable[str] = ()) -> dict:
+    """What the host's role may do: pull this app's images and the monitoring stack's, read the
+    database's secret (with database = true), nothing else."""
     return _doc(
         ecr_login_statement(),
         {"Sid": "PullThisRepository", "Effect": "Allow", "Action": list(ECR_PULL_ACTIONS),
          "Resource": repository_arn},
         *_monitoring_statements(monitoring_arns, push=False),
+        *_secret_statements(secret_arns),
     )
 
 
@@ -106,7 +120,7 @@ def flow_logs_policy(log_group_arn: str) -> dict:
     })
 
 
-def ci_deploy_policy(repository_arn: str, monitoring_arns: Iterable[str] = ()) -> dict:
+def ci_deploy_policy(repository_arn: str, monitoring_arns: Iterable[str] = (), secret_arns: Iterable[str] = ()) -> dict:
     """For the CI pipeline's role: push to and pull from this repository, nothing else.
 
     Pull too, because (1) ferry's builder reads the previous image's manifest and config blob
@@ -116,7 +130,10 @@ def ci_deploy_policy(repository_arn: str, monitoring_arns: Iterable[str] = ()) -
     what this policy allows, not the host's instance role.
 
     With the monitoring repositories: push (`ferry monitoring images --push`) and pull
-    (`ferry monitoring up` logs the host's docker in with this identity's token too)."""
+    (`ferry monitoring up` logs the host's docker in with this identity's token too).
+
+    With the database: read its secret, because `ferry release` builds the app's DATABASE_URL
+    from it at deploy time (ferry/aws/secrets.py)."""
     return _doc(
         ecr_login_statement(),
         {"Sid": "PushThisRepository", "Effect": "Allow", "Action": list(ECR_PUSH_ACTIONS),
@@ -124,6 +141,7 @@ def ci_deploy_policy(repository_arn: str, monitoring_arns: Iterable[str] = ()) -
         {"Sid": "PullThisRepository", "Effect": "Allow", "Action": list(ECR_PULL_ACTIONS),
          "Resource": repository_arn},
         *_monitoring_statements(monitoring_arns, push=True),
+        *_secret_statements(secret_arns),
     )
 
 

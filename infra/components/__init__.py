@@ -1,5 +1,6 @@
 """The program's building blocks, one ComponentResource each, with typed (dataclass) args."""
 
+from .database import Database, DatabaseArgs
 from .dns import Certificate, Dns, DnsArgs, DnsZone, DnsZoneArgs
 from .host import Host, HostArgs
 from .iam import CiPolicies, CiPoliciesArgs, HostRole, HostRoleArgs
@@ -9,7 +10,7 @@ from .registry import Registry, RegistryArgs
 from .security import SecurityGroups, SecurityGroupsArgs
 
 __all__ = [
-    "Certificate", "CiPolicies", "CiPoliciesArgs", "Dns", "DnsArgs", "DnsZone", "DnsZoneArgs", "Host",
+    "Certificate", "CiPolicies", "CiPoliciesArgs", "Database", "DatabaseArgs", "Dns", "DnsArgs", "DnsZone", "DnsZoneArgs", "Host",
     "HostArgs", "HostRole", "HostRoleArgs", "LoadBalancer", "LoadBalancerArgs", "Network", "NetworkArgs",
     "Registry", "RegistryArgs", "SecurityGroups", "SecurityGroupsArgs",
 ]

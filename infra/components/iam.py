@@ -20,6 +20,14 @@ class HostRoleArgs:
     monitoring_repository_arns: Sequence[pulumi.Input[str]] = field(default_factory=tuple)
     ssm: bool = False
     cloudwatch_log_group_arn: pulumi.Input[str] | None = None
+    database_secret_arn: pulumi.Input[str] | None = None  # with database = true: the one secret it may read
+
+
+def _documents(repository_arn, monitoring_arns, secret_arn, make) -> pulumi.Output[str]:
+    """One policy document from outputs: the repository, the monitoring repositories, the secret."""
+    secret = [secret_arn] if secret_arn is not None else []
+    return pulumi.Output.all(repository_arn, *secret, *monitoring_arns).apply(
+        lambda a: policies.to_json(make(a[0], a[1 + len(secret):], a[1:1 + len(secret)])))
 
 
 class HostRole(pulumi.ComponentResource):
@@ -33,8 +41,8 @@ class HostRole(pulumi.ComponentResource):
                                  assume_role_policy=policies.to_json(policies.assume_role("ec2.amazonaws.com")),
                                  tags=args.tags, opts=child)
         aws.iam.RolePolicy(f"{name}-ecr-pull", role=self.role.id,
-                           policy=pulumi.Output.all(args.repository_arn, *args.monitoring_repository_arns).apply(
-                               lambda arns: policies.to_json(policies.instance_policy(arns[0], arns[1:]))),
+                           policy=_documents(args.repository_arn, args.monitoring_repository_arns,
+                                             args.database_secret_arn, policies.instance_policy),
                            opts=child)
         if args.ssm:
             # AWS's own policy for Session Manager: it changes with the agent, so it is attached
@@ -59,6 +67,7 @@ class CiPoliciesArgs:
     repository_arn: pulumi.Input[str]
     target_group_arns: Sequence[pulumi.Input[str]] = field(default_factory=tuple)
     monitoring_repository_arns: Sequence[pulumi.Input[str]] = field(default_factory=tuple)
+    database_secret_arn: pulumi.Input[str] | None = None
 
 
 class CiPolicies(pulumi.ComponentResource):
@@ -68,8 +77,8 @@ class CiPolicies(pulumi.ComponentResource):
     def __init__(self, name: str, args: CiPoliciesArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("ferry:infra:CiPolicies", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
-        self.deploy_document = pulumi.Output.all(args.repository_arn, *args.monitoring_repository_arns).apply(
-            lambda arns: policies.to_json(policies.ci_deploy_policy(arns[0], arns[1:])))
+        self.deploy_document = _documents(args.repository_arn, args.monitoring_repository_arns,
+                                          args.database_secret_arn, policies.ci_deploy_policy)
         self.deploy_policy = aws.iam.Policy(f"{name}-deploy", name=f"{args.name}-ci-deploy",
                                             description=f"push {args.name}'s images to its ECR repositories",
                                             policy=self.deploy_document, tags=args.tags, opts=child)

@@ -1,4 +1,5 @@
-"""Network: a VPC with a public subnet in each of two availability zones (or the default VPC)."""
+"""Network: a VPC with a public subnet in each of two availability zones (or the default VPC),
+and, for the database, a private subnet in each of the same zones (no route to the internet)."""
 
 from __future__ import annotations
 
@@ -20,12 +21,21 @@ class NetworkArgs:
     cidr: str = "10.42.0.0/16"
     ipv6: bool = True
     flow_log_retention_days: int = 30  # 0: no flow logs
+    private_subnets: bool = False  # two more subnets without an internet route (RDS)
 
 
 def subnet_cidrs(cidr: str, count: int) -> list[str]:
     """The first `count` subnets, each 1/16 of the VPC (a /20 of a /16): room to add more."""
     net = ipaddress.IPv4Network(cidr)
     return [str(s) for s in list(net.subnets(new_prefix=min(net.prefixlen + 4, 28)))[:count]]
+
+
+def private_subnet_cidrs(cidr: str, count: int) -> list[str]:
+    """Private subnets come from the VPC's second half (a /20 at 10.42.128.0 of a /16), far from
+    the public ones at its start, so more public subnets can be added without renumbering."""
+    blocks = list(ipaddress.IPv4Network(cidr).subnets(new_prefix=min(ipaddress.IPv4Network(cidr).prefixlen + 4, 28)))
+    half = len(blocks) // 2
+    return [str(b) for b in blocks[half:half + count]]
 
 
 def ipv6_subnet(vpc_block: str, index: int) -> str:
@@ -43,7 +53,10 @@ class Network(pulumi.ComponentResource):
         self.availability_zones = list(args.availability_zones[:2])
         self.ipv6 = args.ipv6 and not args.use_default_vpc
 
+        self.private_subnet_ids: list[pulumi.Output[str]] = []
         if args.use_default_vpc:
+            if args.private_subnets:
+                raise pulumi.RunError("private subnets are cut from the VPC ferry creates; set useDefaultVpc false")
             vpc = aws.ec2.get_vpc(default=True)
             subnets = aws.ec2.get_subnets(filters=[
                 {"name": "vpc-id", "values": [vpc.id]},
@@ -86,6 +99,19 @@ class Network(pulumi.ComponentResource):
                                               route_table_id=table.id, opts=child)
                 self.subnet_ids.append(subnet.id)
             self.vpc_id = vpc.id
+            if args.private_subnets:
+                # no routes but the VPC's own: nothing in these subnets reaches or is reached
+                # from the internet
+                private = aws.ec2.RouteTable(f"{name}-private", vpc_id=vpc.id, routes=[],
+                                             tags=args.tags | {"Name": f"{args.name}-private"}, opts=child)
+                for i, (az, block) in enumerate(zip(self.availability_zones, private_subnet_cidrs(args.cidr, 2))):
+                    subnet = aws.ec2.Subnet(
+                        f"{name}-private-{i + 1}", vpc_id=vpc.id, cidr_block=block, availability_zone=az,
+                        map_public_ip_on_launch=False, tags=args.tags | {"Name": f"{args.name}-private-{az}"},
+                        opts=child)
+                    aws.ec2.RouteTableAssociation(f"{name}-private-{i + 1}", subnet_id=subnet.id,
+                                                  route_table_id=private.id, opts=child)
+                    self.private_subnet_ids.append(subnet.id)
 
         if args.flow_log_retention_days:
             group = aws.cloudwatch.LogGroup(f"{name}-flow-logs", name=f"/ferry/{args.name}/vpc-flow-logs",

@@ -17,11 +17,11 @@ MONITORING_PORTS = (3000, 9090, 9093, 9100, 9113, 9115, 9180)
 
 @dataclass(frozen=True)
 class Rule:
-    group: str  # "host" | "lb": whose rule it is
+    group: str  # "host" | "lb" | "db": whose rule it is
     direction: str  # "in" | "out"
     port: int
     cidr: str | None = None  # IPv4 or IPv6 range
-    peer: str | None = None  # or the other group ("host" | "lb")
+    peer: str | None = None  # or the other group ("host" | "lb" | "db")
     description: str = ""
 
     @property
@@ -39,6 +39,9 @@ class SecurityGroupsArgs:
     ssm: bool = False
     behind_load_balancer: bool = False
     ipv6: bool = True
+    database: bool = False  # the RDS instance's group: 5432 from the hosts' group only
+
+POSTGRES_PORT = 5432
 
 
 def plan(args: SecurityGroupsArgs) -> list[Rule]:
@@ -60,12 +63,17 @@ def plan(args: SecurityGroupsArgs) -> list[Rule]:
     for port in (80, 443):
         for cidr in anywhere:
             rules.append(Rule("host", "out", port, cidr=cidr, description="packages, registry, ACME, SSM"))
+    if args.database:
+        # the database's group has no other rule: no egress, no ingress from any range
+        rules.append(Rule("db", "in", POSTGRES_PORT, peer="host", description="PostgreSQL from the hosts"))
+        rules.append(Rule("host", "out", POSTGRES_PORT, peer="db", description="to the RDS database"))
     return rules
 
 
 class SecurityGroups(pulumi.ComponentResource):
     host: aws.ec2.SecurityGroup
     load_balancer: aws.ec2.SecurityGroup | None
+    database: aws.ec2.SecurityGroup | None
 
     def __init__(self, name: str, args: SecurityGroupsArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("ferry:infra:SecurityGroups", name, None, opts)
@@ -77,6 +85,10 @@ class SecurityGroups(pulumi.ComponentResource):
             groups["lb"] = aws.ec2.SecurityGroup(f"{name}-lb", vpc_id=args.vpc_id,
                                                  description=f"load balancer of {args.name}",
                                                  tags=args.tags | {"Name": f"{args.name}-lb"}, opts=child)
+        if args.database:
+            groups["db"] = aws.ec2.SecurityGroup(f"{name}-db", vpc_id=args.vpc_id,
+                                                 description=f"RDS database of {args.name}",
+                                                 tags=args.tags | {"Name": f"{args.name}-db"}, opts=child)
         for rule in plan(args):
             kind = aws.vpc.SecurityGroupIngressRule if rule.direction == "in" else aws.vpc.SecurityGroupEgressRule
             is_v6 = rule.cidr is not None and ":" in rule.cidr
@@ -88,4 +100,5 @@ class SecurityGroups(pulumi.ComponentResource):
                  tags=args.tags, opts=child)
         self.host = groups["host"]
         self.load_balancer = groups.get("lb")
+        self.database = groups.get("db")
         self.register_outputs({"host": self.host.id})

@@ -118,6 +118,12 @@ class AwsMocks(pulumi.runtime.Mocks):
                         "name": inputs.get("name", name)}
         elif t == "aws:iam/policy:Policy":
             computed = {"arn": f"arn:aws:iam::{ACCOUNT}:policy/{inputs.get('name', name)}"}
+        elif t == "aws:rds/instance:Instance":
+            # RDS makes the master secret only when asked to manage the password
+            secrets = [{"secretArn": _arn("secretsmanager", f"secret:rds!db-{name}-AbCdEf"), "secretStatus": "active",
+                        "kmsKeyId": _arn("kms", "key/aws-secretsmanager")}] if inputs.get("manageMasterUserPassword") else []
+            computed = {"address": f"{inputs['identifier']}.c9akciq32.{REGION}.rds.amazonaws.com",
+                        "arn": _arn("rds", f"db:{inputs['identifier']}"), "masterUserSecrets": secrets}
         elif t == "aws:iam/instanceProfile:InstanceProfile":
             computed = {"arn": f"arn:aws:iam::{ACCOUNT}:instance-profile/{inputs.get('name', name)}"}
         state = {**inputs, **computed}

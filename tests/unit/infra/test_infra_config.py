@@ -28,7 +28,7 @@ def test_example_stack_config_parses_to_exactly_these_values():
         admin_cidrs=("203.0.113.0/24",), ssm=False, ssh_public_key=cfg.ssh_public_key, key_name=None,
         detailed_monitoring=False, termination_protection=False, use_default_vpc=False, vpc_cidr="10.42.0.0/16",
         ipv6=True, health_path="/healthz", repository_name="hello-dev", ecr_keep_images=30, cloudwatch_agent=False,
-        flow_log_retention_days=30)
+        flow_log_retention_days=30, database=False, database_name="hello")
     assert cfg.ssh_public_key.startswith("ssh-ed25519 ")
     assert cfg.name == "hello-dev" and cfg.ssh_user == "root" and cfg.image_user == "admin"
     assert cfg.tags() == {"app": "hello", "stack": "dev", "managed-by": "pulumi"}
