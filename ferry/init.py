@@ -69,6 +69,7 @@ class Plan:
     release_command: tuple[str, ...] = ()
     secrets: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()  # what the user still has to do before the first release
+    package: str | None = None  # a uv workspace's member that is the app (image.package)
 
     @property
     def base(self) -> str:
@@ -177,6 +178,7 @@ class Dependencies:
     names: frozenset[str]  # normalised distribution names (a lock: everything it installs)
     extras: dict[str, frozenset[str]] = field(default_factory=dict)
     requires_python: str | None = None  # the lock's own, when it has one
+    workspace: tuple[str, ...] = ()  # a uv workspace's member globs ([tool.uv.workspace] members)
 
 
 def dependencies(facts: Facts) -> Dependencies:
@@ -194,15 +196,20 @@ def dependencies(facts: Facts) -> Dependencies:
         return frozenset(names), extras
 
     if "uv.lock" in facts.files and "pyproject.toml" in facts.files:
-        if (project.get("tool") or {}).get("uv", {}).get("workspace"):
-            raise ConfigError("pyproject.toml is a uv workspace: ferry init does not choose its member",
-                              "write ferry.toml by hand with image.source, image.requirements and image.package "
-                              "(README: uv workspaces)")
+        workspace = ((project.get("tool") or {}).get("uv") or {}).get("workspace") or {}
         lock = _toml(facts, "uv.lock")
         names = frozenset(_norm(p["name"]) for p in lock.get("package") or [] if p.get("name"))
         _, extras = from_specs(declared)
-        return Dependencies("pyproject.toml", "pyproject.toml with uv.lock: the lock, as `uv sync --frozen --no-dev` installs it",
-                            names, extras, lock.get("requires-python"))
+        for p in lock.get("package") or []:
+            # a workspace member's own fastapi[standard] is in the lock's dependency lists
+            for d in p.get("dependencies") or []:
+                if d.get("name") and d.get("extra"):
+                    extras[_norm(d["name"])] = frozenset(extras.get(_norm(d["name"]), frozenset()) | {_norm(e) for e in d["extra"]})
+        why = "pyproject.toml with uv.lock: the lock, as `uv sync --frozen --no-dev` installs it"
+        if workspace:
+            why = "the uv workspace's pyproject.toml and uv.lock, for the member image.package names"
+        return Dependencies("pyproject.toml", why, names, extras, lock.get("requires-python"),
+                            tuple(workspace.get("members") or ()))
     pylocks = sorted(f for f in facts.files if "/" not in f and re.match(r"^pylock\.([\w-]+\.)?toml$", f))
     if pylocks:
         lock = _toml(facts, pylocks[0])
@@ -284,16 +291,39 @@ def _python_files(facts: Facts, under: str = "") -> list[str]:
     return sorted(out, key=lambda p: (p.count("/"), p))
 
 
-_HEALTH_RE = re.compile(r"""(?:\.(?:get|route|api_route)\(|\bpath\(|\bre_path\()\s*["'](/?[\w/-]*(?:healthz?|ping|livez?|readyz?|status)/?)["']""")
+_HEALTH_PATH = r"""["'](/?[\w/-]*?(?:healthz?|ping|livez?|readyz?|status)[\w-]*/?)["']"""
 
 
-def _health(facts: Facts, files: list[str], default: str) -> str:
-    for p in files:
-        m = _HEALTH_RE.search(facts.texts[p])
-        if m:
-            path = m.group(1)
-            return path if path.startswith("/") else "/" + path
-    return default
+def _health(text: str, default: str, owner: str | None = None) -> str:
+    """A health-like URL the app itself serves. Only routes whose full path is certain count:
+    ``@<app>.get(...)`` on the application object (a router's or blueprint's has a prefix
+    elsewhere) or ``path(...)`` in Django's root URLconf."""
+    if owner:
+        pattern = rf"@{re.escape(owner)}\.(?:get|route|api_route|head)\(\s*{_HEALTH_PATH}"
+    else:
+        pattern = rf"\b(?:re_)?path\(\s*{_HEALTH_PATH}"
+    m = re.search(pattern, text)
+    if not m:
+        return default
+    path = m.group(1)
+    return path if path.startswith("/") else "/" + path
+
+
+def _placeholder(name: str) -> str:
+    """A value for a setting the build's collectstatic needs present but never uses for real:
+    URLs parse (django-environ's env.db, env.cache), secrets are plainly fake."""
+    if name.endswith("URL"):
+        if "DATABASE" in name or name.startswith("DB"):
+            return "sqlite:////tmp/ferry-build.sqlite3"
+        if "REDIS" in name or "BROKER" in name or "CACHE" in name:
+            return "redis://127.0.0.1:6379/0"
+        return "http://127.0.0.1/"
+    return "ferry-build-only"
+
+
+# settings read at import without a default: os.environ["X"], django-environ's env("X") / env.db("X")
+_REQUIRED_ENV_RES = (re.compile(r"""os\.environ\[\s*["']([A-Za-z_][A-Za-z0-9_]*)["']\s*\]"""),
+                     re.compile(r"""\benv(?:\.\w+)?\(\s*["']([A-Z_][A-Z0-9_]*)["']\s*\)"""))
 
 
 def _server_note(deps: Dependencies, dist: str, why: str) -> tuple[str, ...]:
@@ -310,6 +340,15 @@ def _django(facts: Facts, deps: Dependencies, manage: str) -> dict:
         raise ConfigError(f"{manage}: no DJANGO_SETTINGS_MODULE default in it",
                           "set it as django-admin startproject does: os.environ.setdefault(\"DJANGO_SETTINGS_MODULE\", \"mysite.settings\")")
     settings = m.group(1)
+    notes: list[str] = []
+    # cookiecutter-django and others default manage.py to their local settings: deploy production's
+    head, _, leaf = settings.rpartition(".")
+    if head and leaf in ("local", "dev", "development", "settings_local"):
+        for prod in ("production", "prod"):
+            if f"{prefix}{head.replace('.', '/')}/{prod}.py" in facts.files:
+                notes.append(f"manage.py defaults to {settings}; the image uses {head}.{prod}")
+                settings = f"{head}.{prod}"
+                break
     rel = prefix + settings.replace(".", "/")
     settings_files = [p for p in facts.texts if p == rel + ".py" or p.startswith(rel + "/")]
     # a settings module that imports from its siblings (base.py, components/): read the package
@@ -326,25 +365,26 @@ def _django(facts: Facts, deps: Dependencies, manage: str) -> dict:
     if prefix + mod.replace(".", "/") + ".py" not in facts.files:
         raise ConfigError(f"the WSGI module {mod} ({prefix}{mod.replace('.', '/')}.py) is not there",
                           "set WSGI_APPLICATION in the settings, or add the wsgi.py startproject writes")
-    notes = list(_server_note(deps, "gunicorn", "it serves the WSGI application"))
+    notes += _server_note(deps, "gunicorn", "it serves the WSGI application")
     build: tuple[tuple[str, ...], ...] = ()
     if "STATIC_ROOT" in texts:
         build = (("python3", "manage.py", "collectstatic", "--noinput"),)
     else:
         notes.append("the settings have no STATIC_ROOT, so collectstatic is not a build step: set STATIC_ROOT "
                      "and add build = [[\"python3\", \"manage.py\", \"collectstatic\", \"--noinput\"]]")
-    required = sorted(set(re.findall(r"""os\.environ\[\s*["']([A-Za-z_][A-Za-z0-9_]*)["']\s*\]""", texts)) - {"DJANGO_SETTINGS_MODULE"})
+    required = sorted({n for r in _REQUIRED_ENV_RES for n in r.findall(texts)} - {"DJANGO_SETTINGS_MODULE"})
     build_env = {"DJANGO_SETTINGS_MODULE": settings}
     if build:
         # the settings read these at import: collectstatic needs a value, not the real secret
-        build_env.update({k: "ferry-build-only" for k in required})
+        build_env.update({k: _placeholder(k) for k in required})
     notes.append("ALLOWED_HOSTS must accept 127.0.0.1 (ferry's health check) and app.domain")
     admin = "django.contrib.admin" in texts
-    files = _python_files(facts, prefix)
+    u = re.search(r"""ROOT_URLCONF\s*=\s*["']([\w.]+)["']""", texts)
+    urls = facts.text(prefix + u.group(1).replace(".", "/") + ".py") if u else None
     return {
         "framework": "django", "source": source,
         "entrypoint": ("gunicorn", "--bind", "127.0.0.1:{port}", f"{mod}:{attr}"),
-        "health_path": _health(facts, [p for p in files if p.endswith("urls.py")], "/admin/login/" if admin else "/"),
+        "health_path": _health(urls or "", "/admin/login/" if admin else "/"),
         "build": build, "build_env": build_env,
         "release_command": ("python3", "manage.py", "migrate", "--noinput"),
         "secrets": tuple(required), "notes": tuple(notes),
@@ -390,7 +430,6 @@ def _asgi(facts: Facts, deps: Dependencies, framework: str, found: tuple[str, st
     path, attr, factory = found
     root, mod = _module_of(path)
     cli = framework == "fastapi" and ("fastapi-cli" in deps.names or "standard" in deps.extras.get("fastapi", ()))
-    files = _python_files(facts)
     if cli and not factory and attr == "app" and not root:
         entrypoint: tuple[str, ...] = ("fastapi", "run", path, "--host", "127.0.0.1", "--port", "{port}")
         notes: tuple[str, ...] = ()
@@ -404,7 +443,7 @@ def _asgi(facts: Facts, deps: Dependencies, framework: str, found: tuple[str, st
         if re.search(r"openapi_url\s*=\s*None", facts.texts[path]):
             default = "/"
     return {"framework": framework, "source": ".", "entrypoint": entrypoint,
-            "health_path": _health(facts, files, default), "notes": notes}
+            "health_path": _health(facts.texts[path], default, "app" if factory else attr), "notes": notes}
 
 
 def _flask(facts: Facts, deps: Dependencies, found: tuple[str, str, bool]) -> dict:
@@ -413,7 +452,7 @@ def _flask(facts: Facts, deps: Dependencies, found: tuple[str, str, bool]) -> di
     spec = f"{mod}:{attr}()" if factory else f"{mod}:{attr}"
     entrypoint = ("gunicorn", *(("--pythonpath", root) if root else ()), "--bind", "127.0.0.1:{port}", spec)
     return {"framework": "flask", "source": ".", "entrypoint": entrypoint,
-            "health_path": _health(facts, _python_files(facts), "/"),
+            "health_path": _health(facts.texts[path], "/", "app" if factory else attr),
             "notes": _server_note(deps, "gunicorn", "it serves the WSGI application")}
 
 
@@ -424,26 +463,59 @@ def _name(facts: Facts) -> str:
     return name if name and name[0].isalnum() else "app"
 
 
+def _app(facts: Facts, deps: Dependencies) -> dict | None:
+    """The framework's parts of the plan for the app whose files ``facts`` holds, or None."""
+    manages = sorted((f for f in facts.files if f.rsplit("/", 1)[-1] == "manage.py" and f.count("/") <= 2
+                      and "django" in (facts.text(f) or "").lower()), key=lambda p: (p.count("/"), p))
+    if manages:
+        return _django(facts, deps, manages[0])
+    for framework in ("fastapi", "starlette", "flask"):
+        found = _find_app(facts, framework)
+        if found:
+            return _flask(facts, deps, found) if framework == "flask" else _asgi(facts, deps, framework, found)
+    return None
+
+
+def _within(facts: Facts, folder: str) -> Facts:
+    """The facts of a sub-folder, its paths relative to it (a uv workspace's member)."""
+    pre = folder.rstrip("/") + "/"
+    return Facts(name=folder.rsplit("/", 1)[-1], files=tuple(f[len(pre):] for f in facts.files if f.startswith(pre)),
+                 texts={p[len(pre):]: t for p, t in facts.texts.items() if p.startswith(pre)})
+
+
+def _members(facts: Facts, globs: tuple[str, ...]) -> list[str]:
+    """The workspace's member folders: those matching a members glob that have a pyproject.toml."""
+    from fnmatch import fnmatch
+
+    dirs = sorted({f.rsplit("/", 1)[0] for f in facts.files if f.endswith("/pyproject.toml")})
+    return [d for d in dirs if any(fnmatch(d, g.strip("/")) for g in globs)]
+
+
 def detect(facts: Facts) -> Plan:
     """The plan for the app ``facts`` describe (pure)."""
     deps = dependencies(facts)
     python, python_why = choose_python(facts, deps)
-    manages = sorted((f for f in facts.files if f.rsplit("/", 1)[-1] == "manage.py" and f.count("/") <= 2
-                      and "django" in (facts.text(f) or "").lower()), key=lambda p: (p.count("/"), p))
-    parts: dict | None = None
-    if manages:
-        parts = _django(facts, deps, manages[0])
-    else:
-        for framework in ("fastapi", "starlette", "flask"):
-            found = _find_app(facts, framework)
-            if found:
-                parts = _flask(facts, deps, found) if framework == "flask" else _asgi(facts, deps, framework, found)
-                break
+    parts, package = None, None
+    if deps.workspace:
+        # the FastAPI full-stack template's layout: the root holds uv.lock, the app is a member
+        found = [(m, p) for m in _members(facts, deps.workspace) if (p := _app(_within(facts, m), deps))]
+        if len(found) > 1:
+            raise ConfigError(f"the uv workspace has web apps in several members ({', '.join(m for m, _ in found)})",
+                              "run ferry init in one app's setup by hand: image.source and image.package (README: uv workspaces)")
+        if found:
+            member, parts = found[0]
+            sub = _within(facts, member)
+            package = (_toml(sub, "pyproject.toml").get("project") or {}).get("name")
+            if not package:
+                raise ConfigError(f"{member}/pyproject.toml: no [project] name", "name the member: image.package needs it")
+            parts = {**parts, "source": member if parts["source"] == "." else f"{member}/{parts['source']}"}
+    if parts is None:
+        parts = _app(facts, deps)
     if parts is None:
         raise ConfigError(f"no Django, FastAPI, Starlette or Flask application found in {facts.name}",
                           "run ferry init in the app's directory, or write ferry.toml by hand (README: Configuration)")
     return Plan(name=_name(facts), python=python, python_why=python_why, requirements=deps.file,
-                requirements_why=deps.why, **parts)
+                requirements_why=deps.why, package=package, **parts)
 
 
 # --- render (pure) ---------------------------------------------------------------------------
@@ -484,6 +556,7 @@ def render(plan: Plan, local=None) -> str:
         f"source = {_v(plan.source)}",
         f"# {plan.requirements_why}",
         f"requirements = {_v(plan.requirements)}",
+        *([f"package = {_v(plan.package)}"] if plan.package else []),
         "# {port} is each colour's own port, put there when the container starts (the image has",
         "# image.port there); 127.0.0.1: containers share the host's network and nginx proxies to them",
         f"entrypoint = {_v(plan.entrypoint)}",

@@ -217,8 +217,10 @@ def test_a_python_no_base_has_names_who_asks_and_the_bases(tmp_path):
     ({"app.py": "from flask import Flask\napp = Flask(__name__)\n"}, r"no requirements.txt, uv.lock, pylock.toml"),
     ({"pyproject.toml": '[tool.poetry]\nname = "x"\n', "poetry.lock": "",
       "app.py": "from flask import Flask\napp = Flask(__name__)\n"}, r"ferry does not read poetry.lock .*poetry export"),
-    ({"pyproject.toml": '[project]\nname = "x"\n[tool.uv.workspace]\nmembers = ["backend"]\n', "uv.lock": "version = 1\n"},
-     r"uv workspace: ferry init does not choose its member"),
+    ({"pyproject.toml": '[project]\nname = "x"\n[tool.uv.workspace]\nmembers = ["apps/*"]\n', "uv.lock": "version = 1\n",
+      "apps/a/pyproject.toml": '[project]\nname = "a"\n', "apps/a/main.py": "from fastapi import FastAPI\napp = FastAPI()\n",
+      "apps/b/pyproject.toml": '[project]\nname = "b"\n', "apps/b/main.py": "from flask import Flask\napp = Flask(__name__)\n"},
+     r"the uv workspace has web apps in several members \(apps/a, apps/b\)"),
     ({"requirements.txt": "requests\n", "cli.py": "import requests\n"}, r"no Django, FastAPI, Starlette or Flask application"),
 ])
 def test_what_init_cannot_decide_is_a_clear_error(tmp_path, files, message):
@@ -262,3 +264,56 @@ def test_a_failed_detection_writes_nothing(tmp_path):
     with pytest.raises(ConfigError):
         I.init(tmp_path)
     assert not (tmp_path / "ferry.toml").exists()
+
+
+def test_a_uv_workspace_like_the_fastapi_full_stack_template_names_its_member(tmp_path):
+    files = {
+        "pyproject.toml": '[project]\nname = "full-stack-fastapi-template"\nversion = "0.1.0"\nrequires-python = ">=3.10"\n'
+                          '[tool.uv.workspace]\nmembers = ["backend"]\n',
+        "uv.lock": 'version = 1\nrequires-python = ">=3.10"\n\n[[package]]\nname = "app"\nversion = "0.1.0"\n'
+                   'source = { editable = "backend" }\ndependencies = [\n  { name = "fastapi", extra = ["standard"] },\n]\n\n'
+                   '[[package]]\nname = "fastapi"\nversion = "0.121.0"\n\n[[package]]\nname = "fastapi-cli"\nversion = "0.0.14"\n',
+        "backend/pyproject.toml": '[project]\nname = "app"\nversion = "0.1.0"\ndependencies = ["fastapi[standard]<1.0.0,>=0.114.2"]\n',
+        "backend/app/__init__.py": "",
+        "backend/app/main.py": "from fastapi import FastAPI\nfrom app.api.main import api_router\n\n"
+                               "app = FastAPI(title='x', openapi_url='/api/v1/openapi.json')\napp.include_router(api_router, prefix='/api/v1')\n",
+        "backend/app/api/__init__.py": "",
+        "backend/app/api/routes/utils.py": "from fastapi import APIRouter\nrouter = APIRouter(prefix='/utils')\n\n"
+                                           "@router.get('/health-check/')\nasync def health_check() -> bool:\n    return True\n",
+        "frontend/package.json": "{}",
+    }
+    p = plan(tmp_path, files)
+    assert (p.name, p.source, p.package, p.requirements) == ("full-stack-fastapi-template", "backend", "app", "pyproject.toml")
+    assert p.entrypoint == ("fastapi", "run", "app/main.py", "--host", "127.0.0.1", "--port", "{port}")
+    # a router's route has a prefix elsewhere: only the app's own routes are trusted
+    assert p.health_path == "/docs"
+    cfg = parse(tomllib.loads(I.render(p)), tmp_path / "ferry.toml")
+    assert cfg.image.package == "app" and cfg.image.source == "backend"
+
+
+def test_cookiecutter_django_deploys_production_settings_with_build_placeholders(tmp_path):
+    files = {
+        "manage.py": MANAGE % "config.settings.local",
+        "config/__init__.py": "",
+        "config/settings/__init__.py": "",
+        "config/settings/base.py": 'import environ\nenv = environ.Env()\nDATABASES = {"default": env.db("DATABASE_URL")}\n'
+                                   'STATIC_ROOT = "/app/staticfiles"\nROOT_URLCONF = "config.urls"\n'
+                                   'WSGI_APPLICATION = "config.wsgi.application"\n',
+        "config/settings/local.py": 'from .base import *\nSECRET_KEY = env("DJANGO_SECRET_KEY", default="x")\n',
+        "config/settings/production.py": 'from .base import *\nSECRET_KEY = env("DJANGO_SECRET_KEY")\n'
+                                         'CACHES = {"default": {"LOCATION": env("REDIS_URL")}}\n'
+                                         'ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["example.com"])\n',
+        "config/urls.py": 'from django.urls import path\nurlpatterns = [path("health/", lambda r: None)]\n',
+        "config/wsgi.py": "application = None\n",
+        "requirements/base.txt": "django==5.2.8\ndjango-environ==0.12.0\n",
+        "requirements/production.txt": "-r base.txt\ngunicorn==23.0.0\n",
+        "requirements/local.txt": "-r base.txt\n",
+    }
+    p = plan(tmp_path, files)
+    assert p.build_env == {"DJANGO_SETTINGS_MODULE": "config.settings.production",
+                           "DATABASE_URL": "sqlite:////tmp/ferry-build.sqlite3",
+                           "DJANGO_SECRET_KEY": "ferry-build-only", "REDIS_URL": "redis://127.0.0.1:6379/0"}
+    assert p.secrets == ("DATABASE_URL", "DJANGO_SECRET_KEY", "REDIS_URL")
+    assert p.entrypoint == ("gunicorn", "--bind", "127.0.0.1:{port}", "config.wsgi:application")
+    assert p.health_path == "/health/"
+    assert p.notes[0] == "manage.py defaults to config.settings.local; the image uses config.settings.production"
