@@ -258,6 +258,7 @@ def choose_python(facts: Facts, deps: Dependencies, bases: tuple[str, ...] = BAS
         candidates = [v for v in candidates if s.contains(v, prereleases=True)]
     pinned = (facts.text(".python-version") or "").strip().splitlines()
     pinned_line = next((line.strip() for line in pinned if line.strip() and not line.startswith("#")), "")
+    allowed = list(candidates)  # what requires-python leaves, before .python-version's pin
     if pinned_line:
         mm = _minor(pinned_line)
         if mm:
@@ -265,8 +266,13 @@ def choose_python(facts: Facts, deps: Dependencies, bases: tuple[str, ...] = BAS
             candidates = [v for v in candidates if _minor(v) == mm]
     if not candidates:
         said = "; ".join(f"{who} {what!r}" for who, what in asks)
-        raise ConfigError(f"no ferry base has a Python that {said} accepts (bases: {', '.join(bases)})",
-                          "widen the constraint to one of them, or write image.base for a python image of yours by hand")
+        if allowed and pinned_line:
+            # uv init pins 3.12, which Debian (so ferry's bases) does not ship
+            hint = (f"set .python-version to {allowed[0]} (the build's Python check reads it too), "
+                    "or write image.base for a python image of yours by hand")
+        else:
+            hint = "widen the constraint to one of them, or write image.base for a python image of yours by hand"
+        raise ConfigError(f"no ferry base has a Python that {said} accepts (bases: {', '.join(bases)})", hint)
     stable = [v for v in candidates if v not in TESTING_PYTHONS]
     chosen = (stable or candidates)[0]
     why = ", ".join(f"{who} {what}" for who, what in asks) or "nothing asks for a version: ferry's default base"

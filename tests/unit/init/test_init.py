@@ -209,8 +209,12 @@ def test_a_python_no_base_has_names_who_asks_and_the_bases(tmp_path):
     files = {"requirements.txt": "flask\n", "app.py": "from flask import Flask\napp = Flask(__name__)\n",
              ".python-version": "3.12\n"}
     with pytest.raises(ConfigError, match=r"no ferry base has a Python that \.python-version '3\.12' accepts "
-                                          r"\(bases: 3\.11, 3\.13, 3\.14\)"):
+                                          r"\(bases: 3\.11, 3\.13, 3\.14\) \(set \.python-version to 3\.11 "):
         plan(tmp_path, files)
+    del files[".python-version"]
+    files["pyproject.toml"] = '[project]\nname = "x"\nversion = "1"\nrequires-python = ">=3.15"\n'
+    with pytest.raises(ConfigError, match=r"pyproject.toml requires-python '>=3.15' accepts .* \(widen the constraint"):
+        plan(tmp_path / "newer", files)
 
 
 @pytest.mark.parametrize("files, message", [
