@@ -70,6 +70,7 @@ class Plan:
     secrets: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()  # what the user still has to do before the first release
     package: str | None = None  # a uv workspace's member that is the app (image.package)
+    packages: tuple[tuple[str, str], ...] = ()  # (Debian package, the dependency that needs it)
 
     @property
     def base(self) -> str:
@@ -462,6 +463,36 @@ def _flask(facts: Facts, deps: Dependencies, found: tuple[str, str, bool]) -> di
             "notes": _server_note(deps, "gunicorn", "it serves the WSGI application")}
 
 
+# Debian packages a dependency loads at run time but its wheels do not bundle; names that are
+# the same in bookworm, trixie and forky (the t64 renames left these alone)
+_SYSTEM_NEEDS = (
+    ("pdf2image", "poppler-utils", ()),
+    ("pydub", "ffmpeg", ()),
+    ("ffmpeg-python", "ffmpeg", ()),
+    ("moviepy", "ffmpeg", ("imageio-ffmpeg",)),
+)
+
+
+def system_packages(deps: Dependencies) -> tuple[tuple[str, str], ...]:
+    """(Debian package, why) for the dependencies that run a system program."""
+    out: dict[str, str] = {}
+    for dist, deb, unless in _SYSTEM_NEEDS:
+        if dist in deps.names and not any(u in deps.names for u in unless):
+            out.setdefault(deb, dist)
+    return tuple(sorted(out.items()))
+
+
+def _psycopg_note(deps: Dependencies) -> tuple[str, ...]:
+    """psycopg 3 without its binary: the pure-Python build looks libpq up with
+    ctypes.util.find_library, which needs ldconfig and /etc/ld.so.cache (ferry's bases have
+    neither), so libpq5 alone would not be found."""
+    if "psycopg" not in deps.names or {"psycopg-binary", "psycopg-c"} & deps.names \
+            or deps.extras.get("psycopg", frozenset()) & {"binary", "c"}:
+        return ()
+    return (f"depend on psycopg[binary] in {deps.file}: plain psycopg looks libpq up through ldconfig, "
+            "which ferry's base images do not have",)
+
+
 def _name(facts: Facts) -> str:
     project = _toml(facts, "pyproject.toml").get("project") or {}
     raw = project.get("name") or facts.name
@@ -521,7 +552,8 @@ def detect(facts: Facts) -> Plan:
         raise ConfigError(f"no Django, FastAPI, Starlette or Flask application found in {facts.name}",
                           "run ferry init in the app's directory, or write ferry.toml by hand (README: Configuration)")
     return Plan(name=_name(facts), python=python, python_why=python_why, requirements=deps.file,
-                requirements_why=deps.why, package=package, **parts)
+                requirements_why=deps.why, package=package, packages=system_packages(deps),
+                **{**parts, "notes": (*parts.get("notes", ()), *_psycopg_note(deps))})
 
 
 # --- render (pure) ---------------------------------------------------------------------------
@@ -567,6 +599,9 @@ def render(plan: Plan, local=None) -> str:
         "# image.port there); 127.0.0.1: containers share the host's network and nginx proxies to them",
         f"entrypoint = {_v(plan.entrypoint)}",
     ]
+    if plan.packages:
+        lines += ["# Debian packages in one layer under the dependencies: " + ", ".join(f"{d} for {why}" for d, why in plan.packages),
+                  f"packages = {_v([d for d, _ in plan.packages])}"]
     if plan.build:
         lines += ["# run in a sandbox over the built image, no network; what they write is one more layer",
                   f"build = {_v(plan.build)}"]

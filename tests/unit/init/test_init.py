@@ -321,3 +321,26 @@ def test_cookiecutter_django_deploys_production_settings_with_build_placeholders
     assert p.entrypoint == ("gunicorn", "--bind", "127.0.0.1:{port}", "config.wsgi:application")
     assert p.health_path == "/health/"
     assert p.notes[0] == "manage.py defaults to config.settings.local; the image uses config.settings.production"
+
+
+@pytest.mark.parametrize("requirements, packages", [
+    ("psycopg2-binary==2.9.11\npdf2image==1.17.0\npydub\n", (("ffmpeg", "pydub"), ("poppler-utils", "pdf2image"))),
+    ("moviepy==2.2.1\nimageio-ffmpeg==0.6.0\n", ()),
+])
+def test_dependencies_that_run_a_system_program_add_its_debian_package(tmp_path, requirements, packages):
+    files = {**DJANGO, "requirements.txt": "Django==5.2.8\ngunicorn==23.0.0\n" + requirements}
+    p = plan(tmp_path, files)
+    assert p.packages == packages
+    cfg = parse(tomllib.loads(I.render(p)), tmp_path / "ferry.toml")
+    assert cfg.image.packages == tuple(d for d, _ in packages)
+
+
+@pytest.mark.parametrize("requirements, noted", [
+    ("psycopg==3.2.12\n", True),
+    ("psycopg[binary]==3.2.12\n", False),
+    ("psycopg==3.2.12\npsycopg-binary==3.2.12\n", False),
+])
+def test_plain_psycopg_is_told_to_take_its_binary(tmp_path, requirements, noted):
+    p = plan(tmp_path, {**DJANGO, "requirements.txt": "Django==5.2.8\ngunicorn==23.0.0\n" + requirements})
+    assert any(n.startswith("depend on psycopg[binary] in requirements.txt") for n in p.notes) is noted
+    assert p.packages == ()
