@@ -95,6 +95,7 @@ COMMANDS = {
     "status": "ferry.deploy.commands", "lock": "ferry.deploy.commands",
     "certs": "ferry.certs.commands",
     "monitoring": "ferry.monitoring.commands",
+    "init": "ferry.init",
 }
 
 
@@ -122,6 +123,7 @@ def main(ctx: click.Context, config_path: str | None, json_: bool, debug: bool) 
 
     \b
     Examples:
+      ferry init                     # a commented ferry.toml for the app here
       ferry local up                 # this machine becomes a deploy host
       ferry build --push             # build the app image and push it
       ferry release                  # build, push, deploy with zero downtime

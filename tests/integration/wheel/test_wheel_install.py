@@ -152,3 +152,20 @@ print(nginx.render_upstream(cfg, "green", "r2"), end="")
     assert r.returncode == 0, r.stderr[-3000:]
     assert r.stdout.startswith(f"# ours: {APP} on 31080\n")
     assert "server 127.0.0.1:31002" in r.stdout
+
+
+def test_ferry_init_from_the_wheel_writes_a_config_its_ferry_accepts(installed, tmp_path):
+    from ..init.flaskr import FILES
+
+    app = tmp_path / "flaskr"
+    for rel, text in FILES.items():
+        (app / rel).parent.mkdir(parents=True, exist_ok=True)
+        (app / rel).write_text(text)
+    ferry = str(installed / "bin" / "ferry")
+    r = subprocess.run([ferry, "init", "--json"], capture_output=True, text=True, env=clean_env(), cwd=app, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["plan"]["entrypoint"] == ["gunicorn", "--bind", "127.0.0.1:{port}", "flaskr:create_app()"]
+    check = subprocess.run([str(installed / "bin" / "python"), "-c",
+                            "from ferry import config; print(config.load('ferry.toml').image.entrypoint)"],
+                           capture_output=True, text=True, env=clean_env(), cwd=app, timeout=60)
+    assert check.returncode == 0 and "flaskr:create_app()" in check.stdout, check.stderr

@@ -114,7 +114,7 @@ def test_on_the_local_target_it_reads_the_local_nginx_status_port_and_an_explici
 
     # the local target is known by its nginx: deploy.nginx_conf under local.state_dir
     local = BASE.replace("[proxy]", 'nginx_conf = "/var/lib/ferry-local/nginx/nginx.conf"\n\n[proxy]')
-    doc = tomllib.loads(local + f'\n[local]\nnginx_status_port = 18079\n[monitoring]\n')
+    doc = tomllib.loads(local + '\n[local]\nnginx_status_port = 18079\n[monitoring]\n')
     assert settings(parse(doc, ROOT / "ferry.toml")).stub_status_url == "http://127.0.0.1:18079/stub_status"
     # loopback SSH alone does not make a host the local target: /etc/nginx is prepare-host's
     assert settings(config()).stub_status_url == "http://127.0.0.1:9180/stub_status"
@@ -150,7 +150,7 @@ def test_the_certificate_renewer_writes_into_the_stacks_textfile_directory():
     from .helpers import BASE, ROOT
 
     doc = tomllib.loads(BASE.replace('name = "hello"', 'name = "hello"\ndomain = "hello.example.com"')
-                        + f'\n[tls]\nenabled = true\n[monitoring]\nenabled = true\n')
+                        + '\n[tls]\nenabled = true\n[monitoring]\nenabled = true\n')
     cfg = parse(doc, ROOT / "ferry.toml")
     assert manage.settings(cfg).metrics_dir == settings(cfg).textfile_dir
 
