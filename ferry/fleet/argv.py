@@ -85,8 +85,9 @@ def exec_run_argv(cfg: Config, image: str, command: Sequence[str], *, name: str,
                   release: Mapping[str, str], interactive: bool = False, tty: bool = False) -> list[str]:
     """A one-off container of the live release's image: the app's env file (secrets), deploy.env
     and the release's FERRY_* variables, its volumes, the host network, the image's own user and
-    workdir; removed when the command ends. No dev.ferry.app label: no deploy, status or
-    monitoring mistakes it for a colour."""
+    workdir; removed when the command ends. The image's entrypoint (the app server) is replaced
+    by the command's first word: ``docker run IMAGE ARGS`` would hand ARGS to the server. No
+    dev.ferry.app label: no deploy, status or monitoring mistakes it for a colour."""
     argv = D.docker(cfg, "run", "--rm", "--name", name, "--network", "host",
                     "--env-file", D.env_file_path(cfg), "--label", f"{D.LABEL}.exec={cfg.app.name}")
     if interactive:
@@ -97,7 +98,7 @@ def exec_run_argv(cfg: Config, image: str, command: Sequence[str], *, name: str,
            **{f"FERRY_{k.upper()}": v for k, v in release.items() if k in ("release", "version", "digest")}}
     for k in sorted(env):
         argv += ["--env", f"{k}={env[k]}"]
-    return [*argv, *volume_args(cfg), image, *command]
+    return [*argv, *volume_args(cfg), "--entrypoint", command[0], image, *command[1:]]
 
 
 def exec_live_argv(cfg: Config, container: str, command: Sequence[str], *, interactive: bool = False,

@@ -85,7 +85,8 @@ def test_a_one_off_container_has_the_apps_env_volumes_host_network_and_is_remove
         "--env", "FERRY_APP=hello", "--env", "FERRY_DIGEST=sha256:" + "a" * 64,
         "--env", "FERRY_RELEASE=20261203-120000-aaaaaaa", "--env", "FERRY_VERSION=v1", "--env", "GREETING=hi",
         "--volume", "/opt/ferry/hello/volumes/data:/data", "--volume", "/opt/ferry/hello/volumes/media:/app/media",
-        IMAGE, "python3", "manage.py", "shell"]
+        # the image's entrypoint is the app server: the command replaces it
+        "--entrypoint", "python3", IMAGE, "manage.py", "shell"]
     # no dev.ferry.app label: deploy, status and monitoring never take it for a colour
     assert not any(a.startswith("dev.ferry.app=") for a in argv)
 
@@ -93,7 +94,7 @@ def test_a_one_off_container_has_the_apps_env_volumes_host_network_and_is_remove
 def test_an_interactive_one_off_keeps_stdin_and_a_terminal_when_there_is_one():
     argv = A.exec_run_argv(cfg(volumes={}), IMAGE, ["sh"], name="n", release={}, interactive=True, tty=True)
     assert argv[argv.index("--label") + 2:argv.index("--label") + 4] == ["--interactive", "--tty"]
-    assert argv[-2:] == [IMAGE, "sh"] and "--volume" not in argv
+    assert argv[-3:] == ["--entrypoint", "sh", IMAGE] and "--volume" not in argv
 
 
 def test_live_exec_runs_inside_the_live_container():
