@@ -108,19 +108,6 @@ class Host:
                             "check the host and run the command again: every step can be re-run") from None
         return Result(cmd, r.exited, r.stdout, r.stderr)
 
-    def stream(self, argv: Sequence[str], out: IO[str], err: IO[str], stdin: IO[str] | None = None,
-               pty: bool = False) -> int:
-        """Run a command with its output written to ``out`` / ``err`` as it comes (``ferry logs
-        --follow``, ``ferry exec``), ``stdin`` forwarded; returns its exit code."""
-        cmd = shlex.join(argv)
-        try:
-            r = self.conn.run(cmd, hide=False, warn=True, pty=pty, out_stream=out, err_stream=err,
-                              in_stream=stdin if stdin is not None else False)
-        except Exception as e:
-            raise HostError(f"{self.name}: lost the SSH connection running `{cmd[:80]}`: {e}",
-                            "check the host and run the command again") from None
-        return r.exited
-
     def check(self, argv: Sequence[str] | str, what: str, hint: str | None = None, stdin: str | None = None,
               timeout: float | None = None) -> Result:
         r = self.run(argv, stdin=stdin, timeout=timeout)
@@ -171,6 +158,20 @@ class Host:
             self.sftp().remove(path)
         except FileNotFoundError:
             pass
+
+    def attach(self, argv: Sequence[str], out: IO[str], err: IO[str], stdin: IO[str] | None = None,
+               pty: bool = False) -> int:
+        """Run a command attached to local streams: its stdout to ``out`` and stderr to ``err``
+        as they come, ``stdin`` forwarded (``ferry logs --follow``, ``ferry exec``); returns
+        its exit code."""
+        cmd = shlex.join(argv)
+        try:
+            r = self.conn.run(cmd, hide=False, warn=True, pty=pty, out_stream=out, err_stream=err,
+                              in_stream=stdin if stdin is not None else False)
+        except Exception as e:
+            raise HostError(f"{self.name}: lost the SSH connection running `{cmd[:80]}`: {e}",
+                            "check the host and run the command again") from None
+        return r.exited
 
     def sftp(self):
         if self._sftp is None:

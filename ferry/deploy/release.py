@@ -93,12 +93,17 @@ def across_hosts(cfg: Config, progress: Progress, action: Callable[..., dict], c
             host, cfg, progress, secrets=secrets, registry_credentials=creds, command=command, force=force,
             server_names=target.names, behind_balancer=target.behind_balancer, events=events)
         with _OutOfBalancer(target, progress):
-            return action(d, target is targets[0])
+            return _as_json(action(d, target is targets[0]))
 
     run = run_on_hosts(cfg, one, progress, parallel, targets, first_alone=first_alone)
     if run.ok:
         return {"ok": True, "url": cfg.url, "hosts": run.results}
     raise _stopped(run, deployers)
+
+
+def _as_json(result) -> dict:
+    """The runner's results as JSON (typed results have ``to_json``; dicts are already)."""
+    return result.to_json() if hasattr(result, "to_json") else result
 
 
 def _stopped(run: FleetRun, deployers: dict) -> FerryError:
@@ -196,7 +201,7 @@ def rollback(cfg: Config, to: str | None = None, progress: Progress = NULL, forc
 
 
 def status(cfg: Config, progress: Progress = NULL) -> dict:
-    run = run_on_hosts(cfg, lambda t, host: HostDeployer(host, cfg, progress, server_names=t.names).status(),
+    run = run_on_hosts(cfg, lambda t, host: _as_json(HostDeployer(host, cfg, progress, server_names=t.names).status()),
                        progress, keep_going=True)
     done, failed = dict(run.done), dict(run.failed)
     # an unreachable host is a line of the report, not the end of it

@@ -49,11 +49,11 @@ def parse_ps(stdout: str) -> list[dict]:
 def log_containers(rows: list[dict], app: str, colour: str | None, process: str = WEB) -> list[str]:
     """The containers ``ferry logs`` reads on one host: the live colour's (``web``), or every
     running container of a process (labelled ``dev.ferry.process``, or named
-    ``<app>-<process>-<n>``), by name."""
+    ``<app>-<process>-<n>[-<colour>]``), by name."""
     if process == WEB:
         name = f"{app}-{colour}" if colour else None
         return [name] if name and any(r.get("Names") == name for r in rows) else []
-    pattern = re.compile(rf"^{re.escape(app)}-{re.escape(process)}-\d+$")
+    pattern = re.compile(rf"^{re.escape(app)}-{re.escape(process)}-\d+(-(blue|green))?$")
     out = []
     for r in rows:
         labels = D.labels_of(r)
@@ -116,19 +116,21 @@ def logs(cfg: Config, sink: Callable[[LogLine], None], *, follow: bool = False, 
         with mu:
             sink(line)
 
-    hosts, workers, errors = [], [], []
-    opened = []
+    hosts, workers, errors, opened = [], [], [], []
     try:
+        # every host's containers first: a host with nothing to read fails before any line
+        plan = []
         for t in targets:
             h = connect(cfg, t, progress)
             opened.append(h)
             names = _containers_on(cfg, h, t, process)
             hosts.append({"host": str(t), "containers": names})
-            for name in names:
-                th = threading.Thread(target=_read_logs, daemon=True, name=f"logs-{name}",
-                                      args=(cfg, h, str(t), name, emit, errors, follow, since, tail))
-                th.start()
-                workers.append(th)
+            plan += [(h, str(t), name) for name in names]
+        for h, label, name in plan:
+            th = threading.Thread(target=_read_logs, daemon=True, name=f"logs-{name}",
+                                  args=(cfg, h, label, name, emit, errors, follow, since, tail))
+            th.start()
+            workers.append(th)
         for th in workers:
             while th.is_alive():
                 th.join(0.2)  # in slices, so Ctrl-C reaches the main thread
@@ -159,7 +161,7 @@ def _read_logs(cfg, h, host: str, name: str, emit, errors: list, follow: bool, s
     out = _Lines(lambda line: emit(LogLine(host, name, "stdout", line)))
     err = _Lines(lambda line: emit(LogLine(host, name, "stderr", line)))
     try:
-        code = h.stream(A.logs_argv(cfg, name, follow=follow, since=since, tail=tail), out, err)
+        code = h.attach(A.logs_argv(cfg, name, follow=follow, since=since, tail=tail), out, err)
         out.close()
         err.close()
         if code != 0:
@@ -222,5 +224,5 @@ def exec_(cfg: Config, command: Sequence[str], *, host: str | None = None, inter
             res = h.run(argv, stdin=stdin.read() if stdin is not None else None)
             return ExecResult(str(target), container, rel["image"], rel["release"], live, res.exit_code,
                               res.stdout, res.stderr)
-        code = h.stream(argv, out, err or sys.stderr, stdin=stdin if interactive else None, pty=tty)
+        code = h.attach(argv, out, err or sys.stderr, stdin=stdin if interactive else None, pty=tty)
         return ExecResult(str(target), container, rel["image"], rel["release"], live, code)

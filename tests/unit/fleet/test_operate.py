@@ -15,6 +15,8 @@ ROWS = [
     {"Names": "hello-worker-old", "State": "running", "Labels": "dev.ferry.app=hello,dev.ferry.process=worker"},
     {"Names": "hello-worker-3", "State": "exited", "Labels": "dev.ferry.app=hello,dev.ferry.process=worker"},
     {"Names": "hello-worker-2-1", "State": "running", "Labels": "dev.ferry.app=hello,dev.ferry.process=worker-2"},
+    {"Names": "hello-worker-4-green", "State": "running", "Labels": "dev.ferry.app=hello"},
+    {"Names": "hello-beat-1-blue", "State": "running", "Labels": "dev.ferry.app=hello,dev.ferry.process=beat"},
 ]
 
 
@@ -25,9 +27,11 @@ def test_web_is_the_live_colour_only():
 
 
 def test_a_process_is_its_running_containers_by_label_or_name_never_a_look_alike():
-    assert log_containers(ROWS, "hello", "blue", "worker") == ["hello-worker-1", "hello-worker-2", "hello-worker-old"]
+    assert log_containers(ROWS, "hello", "blue", "worker") == [
+        "hello-worker-1", "hello-worker-2", "hello-worker-4-green", "hello-worker-old"]
     assert log_containers(ROWS, "hello", "blue", "worker-2") == ["hello-worker-2-1"]
-    assert log_containers(ROWS, "hello", "blue", "beat") == []
+    assert log_containers(ROWS, "hello", "blue", "beat") == ["hello-beat-1-blue"]
+    assert log_containers(ROWS, "hello", "blue", "cron") == []
 
 
 def test_a_log_line_as_text_and_json():
