@@ -183,3 +183,21 @@ def test_select_finds_a_host_by_spec_or_hostname_and_refuses_a_stranger():
     assert select(TARGETS, "root@web-3.test") == [TARGETS[2]]
     with pytest.raises(ConfigError, match="not one of this app's hosts"):
         select(TARGETS, "web-9.test")
+
+
+def test_deploy_takes_parallel_from_the_config_and_sends_the_release_commands_host_alone(deployers, monkeypatch):
+    seen: list[tuple] = []
+    real = run_on_hosts
+
+    def spy(cfg_, action, progress, parallel, targets, first_alone=False, keep_going=False):
+        seen.append((parallel, first_alone))
+        return real(cfg_, action, progress, parallel, targets, first_alone=first_alone, keep_going=keep_going)
+
+    monkeypatch.setattr(R, "run_on_hosts", spy)
+    image = "127.0.0.1:5000/hello@sha256:" + "a" * 64
+    r = R.deploy(cfg(parallel=3, release_command=["python3", "manage.py", "migrate"]), image, "v1")
+    assert seen == [(3, True)] and [h["host"] for h in r["hosts"]] == NAMES
+    assert [n for n, first in deployers.first_calls if first] == [NAMES[0]]
+    seen.clear()
+    R.deploy(cfg(parallel=2), image, "v1")
+    assert seen == [(2, False)]  # no release command: the first host need not go alone
