@@ -96,6 +96,7 @@ COMMANDS = {
     "certs": "ferry.certs.commands",
     "monitoring": "ferry.monitoring.commands",
     "init": "ferry.init",
+    "logs": "ferry.fleet.commands", "exec": "ferry.fleet.commands",
 }
 
 

@@ -124,7 +124,7 @@ def trusted_proxies(cfg: Config, balancer_networks: tuple[str, ...] = ()) -> tup
 
 def render_proxy(cfg: Config, *, behind_balancer: bool = False, balancer_networks: tuple[str, ...] = ()) -> str:
     """``behind_balancer``: a load balancer terminates TLS in front of this host (the stack's
-    target group, deploy.release.HostTarget.behind_balancer), so the app's X-Forwarded-Proto is
+    target group, fleet.hosts.HostTarget.behind_balancer), so the app's X-Forwarded-Proto is
     the balancer's; otherwise nginx's own $scheme (a client's header is never trusted).
     ``balancer_networks``: where that balancer's requests come from (HostTarget.balancer_networks),
     trusted for the client's address beside proxy.real_ip_from."""

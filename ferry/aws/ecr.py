@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import os
-import re
 import threading
 import time
 from dataclasses import dataclass
@@ -97,22 +96,3 @@ def ecr_credentials(registry_host: str, *, endpoint_url: str | None = None, regi
         _cache[key] = (creds, now + CACHE_SECONDS)
     return creds
 
-
-def docker_login_argv(registry_host: str, username: str = "AWS", *, docker: str = "docker",
-                      config_dir: str | None = None) -> list[str]:
-    """The `docker login` a host runs to pull from ECR. The password goes on stdin
-    (``--password-stdin``), never in argv where `ps` and shell history would show it."""
-    if not re.match(r"^[A-Za-z0-9.-]+(:\d+)?$", registry_host):
-        raise AuthError(f"{registry_host!r} is not a registry host", "e.g. 123456789012.dkr.ecr.eu-west-1.amazonaws.com")
-    argv = [docker]
-    if config_dir:
-        argv += ["--config", config_dir]
-    return argv + ["login", "--username", username, "--password-stdin", registry_host]
-
-
-def docker_login_command(registry_host: str, *, endpoint_url: str | None = None, docker: str = "docker",
-                         config_dir: str | None = None) -> tuple[list[str], str]:
-    """(argv, stdin) to log a host's docker in to ECR: the deployer runs argv over SSH and
-    writes stdin to it."""
-    creds = ecr_credentials(registry_host, endpoint_url=endpoint_url)
-    return docker_login_argv(registry_host, creds.username or "AWS", docker=docker, config_dir=config_dir), (creds.password or "") + "\n"

@@ -8,12 +8,16 @@ instance role).
 from __future__ import annotations
 
 import os
+import threading
 from typing import Any, Callable, TypeVar
 
 from ..errors import InfraError
 
 ENDPOINT_ENV = "FERRY_AWS_ENDPOINT_URL"
 T = TypeVar("T")
+# boto3's default session is not thread-safe while it makes a client; deploy.parallel moves
+# several hosts out of the load balancer at once, each from its own thread
+_clients = threading.Lock()
 
 
 def client(service: str, region: str, endpoint_url: str | None = None) -> Any:
@@ -21,9 +25,10 @@ def client(service: str, region: str, endpoint_url: str | None = None) -> Any:
     from botocore.config import Config
 
     endpoint = endpoint_url or os.environ.get(ENDPOINT_ENV) or None
-    return boto3.client(service, region_name=region, endpoint_url=endpoint,
-                        config=Config(retries={"max_attempts": 5, "mode": "standard"},
-                                      connect_timeout=5, read_timeout=30))
+    with _clients:
+        return boto3.client(service, region_name=region, endpoint_url=endpoint,
+                            config=Config(retries={"max_attempts": 5, "mode": "standard"},
+                                          connect_timeout=5, read_timeout=30))
 
 
 def call(what: str, fn: Callable[..., T], **kwargs: Any) -> T:

@@ -27,6 +27,8 @@ from pathlib import Path
 from .. import assets, nginx
 from ..config import Config
 from ..errors import CertError, ConfigError, FerryError
+from ..fleet.connect import Connected, connected
+from ..fleet.hosts import HostTarget
 from ..progress import NULL, Progress
 from . import dns, units
 from . import renewer as R
@@ -86,47 +88,26 @@ def _eab(cfg: Config) -> tuple[str, str] | None:
     return cfg.tls.eab_kid, key
 
 
-def _connect(cfg: Config, progress: Progress):
-    """Open every host the deploy would (deploy.hosts, or the Pulumi stack's outputs)."""
-    from ..deploy.release import connect, resolve_hosts
-
-    hosts = []
-    try:
-        for target in resolve_hosts(cfg, progress):
-            h = connect(cfg, target, progress)
-            # what nginx answers to (as a deploy renders it) and where the internet reaches the host
-            h.names = tuple(getattr(target, "names", ()) or (h.spec.hostname,))
-            h.public = tuple(getattr(target, "public", ()))
-            h.gateway = getattr(target, "gateway", None)
-            hosts.append(h)
-    except BaseException:
-        for h in hosts:
-            h.close()
-        raise
-    return hosts
-
-
 # --- pre-checks ----------------------------------------------------------------------------
 
-def public_names(h) -> tuple[str, ...]:
-    """Where the internet reaches host ``h``: the stack's public IPv4, IPv6 and public DNS name
+def public_names(t: HostTarget) -> tuple[str, ...]:
+    """Where the internet reaches host ``t``: the stack's public IPv4, IPv6 and public DNS name
     (or deploy.hosts as written). Never its private IP (what nginx also answers to, for the
     load balancer's health check) nor, through SSM, its instance id."""
-    public = tuple(getattr(h, "public", None) or ())
-    if public:
-        return public
-    return () if getattr(h, "gateway", None) else (h.spec.hostname,)
+    if t.public:
+        return t.public
+    return () if t.gateway else (t.spec.hostname,)
 
 
-def expected_addresses(cfg: Config, hosts) -> set[str]:
+def expected_addresses(cfg: Config, hosts: list[Connected]) -> set[str]:
     if cfg.tls.public_addresses:
         return set(cfg.tls.public_addresses)
     # the public addresses the stack knows for each host (or deploy.hosts as written); a record
     # that points anywhere else (an old IP, the load balancer) fails the check
-    return dns.host_addresses([n for h in hosts for n in public_names(h)])
+    return dns.host_addresses([n for h in hosts for n in public_names(h.target)])
 
 
-def dns_precheck(cfg: Config, hosts, progress: Progress) -> dict[str, set[str]]:
+def dns_precheck(cfg: Config, hosts: list[Connected], progress: Progress) -> dict[str, set[str]]:
     names = domains(cfg)
     res = [dns.resolve(n, cfg.tls.resolver) for n in names]
     expected = expected_addresses(cfg, hosts)
@@ -150,7 +131,7 @@ def routable(address: str) -> bool:
         return False
 
 
-def http_probe(cfg: Config, hosts: list, resolved: dict[str, set[str]] | None, progress: Progress) -> None:
+def http_probe(cfg: Config, hosts: list[Connected], resolved: dict[str, set[str]] | None, progress: Progress) -> None:
     """Serve a random file from every host's webroot and fetch it the way the CA will: the name's
     address on port http_port, Host: the name. Catches a closed port 80, a site that is not
     deployed or lacks the ACME location, before the CA counts a failed validation.
@@ -167,7 +148,7 @@ def http_probe(cfg: Config, hosts: list, resolved: dict[str, set[str]] | None, p
     token = "ferry-probe-" + secrets.token_urlsafe(12)
     body = secrets.token_hex(16)
     path = R.challenge_path(s.webroot, token)
-    rhosts = [RemoteHost(h) for h in hosts]
+    rhosts = [RemoteHost(h.host) for h in hosts]
     for rh in rhosts:
         rh.write(path, body.encode())
     try:
@@ -275,17 +256,14 @@ def issue(cfg: Config, *, force: bool = False, renew_only: bool = False, dns_che
     s = settings(cfg)
     eab = _eab(cfg)
     progress.step(f"connect to the host(s) for {', '.join(s.domains)}")
-    hosts = _connect(cfg, progress)
-    try:
+    with connected(cfg, progress) as hosts:
         return _issue(cfg, s, hosts, force=force, renew_only=renew_only,
                       dns_check=cfg.tls.dns_check if dns_check is None else dns_check, eab=eab, progress=progress)
-    finally:
-        for h in hosts:
-            h.close()
 
 
-def _issue(cfg: Config, s: R.Settings, hosts, *, force, renew_only, dns_check, eab, progress) -> dict:
-    rhosts = [RemoteHost(h) for h in hosts]
+def _issue(cfg: Config, s: R.Settings, hosts: list[Connected], *, force, renew_only, dns_check, eab,
+           progress) -> dict:
+    rhosts = [RemoteHost(h.host) for h in hosts]
     # the first host's certificate is the fleet's: every host gets the same one
     infos = [R.current(rh, s) for rh in rhosts]
     info = infos[0]
@@ -350,7 +328,8 @@ def _issue(cfg: Config, s: R.Settings, hosts, *, force, renew_only, dns_check, e
     return result
 
 
-def _ensure_tls_site(cfg: Config, host, rh: RemoteHost) -> None:
+def _ensure_tls_site(cfg: Config, c: Connected, rh: RemoteHost) -> None:
+    host = c.host
     site = nginx.site_path(cfg)
     for needed in (nginx.upstream_path(cfg), nginx.proxy_path(cfg)):
         if not rh.exists(needed):
@@ -360,8 +339,7 @@ def _ensure_tls_site(cfg: Config, host, rh: RemoteHost) -> None:
     try:
         # the same names a deploy renders (runner.swap): the host's addresses stay answered, e.g.
         # the load balancer's health check, which sends the private IP as Host
-        names = tuple(getattr(host, "names", ()))
-        nginx.apply(host, cfg, {site: nginx.render_site(cfg, tls=True, extra_names=names)})
+        nginx.apply(host, cfg, {site: nginx.render_site(cfg, tls=True, extra_names=c.target.server_names)})
     except FerryError as e:
         raise CertError(f"{host.name}: switching the site to HTTPS failed: {e.message}",
                         "the previous site configuration was restored and keeps serving") from None
@@ -384,14 +362,14 @@ def served_certificate(address: str, port: int, server_name: str, timeout: float
     return R.inspect(x509.load_der_x509_certificate(der).public_bytes(Encoding.PEM))
 
 
-def status_address(cfg: Config, h) -> str | None:
+def status_address(cfg: Config, t: HostTarget) -> str | None:
     """Where `ferry certs status` asks what nginx serves: the listen address when nginx is bound
     to one, else the host's public address (IPv4 first), as a client would. Through SSM the SSH
     name is an instance id, which no TLS client can connect to: None when such a host has no
     public address (then nginx is asked on the host itself)."""
     if cfg.proxy.listen not in ("0.0.0.0", "", "*", "::"):
         return cfg.proxy.listen
-    public = public_names(h)
+    public = public_names(t)
     for n in public:
         try:
             if ipaddress.ip_address(n).version == 4:
@@ -400,11 +378,11 @@ def status_address(cfg: Config, h) -> str | None:
             pass
     if public:
         return public[0]
-    return None if getattr(h, "gateway", None) else h.spec.hostname
+    return None if t.gateway else t.spec.hostname
 
 
-def served_serial(cfg: Config, s: R.Settings, h, rh: RemoteHost) -> str | None:
-    address = status_address(cfg, h)
+def served_serial(cfg: Config, s: R.Settings, t: HostTarget, rh: RemoteHost) -> str | None:
+    address = status_address(cfg, t)
     if address is None:
         _, out = rh.run(R.served_serial_argv(s), check=False)
         serial = out.strip().partition("=")[2].strip().lower().lstrip("0")
@@ -415,15 +393,14 @@ def served_serial(cfg: Config, s: R.Settings, h, rh: RemoteHost) -> str | None:
 
 def status(cfg: Config, progress: Progress = NULL) -> dict:
     s = settings(cfg)
-    hosts = _connect(cfg, progress)
     now = datetime.datetime.now(datetime.timezone.utc)
-    try:
+    with connected(cfg, progress) as hosts:
         per_host = []
         for h in hosts:
-            rh = RemoteHost(h)
+            rh = RemoteHost(h.host)
             info = R.current(rh, s)
             due, why = R.renewal_due(info, s.domains, s.renew_before_days, now)
-            served = served_serial(cfg, s, h, rh)
+            served = served_serial(cfg, s, h.target, rh)
             kind = None
             for k in ("systemd", "cron"):
                 if all(rh.exists(p) for p in units.files(k, cfg.app.name, cfg.tls.host_python,
@@ -431,9 +408,6 @@ def status(cfg: Config, progress: Progress = NULL) -> dict:
                     kind = k
             per_host.append({"host": h.name, **_cert_json(cfg, info, now), "due": due, "why": why,
                              "served_serial": served, "renewal": kind})
-    finally:
-        for h in hosts:
-            h.close()
     first = per_host[0]
     return {"domain": s.domains[0], "domains": list(s.domains), "https_port": cfg.proxy.https_port,
             **{k: first[k] for k in ("not_after", "days_left", "issuer", "serial", "names", "due", "why",

@@ -53,6 +53,14 @@ def _status_text(r: dict) -> str:
     return "\n".join(lines)
 
 
+def _events(ctx: Context, cfg):
+    """The deploy's events go to monitoring's metrics writer. Wired here, in the command line
+    where the areas meet: the deploy library (release.py, runner.py) never imports monitoring."""
+    from ..monitoring.events import deploy_event_sink
+
+    return deploy_event_sink(cfg, ctx.progress)
+
+
 def register(main: click.Group) -> None:
     @command(main, "deploy")
     @click.argument("image")
@@ -66,7 +74,7 @@ def register(main: click.Group) -> None:
           ferry deploy 127.0.0.1:5000/hello@sha256:4f1c...
         """
         cfg = ctx.config()
-        r = R.deploy(cfg, image, version, ctx.progress, force)
+        r = R.deploy(cfg, image, version, ctx.progress, force, events=_events(ctx, cfg))
         emit(ctx, r, _host_lines)
 
     @command(main, "release")
@@ -85,7 +93,7 @@ def register(main: click.Group) -> None:
         version = version or R.default_version(cfg)
         R.read_secrets(cfg)  # fail before building when a secret is missing
         built = build_and_push(cfg, ctx.progress, version=version)
-        r = R.deploy(cfg, built["image"], version, ctx.progress, force)
+        r = R.deploy(cfg, built["image"], version, ctx.progress, force, events=_events(ctx, cfg))
         r["build"] = built
         emit(ctx, r, _host_lines)
 
@@ -101,7 +109,7 @@ def register(main: click.Group) -> None:
           ferry rollback --to 20261126-101500-4f1c2ab
         """
         cfg = ctx.config()
-        r = R.rollback(cfg, to, ctx.progress, force)
+        r = R.rollback(cfg, to, ctx.progress, force, events=_events(ctx, cfg))
         emit(ctx, r, _host_lines)
 
     @command(main, "status")

@@ -12,7 +12,7 @@ import re
 import shlex
 import socket
 from dataclasses import dataclass
-from typing import Sequence
+from typing import IO, Sequence
 
 from ..errors import HostError
 from ..progress import NULL, Progress
@@ -158,6 +158,20 @@ class Host:
             self.sftp().remove(path)
         except FileNotFoundError:
             pass
+
+    def attach(self, argv: Sequence[str], out: IO[str], err: IO[str], stdin: IO[str] | None = None,
+               pty: bool = False) -> int:
+        """Run a command attached to local streams: its stdout to ``out`` and stderr to ``err``
+        as they come, ``stdin`` forwarded (``ferry logs --follow``, ``ferry exec``); returns
+        its exit code."""
+        cmd = shlex.join(argv)
+        try:
+            r = self.conn.run(cmd, hide=False, warn=True, pty=pty, out_stream=out, err_stream=err,
+                              in_stream=stdin if stdin is not None else False)
+        except Exception as e:
+            raise HostError(f"{self.name}: lost the SSH connection running `{cmd[:80]}`: {e}",
+                            "check the host and run the command again") from None
+        return r.exited
 
     def sftp(self):
         if self._sftp is None:

@@ -1,8 +1,9 @@
 """Across hosts: `ferry deploy`, `ferry release`, `ferry rollback`, `ferry status`, `ferry lock`.
 
-Hosts go one at a time. Everything that can be checked without a host (ferry.toml, secrets,
-the image reference) is checked before the first connection. A failure on one host stops the
-release there; the error names which host has which release.
+Hosts go deploy.parallel at a time (default one; fleet.connect runs the batches), each out of
+the load balancer for its turn. Everything that can be checked without a host (ferry.toml,
+secrets, the image reference) is checked before the first connection. A failure stops the
+release after its batch; the error names which host has which release.
 """
 
 from __future__ import annotations
@@ -12,13 +13,16 @@ import os
 import re
 import subprocess
 import time
-from dataclasses import dataclass
 from typing import Callable
 
 from ..config import Config, read_secrets
 from ..errors import ConfigError, DeployError, FerryError, PostDeployHookFailed
+from ..fleet.connect import FleetRun, for_each_host, run_on_hosts
+from ..fleet.credentials import registry_credentials
+from ..fleet.events import EventSink, no_events
+from ..fleet import hosts as fleet_hosts
+from ..fleet.hosts import HostTarget
 from ..progress import NULL, Progress
-from .host import Host, HostSpec
 from .lock import Lock
 from .runner import HostDeployer, Target
 
@@ -33,70 +37,6 @@ def parse_image(ref: str) -> tuple[str, str]:
     return ref.strip(), m.group("digest")
 
 
-@dataclass(frozen=True)
-class HostTarget:
-    """One host to deploy to, with what the stack knows about it."""
-
-    spec: HostSpec
-    # what nginx must answer to (server_name): public and private addresses, since a load
-    # balancer's health check sends the host's private IP as Host
-    names: tuple[str, ...] = ()
-    instance_id: str | None = None
-    target_group_arn: str | None = None  # behind the load balancer: out before the swap, in after
-    region: str | None = None
-    gateway: str | None = None  # SSH ProxyCommand (SSM Session Manager)
-    # where the internet reaches the host (public IPv4, IPv6, public DNS name): what the domain's
-    # records must point to and what ferry probes from outside; never a private address
-    public: tuple[str, ...] = ()
-    # where the load balancer's requests come from (the stack's VPC CIDR): nginx takes the
-    # client's address from their X-Forwarded-For (nginx.render_proxy)
-    balancer_networks: tuple[str, ...] = ()
-
-    @property
-    def behind_balancer(self) -> bool:
-        """A load balancer terminates TLS in front of this host (nginx.render_proxy)."""
-        return bool(self.target_group_arn)
-
-    def __str__(self) -> str:
-        return str(self.spec)
-
-
-def resolve_hosts(cfg: Config, progress: Progress = NULL) -> list[HostTarget]:
-    """deploy.hosts, or the hosts of a Pulumi stack's outputs."""
-    if cfg.deploy.hosts:
-        # as written: the operator reaches them at that address, so it is the public one too
-        return [HostTarget(s, (s.hostname,), public=(s.hostname,))
-                for s in (HostSpec.parse(h) for h in cfg.deploy.hosts)]
-    if cfg.deploy.stack or cfg.deploy.stack_outputs:
-        from ..aws import stack
-
-        out = stack.read_outputs(cfg, progress=progress)
-        gateway = out.ssh_proxy_command()
-        targets = []
-        for h in out.hosts:
-            address = h.instance_id if gateway else h.address
-            names = tuple(n for n in (h.public_ip, h.public_dns, h.private_ip) if n)
-            public = tuple(n for n in (h.public_ip, h.ipv6_address, h.public_dns) if n)
-            balancer = (out.vpc_cidr,) if h.target_group_arn and out.vpc_cidr else ()
-            targets.append(HostTarget(HostSpec(out.ssh_user, address, cfg.deploy.ssh_port), names, h.instance_id,
-                                      h.target_group_arn, out.region, gateway, public, balancer))
-        if not targets:
-            raise ConfigError(f"deploy.stack: the stack outputs ({out.source}) list no hosts",
-                              "run `pulumi up` first, or check the stack name")
-        return targets
-    raise ConfigError("deploy: no hosts", 'set deploy.hosts = ["root@HOST"] or deploy.stack = "dev" in ferry.toml')
-
-
-def registry_credentials(cfg: Config, image: str) -> tuple[str, str] | None:
-    """Credentials the host needs to pull from ``image``'s registry (None: anonymous)."""
-    from ..images.auth import credentials_for
-
-    creds = credentials_for(image.split("/", 1)[0], cfg.image.auth)
-    if creds is None:
-        return None
-    return creds.username, creds.password
-
-
 def default_version(cfg: Config) -> str:
     if v := os.environ.get("FERRY_VERSION"):
         return v
@@ -108,14 +48,6 @@ def default_version(cfg: Config) -> str:
     except (OSError, subprocess.SubprocessError):
         pass
     return "dev"
-
-
-def connect(cfg: Config, target: HostTarget, progress: Progress) -> Host:
-    key = cfg.deploy.ssh_key
-    if key and not os.path.exists(os.path.expanduser(key)):
-        raise ConfigError(f"deploy.ssh_key: {key} does not exist", "point it at the private key for the hosts")
-    return Host(target.spec, key_filename=os.path.expanduser(key) if key else None, progress=progress,
-                gateway=target.gateway).open()
 
 
 class _OutOfBalancer:
@@ -146,45 +78,70 @@ class _OutOfBalancer:
         return False
 
 
-def for_each_host(cfg: Config, progress: Progress, action: Callable[[HostDeployer], dict], command: str,
-                  force: bool = False, secrets: dict | None = None, creds=None) -> dict:
-    targets = resolve_hosts(cfg, progress)
-    done: list[dict] = []
-    for i, target in enumerate(targets):
-        progress.step(f"host {i + 1}/{len(targets)}: {target}")
-        d: HostDeployer | None = None
-        try:
-            with connect(cfg, target, progress) as host:
-                d = HostDeployer(host, cfg, progress, secrets=secrets, registry_credentials=creds, command=command,
-                                 force=force, server_names=target.names, behind_balancer=target.behind_balancer,
-                                 balancer_networks=target.balancer_networks)
-                with _OutOfBalancer(target, progress):
-                    done.append(action(d))
-        except FerryError as e:
-            untouched = [str(s) for s in targets[i + 1:]]
-            summary = "; ".join(f"{r['host']}: {r.get('release')}" for r in done)
-            e.message = (f"{e.message} [stopped at host {i + 1}/{len(targets)}"
-                         + (f"; done: {summary}" if summary else "")
-                         + (f"; untouched: {', '.join(untouched)}" if untouched else "") + "]")
-            # the same facts for --json: done hosts' results, where it stopped, what was not touched
-            details = {"hosts": done, "failed_host": str(target), "untouched": untouched}
-            if d is not None and d.observed is not None:
-                # what was live there when ferry looked, before the failed step (null: nothing)
-                live = d.observed.live
-                details["failed_host_live"] = live.to_json() if live else None
-            e.details.update(details)
-            raise
-    return {"ok": True, "url": cfg.url, "hosts": done}
+def across_hosts(cfg: Config, progress: Progress, action: Callable[..., dict], command: str,
+                 force: bool = False, secrets: dict | None = None, creds=None, events: EventSink = no_events,
+                 parallel: int = 1, first_alone: bool = False) -> dict:
+    """``action(deployer, first)`` on every host, ``parallel`` at a time (fleet.connect), each
+    out of the load balancer for its turn; ``first`` is True for the first host only (the one
+    that runs the release command). The first failure stops further batches; its error names
+    which host has which release."""
+    targets = fleet_hosts.resolve_hosts(cfg, progress)
+    deployers: dict[HostTarget, HostDeployer] = {}
+
+    def one(target: HostTarget, host) -> dict:
+        d = deployers[target] = HostDeployer(
+            host, cfg, progress, secrets=secrets, registry_credentials=creds, command=command, force=force,
+            server_names=target.names, behind_balancer=target.behind_balancer,
+            balancer_networks=target.balancer_networks, events=events)
+        with _OutOfBalancer(target, progress):
+            return _as_json(action(d, target is targets[0]))
+
+    run = run_on_hosts(cfg, one, progress, parallel, targets, first_alone=first_alone)
+    if run.ok:
+        return {"ok": True, "url": cfg.url, "hosts": run.results}
+    raise _stopped(run, deployers)
+
+
+def _as_json(result) -> dict:
+    """The runner's results as JSON (typed results have ``to_json``; dicts are already)."""
+    return result.to_json() if hasattr(result, "to_json") else result
+
+
+def _stopped(run: FleetRun, deployers: dict) -> FerryError:
+    """The first failure, told which hosts are done (with their release), where it stopped
+    and which hosts were never touched: in its message and, for --json, in its details."""
+    target, e = run.failed[0]
+    done = run.results
+    untouched = [str(t) for t in run.untouched]
+    summary = "; ".join(f"{r['host']}: {r.get('release')}" for r in done)
+    e.message = (f"{e.message} [stopped at host {run.index(target) + 1}/{len(run.targets)}"
+                 + (f"; done: {summary}" if summary else "")
+                 + (f"; untouched: {', '.join(untouched)}" if untouched else "") + "]")
+    # the same facts for --json: done hosts' results, where it stopped, what was not touched
+    details: dict = {"hosts": done, "failed_host": str(target), "untouched": untouched}
+    if len(run.failed) > 1:  # hosts of the same batch (deploy.parallel) that failed too
+        details["failed_hosts"] = [str(t) for t, _ in run.failed]
+    d = deployers.get(target)
+    if d is not None and d.observed is not None:
+        # what was live there when ferry looked, before the failed step (null: nothing)
+        live = d.observed.live
+        details["failed_host_live"] = live.to_json() if live else None
+    e.details.update(details)
+    return e
 
 
 def deploy(cfg: Config, image: str, version: str | None = None, progress: Progress = NULL, force: bool = False,
-           kind: str = "deploy") -> dict:
+           kind: str = "deploy", events: EventSink = no_events) -> dict:
+    """``image`` on every host, deploy.parallel at a time. With a release command the first
+    host goes alone and runs it: no other host moves before the migration is done."""
     ref, digest = parse_image(image)
     secrets = read_secrets(cfg)
     creds = registry_credentials(cfg, ref)
     target = Target(ref, digest, version or default_version(cfg), kind=kind)
     t0 = time.monotonic()
-    r = for_each_host(cfg, progress, lambda d: d.deploy(target), f"deploy {version or ''}".strip(), force, secrets, creds)
+    r = across_hosts(cfg, progress, lambda d, first: d.deploy(target, run_release_command=first),
+                     f"deploy {version or ''}".strip(), force, secrets, creds, events, cfg.deploy.parallel,
+                     first_alone=bool(cfg.deploy.release_command))
     r.update(image=ref, digest=digest, version=target.version, duration=round(time.monotonic() - t0, 2))
     r["hooks"] = run_hooks(cfg, r, progress)
     return r
@@ -233,48 +190,45 @@ def run_hooks(cfg: Config, result: dict, progress: Progress, timeout: float = HO
     return out
 
 
-def rollback(cfg: Config, to: str | None = None, progress: Progress = NULL, force: bool = False) -> dict:
+def rollback(cfg: Config, to: str | None = None, progress: Progress = NULL, force: bool = False,
+             events: EventSink = no_events) -> dict:
     secrets = read_secrets(cfg)
     # asked for only if a host must pull (a rollback that is not warm): a warm rollback is one
     # reload and should not wait for a credential helper (ECR's is a network round trip)
     creds = functools.cache(lambda: registry_credentials(cfg, cfg.image.repository))
-    return for_each_host(cfg, progress, lambda d: d.rollback(to), "rollback", force, secrets, creds)
+    # never the release command: a rollback goes back to code whose migrations already ran
+    return across_hosts(cfg, progress, lambda d, first: d.rollback(to), "rollback", force, secrets, creds, events,
+                        cfg.deploy.parallel)
 
 
 def status(cfg: Config, progress: Progress = NULL) -> dict:
-    hosts = []
-    for target in resolve_hosts(cfg, progress):
-        try:
-            with connect(cfg, target, progress) as host:
-                hosts.append(HostDeployer(host, cfg, progress, server_names=target.names).status())
-        except FerryError as e:
-            hosts.append({"host": str(target), "error": str(e), "live": None})
+    run = run_on_hosts(cfg, lambda t, host: _as_json(HostDeployer(host, cfg, progress, server_names=t.names).status()),
+                       progress, keep_going=True)
+    done, failed = dict(run.done), dict(run.failed)
+    # an unreachable host is a line of the report, not the end of it
+    hosts = [done[t] if t in done else {"host": str(t), "error": str(failed[t]), "live": None} for t in run.targets]
     return {"app": cfg.app.name, "url": cfg.url, "hosts": hosts,
             "ok": all("error" not in h and h.get("health", {}) and h["health"]["ok"] for h in hosts)}
 
 
 def lock_status(cfg: Config, progress: Progress = NULL) -> dict:
-    out = []
-    for spec in resolve_hosts(cfg, progress):
-        with connect(cfg, spec, progress) as host:
-            st = Lock(host, cfg).read()
-            out.append({"host": str(spec), "lock": st.to_json(), "text": st.describe()})
-    return {"hosts": out}
+    def one(target: HostTarget, host) -> dict:
+        st = Lock(host, cfg).read()
+        return {"host": str(target), "lock": st.to_json(), "text": st.describe()}
+
+    return {"hosts": for_each_host(cfg, one, progress)}
 
 
 def lock_release(cfg: Config, force: bool = False, progress: Progress = NULL) -> dict:
-    out = []
-    for spec in resolve_hosts(cfg, progress):
-        with connect(cfg, spec, progress) as host:
-            lock = Lock(host, cfg)
-            st = lock.read()
-            if st.info is None:
-                out.append({"host": str(spec), "released": False, "text": "was not locked"})
-                continue
-            if not st.stale and not force:
-                raise DeployError(f"{spec}: the lock is {st.describe()}; it looks alive",
-                                  "wait for it, or pass --force if you are sure that deploy is dead")
-            lock.force_release()
-            out.append({"host": str(spec), "released": True, "text": f"released: was {st.describe()}",
-                        "was": st.to_json()})
-    return {"hosts": out}
+    def one(target: HostTarget, host) -> dict:
+        lock = Lock(host, cfg)
+        st = lock.read()
+        if st.info is None:
+            return {"host": str(target), "released": False, "text": "was not locked"}
+        if not st.stale and not force:
+            raise DeployError(f"{target}: the lock is {st.describe()}; it looks alive",
+                              "wait for it, or pass --force if you are sure that deploy is dead")
+        lock.force_release()
+        return {"host": str(target), "released": True, "text": f"released: was {st.describe()}", "was": st.to_json()}
+
+    return {"hosts": for_each_host(cfg, one, progress)}

@@ -18,6 +18,8 @@ from typing import Callable
 from .. import nginx
 from ..config import Config
 from ..errors import DeployError, FerryError, HealthCheckFailed, HostError, NothingToRollBack
+from ..fleet.argv import pull_argv
+from ..fleet.events import DeployEvent, EventSink, no_events
 from ..progress import NULL, Progress
 from . import docker as D
 from .history import ABORTED, FAILED, SUCCESS, History, Release, now_iso, release_id
@@ -82,7 +84,7 @@ class HostDeployer:
     def __init__(self, host: Host, cfg: Config, progress: Progress = NULL, secrets: dict[str, str] | None = None,
                  registry_credentials: tuple[str, str] | Callable[[], tuple[str, str] | None] | None = None, command: str = "deploy", force: bool = False,
                  server_names: tuple[str, ...] = (), behind_balancer: bool = False,
-                 balancer_networks: tuple[str, ...] = ()):
+                 balancer_networks: tuple[str, ...] = (), events: EventSink = no_events):
         self.host = host
         self.cfg = cfg
         self.progress = progress
@@ -93,6 +95,7 @@ class HostDeployer:
         self.server_names = server_names
         self.behind_balancer = behind_balancer  # TLS ends at the load balancer: pass its X-Forwarded-Proto
         self.balancer_networks = balancer_networks  # its X-Forwarded-For names the client (set_real_ip_from)
+        self.events = events  # who listens (monitoring's metrics) is the caller's business
         self._tls: bool | None = None
         self.lock = Lock(host, cfg)
         self.dir = nginx.app_dir(cfg)
@@ -116,11 +119,8 @@ class HostDeployer:
 
     def event(self, kind: str, release: str, version: str = "", digest: str = "", colour: str = "",
               duration: float | None = None) -> None:
-        """Deploy metrics for Prometheus (node_exporter textfile); a witness that never fails a deploy."""
-        from ..monitoring.events import DeployEvent, record_deploy_event
-
-        record_deploy_event(self.host, self.cfg, DeployEvent(kind, release, version, digest, colour, duration=duration),
-                            self.progress)
+        """Tell the event sink (monitoring's deploy metrics): a witness that never fails a deploy."""
+        self.events(self.host, DeployEvent(kind, release, version, digest, colour, duration=duration))
 
     def write_history(self, h: History) -> None:
         self.host.write(self.history_path, h.dumps())
@@ -177,7 +177,9 @@ class HostDeployer:
 
     # --- the deploy ----------------------------------------------------------------------------
 
-    def deploy(self, target: Target) -> dict:
+    def deploy(self, target: Target, run_release_command: bool = False) -> dict:
+        """``run_release_command``: this host runs deploy.release_command (the release's first
+        host only; release.deploy decides)."""
         t0 = time.monotonic()
         self.step(f"lock {self.cfg.app.name}")
         self.lock.acquire(LockInfo.mine(self.command, target.version), force=self.force, progress=self.progress)
@@ -271,15 +273,9 @@ class HostDeployer:
         creds = self.creds() if callable(self.creds) else self.creds
         if creds:
             user, password = creds
-            registry = image.split("/", 1)[0]
-            # credentials live in a private temp DOCKER_CONFIG for the pull only, then vanish
-            script = ("set -e; d=$(mktemp -d); trap 'rm -rf \"$d\"' EXIT; chmod 700 \"$d\"; "
-                      f"{shlex.join(D.docker(cfg, '--config', '$d'))} login --username {shlex.quote(user)} "
-                      f"--password-stdin {shlex.quote(registry)} >/dev/null; "
-                      f"{shlex.join(D.pull_argv(cfg, image, '$d'))}").replace("'$d'", '"$d"')
-            r = host.run(["sh", "-c", script], stdin=password + "\n")
+            r = host.run(pull_argv(D.docker(cfg), image, user), stdin=password + "\n")
         else:
-            r = host.run(D.pull_argv(cfg, image))
+            r = host.run(pull_argv(D.docker(cfg), image))
         if not r.ok:
             err = (r.stderr.strip() or r.stdout.strip())[-400:]
             hint = ("the registry refused the credentials: check FERRY_REGISTRY_USERNAME/PASSWORD or the host's "

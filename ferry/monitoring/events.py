@@ -20,43 +20,18 @@ Series (all labelled ``app``):
 from __future__ import annotations
 
 import re
-import time
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from ..config import Config
+from ..fleet.events import EVENTS, DeployEvent, EventSink
 from ..progress import NULL, Progress
 from .settings import settings as resolve_settings
 
 if TYPE_CHECKING:
     from ..deploy.host import Host
 
-EVENTS = ("start", "success", "failure", "rollback")
 OUTCOMES = ("success", "failure", "rollback")
-
-
-@dataclass(frozen=True)
-class DeployEvent:
-    """One thing that happened to a release on a host.
-
-    kind:     "start" (before the new colour starts), "success" (traffic moved and verified),
-              "failure" (the deploy gave up; traffic stayed), "rollback" (traffic moved back).
-    release:  the release id the event is about (for rollback: the one now live again)
-    colour:   the colour that release runs in
-    duration: seconds from start to this event (success/failure/rollback)
-    """
-
-    kind: str
-    release: str
-    version: str = ""
-    digest: str = ""
-    colour: str = ""
-    time: float = field(default_factory=time.time)
-    duration: float | None = None
-
-    def __post_init__(self) -> None:
-        if self.kind not in EVENTS:
-            raise ValueError(f"deploy event kind {self.kind!r} is not one of {', '.join(EVENTS)}")
 
 
 @dataclass(frozen=True)
@@ -221,14 +196,9 @@ def record_deploy_event(host: "Host", cfg: Config, event: DeployEvent, progress:
     there now. A no-op when ``[monitoring] enabled`` is false. Never raises: a deploy must not
     fail because its witness did; problems become a warning. Returns True when written.
 
-    In the deployer (under its lock, with its open Host)::
-
-        record_deploy_event(host, cfg, DeployEvent("start", rid, version, digest, colour), progress)
-        ...  # after the swap is verified:
-        record_deploy_event(host, cfg, DeployEvent("success", rid, version, digest, colour,
-                                                   duration=time.monotonic() - t0), progress)
-        # or DeployEvent("failure", ...) when it gives up; DeployEvent("rollback", <release now
-        # live>, ..., <its colour>, duration=...) after a rollback.
+    The deployer reaches it through the callback ``deploy_event_sink`` makes (it never
+    imports monitoring): "start" before the new colour starts, "success" after the swap is
+    verified, "failure" when it gives up, "rollback" (the release live again) after a rollback.
     """
     if not cfg.monitoring.enabled:
         return False
@@ -247,3 +217,11 @@ def record_deploy_event(host: "Host", cfg: Config, event: DeployEvent, progress:
     except FerryError as e:
         progress.warn(f"could not record the {event.kind} event for monitoring: {e}", host=host.name)
         return False
+
+
+def deploy_event_sink(cfg: Config, progress: Progress = NULL) -> EventSink:
+    """The callback the deploy reports its events to (fleet.events.EventSink)."""
+    def sink(host: "Host", event: DeployEvent) -> None:
+        record_deploy_event(host, cfg, event, progress)
+
+    return sink

@@ -24,6 +24,10 @@ from dataclasses import dataclass
 from ..config import Config
 from ..deploy import docker as D
 from ..errors import ConfigError, FerryError, HostError
+from ..fleet.argv import pull_argv
+from ..fleet.connect import for_each_host
+from ..fleet.credentials import registry_credentials
+from ..fleet.hosts import resolve_hosts, select
 from ..progress import NULL, Progress
 from . import render
 from .settings import LOOPBACK, Settings, settings as resolve_settings
@@ -209,18 +213,6 @@ def component_status(spec: ContainerSpec, listed: dict | None, state: dict | Non
 
 # --- on a host ---------------------------------------------------------------------------------
 
-def _hosts(cfg: Config, progress: Progress):
-    from ..deploy.release import resolve_hosts
-
-    return resolve_hosts(cfg, progress)
-
-
-def _connect(cfg: Config, spec, progress: Progress):
-    from ..deploy.release import connect
-
-    return connect(cfg, spec, progress)
-
-
 def observe_targets(host, cfg: Config, s: Settings) -> tuple[list[Slot], str | None]:
     """What runs on the host now: the app's colours (docker labels) and the live one (nginx)."""
     from .. import nginx
@@ -263,29 +255,14 @@ class HostStack:
 
     def pull(self, ref: str) -> str:
         """Pull ``ref`` on the host and return it pinned: repository@sha256:..."""
-        from ..deploy.release import registry_credentials
-
         repo = ref.split("@", 1)[0]
         if ":" in repo.rsplit("/", 1)[-1]:
             repo = repo.rsplit(":", 1)[0]
-        docker = shlex.join(self.docker())
-        inspect = f"{docker} image inspect --format '{{{{json .RepoDigests}}}}' {shlex.quote(ref)}"
         creds = registry_credentials(self.cfg, ref)
-        stdin = None
-        if "@sha256:" in ref:
-            # a pinned image already on the host cannot have changed: no registry round trip
-            pull = f"{inspect} >/dev/null 2>&1 || {docker} pull --quiet {shlex.quote(ref)} >/dev/null"
-        else:
-            pull = f"{docker} pull --quiet {shlex.quote(ref)} >/dev/null"
-        if creds:
-            user, password = creds
-            registry = ref.split("/", 1)[0]
-            d = shlex.join(self.docker("--config", "DIR")).replace("DIR", '"$d"')
-            pull = ("d=$(mktemp -d); trap 'rm -rf \"$d\"' EXIT; chmod 700 \"$d\"; "
-                    f"{d} login --username {shlex.quote(user)} --password-stdin {shlex.quote(registry)} >/dev/null; "
-                    + pull.replace(docker + " pull", d + " pull"))
-            stdin = password + "\n"
-        r = self.host.run(["sh", "-c", f"set -e; {pull}; {inspect}"], stdin=stdin)
+        # a pinned image already on the host cannot have changed: no registry round trip
+        inspect = self.docker("image", "inspect", "--format", "{{json .RepoDigests}}", ref)
+        argv = pull_argv(self.s.docker, ref, creds[0] if creds else None, if_missing="@sha256:" in ref, then=inspect)
+        r = self.host.run(argv, stdin=creds[1] + "\n" if creds else None)
         if not r.ok:
             err = (r.stderr.strip() or r.stdout.strip())[-400:]
             raise HostError(f"{self.host.name}: pull of {ref} failed: {err}",
@@ -564,61 +541,39 @@ def _urls(s: Settings, grafana: bool) -> dict:
 def up(cfg: Config, progress: Progress = NULL, environ: dict[str, str] | None = None) -> dict:
     env = dict(os.environ if environ is None else environ)
     images = images_of(cfg)
-    hosts = _hosts(cfg, progress)
-    check_pinned(images, [h.spec.hostname for h in hosts])
-    results = []
-    s0 = None
-    for spec in hosts:
-        s = resolve_settings(cfg, str(spec))
-        s0 = s0 or s
-        # everything that can be wrong locally is found before the first host is touched
-        secrets = secrets_of(cfg, s, env, grafana="grafana" in images)
-        render.files(s, "[]\n", grafana="grafana" in images)
-        host = _connect(cfg, spec, progress)
-        try:
-            results.append(HostStack(host, cfg, s, progress).up(images, secrets))
-        finally:
-            host.close()
-    return {"ok": True, "hosts": results, **_urls(s0, "grafana" in images)}
+    grafana = "grafana" in images
+    targets = resolve_hosts(cfg, progress)
+    check_pinned(images, [t.spec.hostname for t in targets])
+    # everything that can be wrong locally is found before the first host is touched: each
+    # host's secrets and rendered files, then the hosts one at a time
+    prepared = {}
+    for t in targets:
+        s = resolve_settings(cfg, str(t))
+        prepared[t] = (s, secrets_of(cfg, s, env, grafana=grafana))
+        render.files(s, "[]\n", grafana=grafana)
+    results = for_each_host(cfg, lambda t, host: HostStack(host, cfg, prepared[t][0], progress).up(images, prepared[t][1]),
+                            progress, targets=targets)
+    return {"ok": True, "hosts": results, **_urls(prepared[targets[0]][0], grafana)}
 
 
 def status(cfg: Config, progress: Progress = NULL) -> dict:
     images = images_of(cfg)
-    results = []
-    s0 = None
-    for spec in _hosts(cfg, progress):
-        s = resolve_settings(cfg, str(spec))
-        s0 = s0 or s
-        host = _connect(cfg, spec, progress)
-        try:
-            results.append(HostStack(host, cfg, s, progress).status(images))
-        finally:
-            host.close()
-    return {"ok": all(r["healthy"] for r in results), "hosts": results, **_urls(s0, "grafana" in images)}
+    targets = resolve_hosts(cfg, progress)
+    results = for_each_host(cfg, lambda t, host: HostStack(host, cfg, resolve_settings(cfg, str(t)), progress)
+                            .status(images), progress, targets=targets)
+    return {"ok": all(r["healthy"] for r in results), "hosts": results,
+            **_urls(resolve_settings(cfg, str(targets[0])), "grafana" in images)}
 
 
 def down(cfg: Config, progress: Progress = NULL, purge: bool = False) -> dict:
-    results = []
-    for spec in _hosts(cfg, progress):
-        s = resolve_settings(cfg, str(spec))
-        host = _connect(cfg, spec, progress)
-        try:
-            results.append(HostStack(host, cfg, s, progress).down(purge))
-        finally:
-            host.close()
+    results = for_each_host(cfg, lambda t, host: HostStack(host, cfg, resolve_settings(cfg, str(t)), progress)
+                            .down(purge), progress)
     return {"ok": True, "hosts": results}
 
 
 def open_tunnel(cfg: Config, host: str | None = None, offset: int = 0, progress: Progress = NULL) -> dict:
     """The SSH tunnel that reaches the stack on a host (pure: nothing is started here)."""
-    hosts = _hosts(cfg, progress)
-    target = hosts[0]
-    if host:
-        match = [h for h in hosts if host in (str(h), h.spec.hostname)]
-        if not match:
-            raise ConfigError(f"--host {host}: not one of this app's hosts ({', '.join(map(str, hosts))})",
-                              "pass one of those, or leave --host out for the first")
-        target = match[0]
+    target = select(resolve_hosts(cfg, progress), host)[0]
     spec = target.spec
     s = resolve_settings(cfg, str(spec))
     m = cfg.monitoring
@@ -634,5 +589,5 @@ def open_tunnel(cfg: Config, host: str | None = None, offset: int = 0, progress:
     key = cfg.deploy.ssh_key
     return {"host": str(spec), "root": s.root,
             "command": tunnel_argv(spec, os.path.expanduser(key) if key else None, ports, offset,
-                                   getattr(target, "gateway", None)),
+                                   target.gateway),
             **urls}

@@ -1,5 +1,5 @@
 """ferry's boto3 code against moto in server mode: moving a host out of and back into its
-target group around a swap, and reading instance facts by the stack's tags."""
+target group around a swap."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import io
 
 import pytest
 
-from ferry.aws import alb, facts
+from ferry.aws import alb
 from ferry.errors import InfraError
 from ferry.progress import Progress
 
@@ -90,16 +90,3 @@ def test_unknown_target_group_is_an_aws_error_with_the_call_named(aws):
         alb.deregister(arn, "i-0123", region="eu-west-1")
 
 
-def test_instance_facts_are_found_by_the_stacks_tags(aws):
-    _, subnets = _network(aws)
-    mine = _instances(aws, subnets[1], 2, app="shop", stack="prod")
-    _instances(aws, subnets[1], 1, app="shop", stack="staging")  # another stack of the same app
-    found = facts.find_instances("shop", "prod", region="eu-west-1")
-    assert [f.instance_id for f in found] == mine
-    assert [f.name for f in found] == ["shop-prod-1", "shop-prod-2"]
-    assert all(f.state == "running" and f.imdsv2_required and f.availability_zone == "eu-west-1b" for f in found)
-    assert all(f.private_ip and f.private_ip.startswith("10.42.16.") for f in found)
-    aws.ec2.stop_instances(InstanceIds=[mine[0]])
-    assert [f.instance_id for f in facts.find_instances("shop", "prod", region="eu-west-1")] == [mine[1]]
-    both = facts.instance_facts(mine, region="eu-west-1")
-    assert {f.instance_id: f.state for f in both} == {mine[0]: "stopped", mine[1]: "running"}

@@ -115,11 +115,13 @@ def test_nginx_staples_a_verified_ocsp_response_when_the_certificate_names_a_res
     # as a renewal installs it, then the site switched to HTTPS as `ferry certs issue` does
     with app.host() as h:
         from ferry.certs.remote import RemoteHost
+        from ferry.fleet.connect import Connected
+        from ferry.fleet.hosts import HostTarget
 
         rh = RemoteHost(h)
         manage.prepare(app.cfg, rh)
         info = R.install(rh, s, key, chain, log=lambda m: None, check_served=False)
-        manage._ensure_tls_site(app.cfg, h, rh)
+        manage._ensure_tls_site(app.cfg, Connected(HostTarget(h.spec), h), rh)
         assert R.verify(rh, s, info.serial, log=lambda m: None)
     # nginx fetches the response on the first handshakes and staples it from then on
     deadline = time.monotonic() + 30

@@ -1,4 +1,4 @@
-"""From the stack's outputs to the hosts ferry deploys to (deploy/release.resolve_hosts): what
+"""From the stack's outputs to the hosts ferry deploys to (fleet/hosts.resolve_hosts): what
 nginx answers to (`names`) and where the internet reaches each host (`public`) are kept apart."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from ferry import nginx
-from ferry.deploy.release import resolve_hosts
+from ferry.fleet.hosts import resolve_hosts
 
 from .test_aws_stack import OUTPUTS, make_config
 

@@ -13,6 +13,8 @@ import pytest
 from ferry import config, nginx
 from ferry.certs import dns, manage
 from ferry.deploy.host import HostSpec
+from ferry.fleet import connect as fleet_connect
+from ferry.fleet.hosts import resolve_hosts
 from ferry.errors import CertError
 from ferry.progress import Progress
 
@@ -41,7 +43,7 @@ def make_cfg(tmp_path: Path, stack_outputs: dict | None = None, **tls) -> config
 
 
 class FakeHost:
-    """What deploy.release.connect returns, without SSH."""
+    """What fleet.connect.connect returns, without SSH."""
 
     def __init__(self, spec: HostSpec):
         self.spec = spec
@@ -54,12 +56,16 @@ class FakeHost:
 
 @pytest.fixture
 def connected(monkeypatch):
-    """manage._connect with the real resolve_hosts (stack outputs -> targets) and fake hosts."""
-    monkeypatch.setattr("ferry.deploy.release.connect", lambda cfg, target, progress: FakeHost(target.spec))
+    """fleet.connect.connected with the real resolve_hosts (stack outputs -> targets) and fake hosts."""
+    monkeypatch.setattr("ferry.fleet.connect.connect", lambda cfg, target, progress: FakeHost(target.spec))
     # public DNS names resolve here without a network
     monkeypatch.setattr(dns.socket, "getaddrinfo",
                         lambda host, port: [(None, None, None, "", (V4, 0))] if host == PUBLIC_DNS else [])
-    return lambda cfg: manage._connect(cfg, Progress(io.StringIO()))
+    def open_all(cfg):
+        with fleet_connect.connected(cfg, Progress(io.StringIO())) as hosts:
+            return hosts
+
+    return open_all
 
 
 # --- DNS pre-check ------------------------------------------------------------------------------
@@ -85,7 +91,7 @@ def test_dns_check_still_refuses_a_record_pointing_at_the_private_ip(tmp_path, c
 def test_ssm_host_without_public_address_asks_for_one_instead_of_using_the_instance_id(tmp_path, connected):
     cfg = make_cfg(tmp_path, outputs(ssm=True, public=False))
     hosts = connected(cfg)
-    assert hosts[0].spec.hostname == "i-0abc"
+    assert hosts[0].target.spec.hostname == "i-0abc"
     assert manage.expected_addresses(cfg, hosts) == set()
     with pytest.raises(CertError, match="does not know this host's public address"):
         dns.check([dns.Resolution("hello.example.com", frozenset({V4}))], manage.expected_addresses(cfg, hosts))
@@ -185,8 +191,6 @@ def test_https_site_answers_to_the_same_names_a_deploy_renders(tmp_path, connect
     site = applied[nginx.site_path(cfg)]
     assert f"server_name hello.example.com {V4} {PUBLIC_DNS} {PRIVATE};" in site
     # exactly what runner.swap writes for this target: issuing does not flip the site back and forth
-    from ferry.deploy.release import resolve_hosts
-
     (target,) = resolve_hosts(cfg)
     assert site == nginx.render_site(cfg, tls=True, extra_names=target.names)
 

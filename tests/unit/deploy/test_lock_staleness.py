@@ -219,9 +219,10 @@ def one_local_host(monkeypatch):
 
     from ferry.deploy import release as R
     from ferry.deploy.host import HostSpec
+    from ferry.fleet import connect, hosts
 
-    monkeypatch.setattr(R, "resolve_hosts", lambda c, p=NULL: [R.HostTarget(HostSpec.parse("root@test-host"))])
-    monkeypatch.setattr(R, "connect", lambda c, t, p: contextlib.nullcontext(LocalHost()))
+    monkeypatch.setattr(hosts, "resolve_hosts", lambda c, p=NULL: [hosts.HostTarget(HostSpec.parse("root@test-host"))])
+    monkeypatch.setattr(connect, "connect", lambda c, t, p: contextlib.nullcontext(LocalHost()))
     return R
 
 

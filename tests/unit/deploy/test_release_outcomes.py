@@ -16,6 +16,9 @@ from ferry.config import parse
 from ferry.deploy import release as R
 from ferry.deploy.host import HostSpec
 from ferry.deploy.runner import Container, HostState
+from ferry.fleet import connect as fleet_connect
+from ferry.fleet import hosts as fleet_hosts
+from ferry.fleet.hosts import HostTarget
 from ferry.errors import FerryError, HealthCheckFailed, HostError, PostDeployHookFailed
 from ferry.progress import NULL
 
@@ -40,7 +43,7 @@ class FakeDeployer:
         self.name = host
         self.observed = None
 
-    def deploy(self, _target) -> dict:
+    def deploy(self, _target, run_release_command: bool = False) -> dict:
         if self.name == "root@web-2.test":
             if self.observe:
                 self.observed = HostState(history=None, live_colour=self.live.colour if self.live else None,
@@ -51,8 +54,8 @@ class FakeDeployer:
 
 @pytest.fixture
 def fake_hosts(monkeypatch):
-    monkeypatch.setattr(R, "resolve_hosts", lambda c, p=NULL: [R.HostTarget(HostSpec.parse(h)) for h in HOSTS])
-    monkeypatch.setattr(R, "connect", lambda c, t, p: contextlib.nullcontext(str(t)))
+    monkeypatch.setattr(fleet_hosts, "resolve_hosts", lambda c, p=NULL: [HostTarget(HostSpec.parse(h)) for h in HOSTS])
+    monkeypatch.setattr(fleet_connect, "connect", lambda c, t, p: contextlib.nullcontext(str(t)))
     monkeypatch.setattr(R, "HostDeployer", FakeDeployer)
     monkeypatch.setattr(FakeDeployer, "live", Container("blue", "hello-blue", True, "r-old", "1.0", "sha256:aa", "Up"))
     return FakeDeployer
@@ -61,7 +64,7 @@ def fake_hosts(monkeypatch):
 def test_a_stop_part_way_attaches_done_failed_untouched_and_the_failed_hosts_live_release(fake_hosts, monkeypatch):
     monkeypatch.setattr(fake_hosts, "fail_with", HealthCheckFailed)
     with pytest.raises(HealthCheckFailed) as ei:
-        R.for_each_host(cfg(), NULL, lambda d: d.deploy(None), "deploy")
+        R.across_hosts(cfg(), NULL, lambda d, first: d.deploy(None), "deploy")
     e = ei.value
     # the human line is as before
     assert e.message == ("root@web-2.test: hello-green is not healthy [stopped at host 2/3; "
@@ -81,24 +84,24 @@ def test_a_stop_part_way_attaches_done_failed_untouched_and_the_failed_hosts_liv
 def test_nothing_live_is_null_and_a_host_never_observed_has_no_live_key(fake_hosts, monkeypatch):
     monkeypatch.setattr(fake_hosts, "live", None)
     with pytest.raises(HostError) as ei:
-        R.for_each_host(cfg(), NULL, lambda d: d.deploy(None), "deploy")
+        R.across_hosts(cfg(), NULL, lambda d, first: d.deploy(None), "deploy")
     assert ei.value.details["failed_host_live"] is None
 
     monkeypatch.setattr(fake_hosts, "observe", False)
     with pytest.raises(HostError) as ei:
-        R.for_each_host(cfg(), NULL, lambda d: d.deploy(None), "deploy")
+        R.across_hosts(cfg(), NULL, lambda d, first: d.deploy(None), "deploy")
     assert "failed_host_live" not in ei.value.details
 
 
 def test_an_unreachable_first_host_reports_no_done_host_and_everything_after_untouched(monkeypatch):
-    monkeypatch.setattr(R, "resolve_hosts", lambda c, p=NULL: [R.HostTarget(HostSpec.parse(h)) for h in HOSTS])
+    monkeypatch.setattr(fleet_hosts, "resolve_hosts", lambda c, p=NULL: [HostTarget(HostSpec.parse(h)) for h in HOSTS])
 
     def unreachable(c, t, p):
         raise HostError(f"{t}: cannot connect over SSH")
 
-    monkeypatch.setattr(R, "connect", unreachable)
+    monkeypatch.setattr(fleet_connect, "connect", unreachable)
     with pytest.raises(HostError) as ei:
-        R.for_each_host(cfg(), NULL, lambda d: d.deploy(None), "deploy")
+        R.across_hosts(cfg(), NULL, lambda d, first: d.deploy(None), "deploy")
     assert ei.value.details == {"hosts": [], "failed_host": "root@web-1.test",
                                 "untouched": ["root@web-2.test", "root@web-3.test"]}
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from ferry.aws.ecr import EcrRegistry, decode_authorization_token, docker_login_argv
+from ferry.aws.ecr import EcrRegistry, decode_authorization_token
 from ferry.errors import AuthError, RegistryError
 from ferry.images import auth
 from ferry.images.auth import (Credentials, RegistryAuth, credentials_for, merge_scopes, parse_token_response,
@@ -332,10 +332,3 @@ def test_ecr_token_decodes_to_user_and_password():
         decode_authorization_token(base64.b64encode(b"nocolon").decode())
 
 
-def test_docker_login_argv_takes_the_password_on_stdin_never_in_argv():
-    argv = docker_login_argv("123456789012.dkr.ecr.eu-west-1.amazonaws.com", docker="/usr/bin/docker",
-                             config_dir="/opt/ferry/hello/docker")
-    assert argv == ["/usr/bin/docker", "--config", "/opt/ferry/hello/docker", "login", "--username", "AWS",
-                    "--password-stdin", "123456789012.dkr.ecr.eu-west-1.amazonaws.com"]
-    with pytest.raises(AuthError):
-        docker_login_argv("evil; rm -rf /")

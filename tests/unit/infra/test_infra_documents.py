@@ -42,7 +42,7 @@ def test_ci_deploy_policy_pushes_to_the_repository_only():
 
 def test_ci_deploy_policy_pulls_from_the_repository():
     # the builder reads the previous image's manifest and config blob (the registry as the
-    # cache), and the host pulls with the CI identity's ECR token (release.registry_credentials)
+    # cache), and the host pulls with the CI identity's ECR token (fleet/credentials.registry_credentials)
     doc = policies.ci_deploy_policy(REPO_ARN)
     assert doc["Statement"][2] == {"Sid": "PullThisRepository", "Effect": "Allow", "Resource": REPO_ARN, "Action": [
         "ecr:BatchCheckLayerAvailability", "ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer"]}

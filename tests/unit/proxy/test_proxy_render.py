@@ -16,7 +16,7 @@ import pytest
 from ferry import nginx
 from ferry.aws.stack import parse_outputs
 from ferry.config import LocalConfig, parse
-from ferry.deploy.release import resolve_hosts
+from ferry.fleet.hosts import resolve_hosts
 from ferry.errors import ConfigError, InfraError
 from ferry.local.components import Paths, nginx_main_conf
 from tests.proxy_support import app_config, main_conf, nginx_t, site_files, tls_material, write
