@@ -9,6 +9,7 @@ tar written from a tree is the same bytes on any machine.
 from __future__ import annotations
 
 import fnmatch
+import os
 import posixpath
 import stat
 import tarfile
@@ -342,8 +343,6 @@ def write_tree(tree: Tree, dest: "os.PathLike[str] | str") -> None:
     """The tree on disk under ``dest`` (parents first), for a sandbox to run it. Nothing is
     ever written outside ``dest``: a path whose parent leads out (an absolute symlink) is an
     error."""
-    import os
-
     root = os.path.realpath(dest)
     os.makedirs(root, exist_ok=True)
     for path in sorted(tree, key=lambda s: s.split("/")):
