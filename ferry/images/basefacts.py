@@ -230,6 +230,30 @@ def local_base_python(base: str) -> str | None:
     return m["python"] if m else None
 
 
+def missing_local_base(base: str) -> tuple[str, str] | None:
+    """The error (message, hint) when ferry's local base ``base`` is not in the registry: the
+    command that makes it, or the bases ferry can make when it has no recipe for that Python."""
+    python = local_base_python(base)
+    if python is None:
+        return None
+    if python not in ferry_pythons():
+        return (f"the base image {base} does not exist: ferry has no base for Python {python}",
+                f"use one of {', '.join(local_base_ref(base, p) for p in ferry_pythons())} (image.base)")
+    command = "ferry local up" if python == _default_python() else f"ferry local up --python {python}"
+    return f"the base image {base} (Python {python}) is not in the local registry", f"`{command}` makes it"
+
+
+def local_base_ref(base: str, python: str) -> str:
+    m = _LOCAL_BASE_RE.match(base)
+    return f"{m['registry'] if m else '127.0.0.1:5000'}/ferry/python:{python}"
+
+
+def _default_python() -> str:
+    from .baseimage import DEFAULT_PYTHON
+
+    return DEFAULT_PYTHON
+
+
 def ferry_pythons() -> tuple[str, ...]:
     """The Pythons ferry has a base for (its recipes, ferry/assets/base/python-3.X.toml)."""
     from .baseimage import available_pythons

@@ -235,3 +235,15 @@ def test_the_app_s_python_requests_are_read_from_its_files(tmp_path: Path):
 def test_local_base_python():
     assert basefacts.local_base_python("127.0.0.1:5000/ferry/python:3.13") == "3.13"
     assert basefacts.local_base_python("registry.example.com/ferry/python:3.13") is None
+
+
+def test_a_missing_local_base_names_the_command_that_makes_it():
+    assert basefacts.missing_local_base("127.0.0.1:5000/ferry/python:3.13") == (
+        "the base image 127.0.0.1:5000/ferry/python:3.13 (Python 3.13) is not in the local registry",
+        "`ferry local up --python 3.13` makes it")
+    assert basefacts.missing_local_base("127.0.0.1:5000/ferry/python:3.11")[1] == "`ferry local up` makes it"
+    assert basefacts.missing_local_base("127.0.0.1:5000/ferry/python:3.12") == (
+        "the base image 127.0.0.1:5000/ferry/python:3.12 does not exist: ferry has no base for Python 3.12",
+        "use one of 127.0.0.1:5000/ferry/python:3.11, 127.0.0.1:5000/ferry/python:3.13, "
+        "127.0.0.1:5000/ferry/python:3.14 (image.base)")
+    assert basefacts.missing_local_base("registry.example.com/python:3.13-slim") is None
