@@ -39,10 +39,13 @@ def _status_text(r: dict) -> str:
 def parse_pythons(values: tuple[str, ...], no_base_image: bool = False) -> tuple[str, ...]:
     """``--python 3.13,3.14`` (or repeated) as ("3.13", "3.14"), each one ferry has a recipe for."""
     from ..errors import ConfigError
-    from ..images.baseimage import available_pythons
 
     wanted = tuple(dict.fromkeys(v.strip() for value in values for v in value.split(",") if v.strip()))
-    if wanted and no_base_image:
+    if not wanted:
+        return ()  # the default path (`make demo`) reads no recipe here
+    from ..images.baseimage import available_pythons
+
+    if no_base_image:
         raise ConfigError("--python makes base images, --no-base-image says not to", "pass one of them")
     known = available_pythons()
     unknown = [v for v in wanted if v not in known]
