@@ -82,7 +82,9 @@ def register(main: click.Group) -> None:
         if acme:
             r["acme"] = pebble.start(t.settings.state_dir)
         emit(ctx, r, lambda r: "local target up" + ("" if r["changed"] else " (nothing changed)")
-             + f": registry {r['registry']}, ssh {r['ssh']}, nginx http://127.0.0.1:8080")
+             + f": registry {r['registry']}, ssh {r['ssh']}, nginx http://127.0.0.1:8080"
+             + "".join(f"\n  base {b['image']} ({b['action'] if b['action'] != 'none' else 'up to date'})"
+                       for b in r.get("base_images", {}).values()))
 
     @command(local, "status")
     def status(ctx: Context) -> None:
