@@ -124,9 +124,9 @@ def test_recipe_hash_changes_with_the_packages_and_the_assembler(monkeypatch):
 def test_bad_recipes_name_the_file_and_the_key(change, message):
     text = SMALL.replace(*change)
     with pytest.raises(ConfigError) as e:
-        baseimage.parse_recipe(text, "images/base/python.toml")
+        baseimage.parse_recipe(text, "ferry/assets/base/python-3.11.toml")
     assert message in str(e.value)
-    assert str(e.value).startswith("images/base/python.toml: ")
+    assert str(e.value).startswith("ferry/assets/base/python-3.11.toml: ")
 
 
 def test_a_missing_recipe_file_says_how_to_restore_it(tmp_path: Path):
