@@ -266,9 +266,10 @@ OFFICIAL_PYTHONS = ("3.9", "3.10", "3.11", "3.12", "3.13", "3.14")
 
 
 def fitting(requests: Iterable[PythonRequest], candidates: Iterable[str]) -> list[str]:
-    """The minor versions every request accepts (image.python aside: it follows the base)."""
+    """The minor versions every request accepts (image.python aside: it follows the base). A
+    minor fits when one of its releases may: its first or a late patch (">=3.12.3" takes 3.12)."""
     asked = [r for r in requests if r.where != "image.python"]
-    return [c for c in candidates if all(r.accepts(c + ".0") or r.accepts(c) for r in asked)]
+    return [c for c in candidates if all(any(r.accepts(v) for v in (c + ".0", c + ".99")) for r in asked)]
 
 
 def local_base_hint(base: str, minor: str | None) -> str | None:

@@ -247,3 +247,10 @@ def test_a_missing_local_base_names_the_command_that_makes_it():
         "use one of 127.0.0.1:5000/ferry/python:3.11, 127.0.0.1:5000/ferry/python:3.13, "
         "127.0.0.1:5000/ferry/python:3.14 (image.base)")
     assert basefacts.missing_local_base("registry.example.com/python:3.13-slim") is None
+
+
+def test_a_minor_fits_when_one_of_its_releases_may():
+    asked = [PythonRequest("pyproject.toml requires-python", ">=3.12.3"), PythonRequest(".python-version", "3.13")]
+    assert basefacts.fitting(asked, ("3.11", "3.12", "3.13", "3.14")) == ["3.13"]
+    assert basefacts.fitting([PythonRequest("pyproject.toml requires-python", "<3.13")], ("3.11", "3.13")) == ["3.11"]
+    assert basefacts.fitting([PythonRequest("image.python", "3.11")], ("3.13",)) == ["3.13"]  # image.python follows
