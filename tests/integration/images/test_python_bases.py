@@ -253,14 +253,16 @@ def _cleanup(docker_cli, local_target, image: str) -> None:
             c.delete_manifest(repo, info.digest)
 
 
-def test_a_django_6_app_builds_on_the_3_13_base_and_answers(up_twice, local_target, docker_cli, tmp_path, build_cache):
-    config = django_app(tmp_path, local_target["registry"], f"{local_target['registry']}/ferry/python:3.13", "3.13")
+@pytest.mark.parametrize("python", ["3.13", "3.14"])
+def test_a_django_6_app_builds_on_the_new_bases_and_answers(up_twice, local_target, docker_cli, tmp_path, build_cache,
+                                                            python):
+    config = django_app(tmp_path, local_target["registry"], f"{local_target['registry']}/ferry/python:{python}", python)
     r = ferry_build(config, build_cache, "--push", "--json")
     assert r.returncode == 0, r.stderr[-4000:]
     doc = json.loads(r.stdout)
     try:
         body = serve(docker_cli, doc["image"])
-        assert body.startswith("django 6.1.3 on python 3.13.") and body.endswith(" at /usr/bin/python3"), body
+        assert body.startswith(f"django 6.1.3 on python {python}.") and body.endswith(" at /usr/bin/python3"), body
     finally:
         _cleanup(docker_cli, local_target, doc["image"])
 
