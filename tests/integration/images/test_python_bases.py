@@ -246,11 +246,15 @@ def build_cache(tmp_path_factory) -> Path:
 def _cleanup(docker_cli, local_target, image: str) -> None:
     subprocess.run([*docker_cli, "rmi", "-f", image], capture_output=True, timeout=60)
     registry, rest = image.split("/", 1)
-    repo, _, tag = rest.partition(":")
     with RegistryClient(registry) as c:
-        info = c.manifest_info(repo, tag or "latest")
-        if info is not None:
-            c.delete_manifest(repo, info.digest)
+        if "@" in rest:
+            repo, digest = rest.split("@", 1)
+        else:
+            repo, _, tag = rest.partition(":")
+            info = c.manifest_info(repo, tag or "latest")
+            digest = info.digest if info is not None else None
+        if digest:
+            c.delete_manifest(repo, digest)
 
 
 @pytest.mark.parametrize("python", ["3.13", "3.14"])
@@ -400,5 +404,35 @@ def test_an_app_builds_on_the_official_like_base_and_answers_from_its_usr_local_
         assert f"PYTHON_VERSION={official_base['python']}" in env
         body = serve(docker_cli, doc["image"])
         assert body == f"django 6.1.3 on python {official_base['python']} at /usr/local/bin/python3", body
+    finally:
+        _cleanup(docker_cli, local_target, doc["image"])
+
+
+def test_debian_packages_for_an_app_on_the_3_13_base_come_from_trixie(up_twice, local_target, docker_cli, tmp_path,
+                                                                      build_cache):
+    (tmp_path / "web").mkdir()
+    (tmp_path / "web" / "app.py").write_text("print('hi')\n")
+    repo = f"bases-test/packages-{uuid.uuid4().hex[:8]}"
+    (tmp_path / "ferry.toml").write_text(f"""
+[app]
+name = "bases-packages"
+[image]
+repository = "{local_target['registry']}/{repo}"
+base = "{local_target['registry']}/ferry/python:3.13"
+python = "3.13"
+source = "web"
+packages = ["sqlite3"]
+entrypoint = ["python3", "app.py"]
+""")
+    r = ferry_build(tmp_path / "ferry.toml", build_cache, "--push", "--json")
+    assert r.returncode == 0, r.stderr[-4000:]
+    doc = json.loads(r.stdout)
+    try:
+        versions = dict(p.split("=", 1) for p in doc["debian_packages"])
+        assert versions["sqlite3"].startswith("3.46."), versions  # trixie's (bookworm has 3.40)
+        assert "libc6" not in versions and "python3.13" not in versions  # the base's label and packages say it has them
+        out = subprocess.run([*docker_cli, "run", "--rm", "--network", "host", "--entrypoint", "sqlite3", doc["image"],
+                              "--version"], capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0 and out.stdout.startswith("3.46."), out.stderr
     finally:
         _cleanup(docker_cli, local_target, doc["image"])
