@@ -244,17 +244,16 @@ def build_cache(tmp_path_factory) -> Path:
 
 
 def _cleanup(docker_cli, local_target, image: str) -> None:
+    """Remove the image and everything pushed to its repository (its SBOM and signature tags
+    too): the registry has no garbage collection while serving."""
     subprocess.run([*docker_cli, "rmi", "-f", image], capture_output=True, timeout=60)
     registry, rest = image.split("/", 1)
+    repo = rest.split("@", 1)[0].rsplit(":", 1)[0]
     with RegistryClient(registry) as c:
-        if "@" in rest:
-            repo, digest = rest.split("@", 1)
-        else:
-            repo, _, tag = rest.partition(":")
-            info = c.manifest_info(repo, tag or "latest")
-            digest = info.digest if info is not None else None
-        if digest:
-            c.delete_manifest(repo, digest)
+        for tag in c.list_tags(repo):
+            info = c.manifest_info(repo, tag)
+            if info is not None:
+                c.delete_manifest(repo, info.digest)
 
 
 @pytest.mark.parametrize("python", ["3.13", "3.14"])
