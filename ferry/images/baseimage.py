@@ -30,6 +30,8 @@ import hashlib
 import json
 import os
 import re
+import shutil
+import subprocess
 import time
 import tomllib
 from concurrent.futures import ThreadPoolExecutor
@@ -333,7 +335,8 @@ def compile_bytecode(recipe: Recipe, trees: dict[str, rootfs.Tree], work: Path,
                          "or set bytecode = false in the recipe's [config]")
     bwrap = sandbox.Tools.find_bwrap()
     sources = rootfs.python_sources(trees.values())
-    runner = runnable[0]
+    # its own architecture rather than one through emulation
+    runner = next((p for p in runnable if Platform.parse(p).architecture == machine), runnable[0])
     progress.info(f"bytecode: {len(sources)} modules compiled by python{recipe.python} from the {runner} tree "
                   "(in a bubblewrap sandbox)")
     root = work / "bytecode-root"
@@ -345,8 +348,6 @@ def compile_bytecode(recipe: Recipe, trees: dict[str, rootfs.Tree], work: Path,
         items = sorted(sources)
         (io_dir / "in").write_bytes(rootfs.marshal_sources([(path, sources[path, digest]) for path, digest in items]))
         argv = sandbox.bytecode_argv(bwrap, root, f"/usr/bin/python{recipe.python}", rootfs.BYTECODE_DIR)
-        import subprocess
-
         proc = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, errors="replace",
                               env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
         if proc.returncode != 0:
@@ -357,8 +358,6 @@ def compile_bytecode(recipe: Recipe, trees: dict[str, rootfs.Tree], work: Path,
                              "or set bytecode = false in the recipe's [config]")
         pycs = rootfs.unmarshal_pycs((io_dir / "out").read_bytes(), len(items))
     finally:
-        import shutil
-
         shutil.rmtree(root, ignore_errors=True)
     return {key: pyc for key, pyc in zip(items, pycs) if pyc is not None}
 

@@ -254,3 +254,26 @@ def test_a_cached_build_record_rebuilds_the_same_index_and_only_with_all_blobs(t
     lp.unlink()
     assert baseimage.load_index(cache, "sha256:" + "1" * 64) is None
     assert baseimage.load_index(cache, "sha256:" + "2" * 64) is None
+
+
+def test_bytecode_needs_a_platform_this_machine_runs(monkeypatch, tmp_path: Path):
+    from ferry.images import sandbox
+
+    monkeypatch.setattr(sandbox, "machine_architecture", lambda machine=None: "riscv64")
+    monkeypatch.setattr(sandbox, "read_binfmt", lambda root=None: {})
+    with pytest.raises(BuildError) as e:
+        baseimage.compile_bytecode(baseimage.parse_recipe(SMALL), {"linux/amd64": {}, "linux/arm64": {}}, tmp_path)
+    assert e.value.message == ("the base's bytecode is compiled by its own Python, and this riscv64 machine runs none of "
+                               "linux/amd64, linux/arm64")
+    assert "bytecode = false" in e.value.hint
+
+
+def test_bytecode_without_bubblewrap_is_a_clear_error(monkeypatch, tmp_path: Path):
+    from ferry.images import sandbox
+
+    monkeypatch.setattr(sandbox.shutil, "which", lambda name: None)
+    monkeypatch.setattr(sandbox.os.path, "exists", lambda path: False)
+    with pytest.raises(BuildError) as e:
+        baseimage.compile_bytecode(baseimage.parse_recipe(SMALL), {f"linux/{sandbox.machine_architecture()}": {}}, tmp_path)
+    assert "bubblewrap (bwrap) is not installed" in e.value.message
+    assert e.value.hint.startswith("apt-get install bubblewrap")
