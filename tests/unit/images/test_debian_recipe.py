@@ -87,8 +87,10 @@ def test_the_recipes_are_listed_in_the_package_data_of_the_wheel():
     import tomllib
 
     doc = tomllib.loads((Path(__file__).resolve().parents[3] / "pyproject.toml").read_text())
-    data = doc["tool"]["setuptools"]["package-data"]["ferry"]
-    assert any(pattern.startswith("assets/") for pattern in data)
+    assert doc["tool"]["setuptools"]["package-data"]["ferry.assets"] == ["**/*"]  # base/*.toml among them
+    from importlib.resources import files
+
+    assert files("ferry.assets").joinpath("base", "python-3.13.toml").is_file()
 
 
 def test_a_base_without_the_manylinux_libraries_is_refused():
