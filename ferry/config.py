@@ -68,7 +68,7 @@ class ImageConfig:
     auth: str = "auto"
     insecure: bool = False  # plain HTTP; implied for 127.0.0.1/localhost
     # the image's Python for console-script shebangs (e.g. "/usr/local/bin/python3"); empty: the
-    # base image's `dev.ferry.python` label, else "/usr/bin/env python3"
+    # base image's `dev.ferry.base.interpreter` label (ferry's bases), else "/usr/bin/env python3"
     interpreter: str = ""
     # the wheels' platform tag: glibc of the base image or older (Debian 12 has 2.36)
     manylinux: str = "manylinux_2_28"

@@ -2,13 +2,18 @@
 
 The flow, for each platform (as apko does with apk packages):
 
-    recipe (images/base/python.toml)
+    recipe (ferry/assets/base/python-3.X.toml, package data)
       -> resolve with apt's solver for the architecture      (ferry.images.debian.Apt)
       -> download the exact .debs, checked by SHA256          (cached, shared across arches)
       -> unpack them into one tree, usr-merged                 (ferry.images.rootfs)
       -> do what the maintainer scripts would have done: CA bundle, /etc/localtime,
          passwd/group, the package list scanners read
       -> trim docs, man pages, locales
+    then, once for all platforms:
+      -> the standard library's bytecode, compiled by the base's own interpreter run from
+         the tree of a platform this machine can execute, in a sandbox (bubblewrap); the
+         .pyc files are the same for every architecture, so arm64 gets amd64's
+    and for each platform:
       -> one reproducible layer + config + manifest            (ferry.images.oci)
     then one index for all platforms, annotated with the recipe hash.
 
@@ -25,6 +30,8 @@ import hashlib
 import json
 import os
 import re
+import shutil
+import subprocess
 import time
 import tomllib
 from concurrent.futures import ThreadPoolExecutor
@@ -40,13 +47,24 @@ from ferry.progress import NULL, Progress
 
 # Bump when the assembler's output changes for the same recipe: it is part of the recipe hash,
 # so every machine rebuilds once instead of trusting an image made by older code.
-ASSEMBLER_VERSION = "2"
+# 3: labels naming the suite, the Python and the interpreter; bytecode compiled by the base's
+# own interpreter (hash-checked .pyc), so a base for any Python builds on any machine
+ASSEMBLER_VERSION = "3"
 
-RECIPE = Path(__file__).resolve().parents[2] / "images" / "base" / "python.toml"
+# The Python `ferry local up` always makes; the others are made on request (--python).
+DEFAULT_PYTHON = "3.11"
 
 ANNOTATION_RECIPE = "dev.ferry.base.recipe"
 ANNOTATION_PACKAGES = "dev.ferry.debian.packages"
 ANNOTATION_SUITE = "dev.ferry.debian.suite"
+# In every ferry base's config: what the builder checks an app against (basefacts.from_config)
+LABEL_SUITE = "dev.ferry.base.suite"              # the Debian suite: "trixie"
+LABEL_PYTHON = "dev.ferry.base.python"            # the interpreter's version: "3.13.5"
+LABEL_INTERPRETER = "dev.ferry.base.interpreter"  # what console scripts start with
+INTERPRETER = "/usr/bin/python3"                  # ferry's bases have no /usr/bin/env
+# What manylinux wheels may assume the system has beside glibc (PEP 599 / PEP 600): a base
+# without them builds numpy or grpcio images that crash at import.
+MANYLINUX_LIBRARIES = ("libgcc-s1", "libstdc++6")
 
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 # Jib's convention: the image is "created" at the epoch, files are dated epoch+1 (some tools
@@ -205,13 +223,48 @@ def parse_recipe(text: str, source: str = "recipe") -> Recipe:
     )
 
 
-def load_recipe(path: Path = RECIPE) -> Recipe:
-    try:
-        text = path.read_text()
-    except OSError as e:
-        raise ConfigError(f"{path}: cannot read the base image recipe ({e.strerror})",
-                          "restore images/base/python.toml from git") from None
-    return parse_recipe(text, str(path))
+def _recipes():
+    """The recipes shipped as package data (``ferry/assets/base``), so a wheel install has them."""
+    from importlib.resources import files
+
+    return files("ferry").joinpath("assets", "base")
+
+
+def recipe_name(python: str) -> str:
+    return f"python-{python}.toml"
+
+
+def available_pythons() -> tuple[str, ...]:
+    """The Pythons ferry has a base recipe for, oldest first: ("3.11", "3.13", "3.14")."""
+    found = []
+    for entry in _recipes().iterdir():
+        m = re.fullmatch(r"python-(3\.\d+)\.toml", entry.name)
+        if m:
+            found.append(m.group(1))
+    return tuple(sorted(found, key=lambda v: tuple(int(x) for x in v.split("."))))
+
+
+def load_recipe(path: Path | None = None, python: str = DEFAULT_PYTHON) -> Recipe:
+    """A recipe file given by path, or the shipped one for ``python``."""
+    if path is None:
+        if python not in available_pythons():
+            raise ConfigError(f"ferry has no base image recipe for Python {python}",
+                              f"use one of {', '.join(available_pythons())}")
+        resource = _recipes().joinpath(recipe_name(python))
+        try:
+            text = resource.read_text()
+        except OSError as e:
+            raise ConfigError(f"ferry/assets/base/{recipe_name(python)}: cannot read the base image recipe "
+                              f"({e.strerror})", "reinstall ferry (the recipes are package data)") from None
+        recipe = parse_recipe(text, f"ferry/assets/base/{recipe_name(python)}")
+    else:
+        try:
+            text = Path(path).read_text()
+        except OSError as e:
+            raise ConfigError(f"{path}: cannot read the base image recipe ({e.strerror})",
+                              "restore it from git, or use one of ferry/assets/base/python-3.X.toml") from None
+        recipe = parse_recipe(text, str(path))
+    return recipe
 
 
 # --------------------------------------------------------------------------- assembly (pure)
@@ -232,11 +285,21 @@ def python_version(packages: list[debian.Package], minor: str) -> str:
             return debian.upstream_version(p.version)
     names = ", ".join(p.name for p in packages if p.name.startswith("python3"))
     raise BuildError(f"the resolved packages have no python{minor} (found: {names or 'none'})",
-                     "image.python must match the distribution's python3; bookworm has 3.11")
+                     "image.python must match the distribution's python3 (bookworm: 3.11, trixie: 3.13, forky: 3.14)")
+
+
+def check_manylinux(packages: list[debian.Package], where: str) -> None:
+    names = {p.name for p in packages}
+    missing = [n for n in MANYLINUX_LIBRARIES if n not in names]
+    if missing:
+        raise BuildError(f"the base for {where} lacks {', '.join(missing)}: manylinux wheels (numpy, grpcio) "
+                         "need them", 'keep "libstdc++6" in the recipe\'s packages.install')
 
 
 def assemble(recipe: Recipe, unpacked: list[Unpacked]) -> rootfs.Tree:
-    """The image's root filesystem from the unpacked packages (in name order)."""
+    """The image's root filesystem from the unpacked packages (in name order), without the
+    bytecode: that is compiled by the tree's own interpreter (``compile_bytecode``), once
+    for all platforms, and added with ``rootfs.add_bytecode``."""
     tree: rootfs.Tree = {}
     only = dict(recipe.only)
     for u in sorted(unpacked, key=lambda u: u.package.name):
@@ -246,10 +309,57 @@ def assemble(recipe: Recipe, unpacked: list[Unpacked]) -> rootfs.Tree:
         tree, _ = rootfs.merge(tree, entries)
     tree = post_install(recipe, tree, unpacked)
     tree = rootfs.trim(tree, list(recipe.drop), list(recipe.keep))
-    if recipe.bytecode:
-        tree = rootfs.compile_bytecode(tree, recipe.python, MTIME)
     tree = rootfs.add_usrmerge_links(tree)
     return rootfs.ensure_dirs(tree)
+
+
+def compile_bytecode(recipe: Recipe, trees: dict[str, rootfs.Tree], work: Path,
+                     progress: Progress = NULL) -> dict[tuple[str, str], bytes]:
+    """The .pyc for every module of every platform's tree, made by the base's own Python.
+
+    The build machine's Python cannot do it (another minor version has another bytecode), so
+    the target interpreter runs from the tree of a platform this machine executes (its own
+    architecture, or one qemu-user runs through binfmt), in a bubblewrap sandbox with no
+    network. Bytecode does not depend on the architecture: the arm64 tree gets the same .pyc
+    (its few modules the amd64 tree lacks, like its _sysconfigdata, are compiled in the same
+    run). Keyed by (path, sha256 of the source)."""
+    from ferry.images import sandbox
+
+    machine = sandbox.machine_architecture()
+    binfmt = sandbox.read_binfmt()
+    runnable = [p for p in trees if sandbox.can_run(Platform.parse(p).architecture, machine, binfmt)]
+    if not runnable:
+        raise BuildError(f"the base's bytecode is compiled by its own Python, and this {machine} machine runs none "
+                         f"of {', '.join(trees)}",
+                         f"add linux/{machine} to the recipe's image.platforms, register qemu-user with binfmt, "
+                         "or set bytecode = false in the recipe's [config]")
+    bwrap = sandbox.Tools.find_bwrap()
+    sources = rootfs.python_sources(trees.values())
+    # its own architecture rather than one through emulation
+    runner = next((p for p in runnable if Platform.parse(p).architecture == machine), runnable[0])
+    progress.info(f"bytecode: {len(sources)} modules compiled by python{recipe.python} from the {runner} tree "
+                  "(in a bubblewrap sandbox)")
+    root = work / "bytecode-root"
+    try:
+        rootfs.write_tree(trees[runner], root)
+        io_dir = root / rootfs.BYTECODE_DIR
+        io_dir.mkdir()
+        (io_dir / "compile.py").write_text(rootfs.BYTECODE_SCRIPT)
+        items = sorted(sources)
+        (io_dir / "in").write_bytes(rootfs.marshal_sources([(path, sources[path, digest]) for path, digest in items]))
+        argv = sandbox.bytecode_argv(bwrap, root, f"/usr/bin/python{recipe.python}", rootfs.BYTECODE_DIR)
+        proc = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, errors="replace",
+                              env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
+        if proc.returncode != 0:
+            err = (proc.stderr or proc.stdout).strip().splitlines()
+            raise BuildError(f"compiling the base's bytecode with python{recipe.python} in the sandbox failed "
+                             f"(exit {proc.returncode}): {err[-1] if err else 'no output'}",
+                             "bubblewrap needs root or unprivileged user namespaces; "
+                             "or set bytecode = false in the recipe's [config]")
+        pycs = rootfs.unmarshal_pycs((io_dir / "out").read_bytes(), len(items))
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    return {key: pyc for key, pyc in zip(items, pycs) if pyc is not None}
 
 
 def post_install(recipe: Recipe, tree: rootfs.Tree, unpacked: list[Unpacked]) -> rootfs.Tree:
@@ -305,6 +415,9 @@ def image_config(recipe: Recipe, platform: Platform, python: str, diff_ids: list
                 "org.opencontainers.image.title": recipe.title,
                 "org.opencontainers.image.version": python,
                 ANNOTATION_RECIPE: recipe.hash,
+                LABEL_SUITE: recipe.distribution,
+                LABEL_PYTHON: python,
+                LABEL_INTERPRETER: INTERPRETER,
             },
         },
         "rootfs": {"type": "layers", "diff_ids": diff_ids},
@@ -458,8 +571,20 @@ def resolve_platform(recipe: Recipe, cache: Cache, arch: str, refresh: bool,
     return packages
 
 
-def build_platform(recipe: Recipe, cache: Cache, platform: str, refresh: bool,
-                   progress: Progress) -> PlatformBuild:
+@dataclass
+class PlatformTree:
+    """One platform's resolved packages and assembled tree, before its bytecode and layer."""
+
+    platform: str
+    packages: list[debian.Package]
+    python: str
+    tree: rootfs.Tree
+    downloaded: int
+
+
+def prepare_platform(recipe: Recipe, cache: Cache, platform: str, refresh: bool,
+                     progress: Progress) -> PlatformTree:
+    """Resolve, download and unpack one platform's packages into its tree."""
     arch = Platform.parse(platform).architecture
     packages = resolve_platform(recipe, cache, arch, refresh, progress)
     debs_dir = cache.debs
@@ -485,12 +610,21 @@ def build_platform(recipe: Recipe, cache: Cache, platform: str, refresh: bool,
                 raise BuildError(f"cached {p.filename} has the wrong size",
                                  f"delete {path}; it will be downloaded again")
     python = python_version(packages, recipe.python)
+    check_manylinux(packages, f"{recipe.repository}:{recipe.tag} {platform}")
     unpacked = []
     for p, path in zip(packages, paths):
         deb = debian.Deb.open(path)
         unpacked.append(Unpacked(p, tuple(rootfs.entries_from_tar(deb.data, p.name)),
                                  deb.control_text))
-    tree = assemble(recipe, unpacked)
+    return PlatformTree(platform, packages, python, assemble(recipe, unpacked),
+                        sum(p.size for p in missing))
+
+
+def finish_platform(recipe: Recipe, cache: Cache, prepared: PlatformTree,
+                    progress: Progress) -> PlatformBuild:
+    """The platform's one layer, config and manifest from its tree (bytecode added)."""
+    platform, packages, python, tree = prepared.platform, prepared.packages, prepared.python, prepared.tree
+    arch = Platform.parse(platform).architecture
     tar = rootfs.tar_bytes(tree, MTIME)
     diff_id = sha256(tar)
     gz = gzip_bytes(tar)
@@ -506,16 +640,25 @@ def build_platform(recipe: Recipe, cache: Cache, platform: str, refresh: bool,
     })
     progress.info(f"{arch}: {len(packages)} packages, rootfs {rootfs.size(tree) / 1e6:.1f} MB, "
                   f"layer {len(gz) / 1e6:.1f} MB")
-    return PlatformBuild(platform, packages, image, rootfs.size(tree),
-                         sum(p.size for p in missing))
+    return PlatformBuild(platform, packages, image, rootfs.size(tree), prepared.downloaded)
 
 
 def build_index(recipe: Recipe, cache: Cache, refresh: bool = False,
                 progress: Progress = NULL) -> tuple[ImageIndex, list[PlatformBuild]]:
-    """Build every platform (two at a time: compression and unpacking release the GIL)."""
+    """Build every platform (two at a time: compression and unpacking release the GIL); the
+    bytecode is compiled once, between the trees and the layers."""
+    import tempfile
+
     with ThreadPoolExecutor(max_workers=2) as pool:
-        builds = list(pool.map(lambda p: build_platform(recipe, cache, p, refresh, progress),
-                               recipe.platforms))
+        prepared = list(pool.map(lambda p: prepare_platform(recipe, cache, p, refresh, progress),
+                                 recipe.platforms))
+    if recipe.bytecode:
+        cache.root.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix="bytecode-", dir=cache.root) as work:
+            pycs = compile_bytecode(recipe, {p.platform: p.tree for p in prepared}, Path(work), progress)
+        prepared = [_with(p, tree=rootfs.add_bytecode(p.tree, pycs, recipe.python)) for p in prepared]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        builds = list(pool.map(lambda p: finish_platform(recipe, cache, p, progress), prepared))
     python = {b.image.annotations["org.opencontainers.image.version"] for b in builds}
     index = ImageIndex(tuple(b.image for b in builds), annotations={
         ANNOTATION_RECIPE: recipe.hash,
@@ -563,12 +706,14 @@ def push_index(client, repository: str, index: ImageIndex, tag: str,
     return RegistryPublisher(client, repository, progress=progress).publish(index, tags=[tag]).bytes_uploaded
 
 
-def ensure_base_image(registry: str = "127.0.0.1:5000", repository: str = "ferry/python",
-                      tag: str = "3.11", platforms: tuple[str, ...] | None = None,
+def ensure_base_image(registry: str = "127.0.0.1:5000", repository: str | None = None,
+                      tag: str | None = None, platforms: tuple[str, ...] | None = None,
                       cache_dir: Path | str | None = None, progress: Progress = NULL,
-                      recipe_path: Path = RECIPE, refresh: bool = False,
-                      client=None) -> dict:
-    """Make sure ``registry/repository:tag`` is the base image the recipe describes.
+                      recipe_path: Path | None = None, refresh: bool = False,
+                      client=None, python: str = DEFAULT_PYTHON) -> dict:
+    """Make sure ``registry/repository:tag`` is the base image the recipe describes (the
+    shipped one for ``python`` unless ``recipe_path``; repository and tag default to the
+    recipe's, ``ferry/python:3.X``).
 
     - the registry has it, from the same recipe hash: nothing to do (``action: "none"``);
     - the local cache has the built index: push it again (``"pushed"``), no apt, no unpacking;
@@ -578,7 +723,9 @@ def ensure_base_image(registry: str = "127.0.0.1:5000", repository: str = "ferry
     when a resolution for this recipe is cached.
     """
     t0 = time.monotonic()
-    recipe = load_recipe(Path(recipe_path))
+    recipe = load_recipe(Path(recipe_path) if recipe_path else None, python)
+    repository = repository or recipe.repository
+    tag = tag or recipe.tag
     if platforms is not None:
         recipe = _with(recipe, platforms=tuple(platforms))
     cache = Cache(Path(cache_dir) if cache_dir else default_cache_dir())

@@ -187,8 +187,8 @@ def _manylinux(tag: str) -> str:
 
 def interpreter(spec_shebang: str, base_config: dict, facts: BaseFacts | None = None) -> str:
     """The interpreter console scripts start with. ferry.toml wins; then what the base says
-    (basefacts: a ``dev.ferry.python`` label naming a path; ferry's own Debian base, which has
-    no /usr/bin/env but has /usr/bin/python3; a base that runs its Python directly, as
+    (basefacts: ferry's bases' ``dev.ferry.base.interpreter`` label, /usr/bin/python3, since
+    they have no /usr/bin/env; an older ``dev.ferry.python`` label naming a path; a base that runs its Python directly, as
     distroless does; a Debian base without coreutils); any other base (e.g. python:3.11-slim)
     has /usr/bin/env."""
     if spec_shebang:

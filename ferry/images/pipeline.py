@@ -25,7 +25,7 @@ if "httpx" not in sys.modules:
 from ..errors import BuildError, ConfigError, RegistryError
 from ..progress import NULL, Progress, human_bytes
 from . import sbom as sbom_mod
-from .basefacts import local_base_python
+from .basefacts import missing_local_base
 from .builder import TOOL, BuildResult, BuildSpec, build
 from .cache import Cache
 from .oci import Blob, Image, Platform, Reference
@@ -121,10 +121,9 @@ def build_and_publish(cfg, *, target: str = "none", path: str | os.PathLike | No
             try:
                 return resolve_image(base_client, base_ref, platform)
             except RegistryError as e:
-                python = local_base_python(spec.base) if e.status == 404 else None
-                if python:
-                    raise BuildError(f"the base image {spec.base} (Python {python}) is not in the local registry",
-                                     f"`ferry local up --python {python}` makes it") from None
+                missing = missing_local_base(spec.base) if e.status == 404 else None
+                if missing:
+                    raise BuildError(*missing) from None
                 raise
 
         candidates = list(dict.fromkeys([tags[0], "latest"]))

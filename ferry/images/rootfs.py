@@ -9,10 +9,9 @@ tar written from a tree is the same bytes on any machine.
 from __future__ import annotations
 
 import fnmatch
-import functools
+import os
 import posixpath
 import stat
-import struct
 import tarfile
 from dataclasses import dataclass, replace
 from typing import Iterable
@@ -252,57 +251,117 @@ def dpkg_status_entry(control_text: str) -> bytes:
 
 # --------------------------------------------------------------------------- bytecode
 
-def _interpreter() -> str:
-    import sys
+# Where the sandboxed interpreter finds its input and writes its output, inside the root.
+BYTECODE_DIR = ".ferry-bytecode"
 
-    return f"{sys.version_info.major}.{sys.version_info.minor}"
-
-
-@functools.lru_cache(maxsize=8192)
-def _pyc(path: str, source: bytes, mtime: int) -> bytes | None:
-    import marshal
-    from importlib.util import MAGIC_NUMBER
-
+# Run by the base's own interpreter (``python3.X -I -S -B``): it compiles each (path, source)
+# it is given, as py3compile would have in the postinst, into a hash-checked .pyc.
+#  * checked-hash (PEP 552), not a timestamp: the bytes do not depend on any mtime, and a
+#    later layer that replaces a module (a newer Debian package) is noticed by its content;
+#  * marshal format 2: format 3+ marks objects referenced more than once by looking at their
+#    reference counts, which depend on what else the process holds, so the same source could
+#    give different bytes from one build to the next. Format 2 has no back-references.
+# A source that does not compile (lib2to3's Python 2 test data) gives None: the interpreter
+# would not compile it either.
+BYTECODE_SCRIPT = """\
+import importlib.util, marshal, sys, warnings
+warnings.simplefilter("ignore")
+here = sys.argv[1]
+with open(here + "/in", "rb") as f:
+    items = marshal.load(f)
+out = []
+for path, source in items:
     try:
-        code = compile(source, "/" + path, "exec", dont_inherit=True, optimize=0)
+        code = compile(source, path, "exec", dont_inherit=True, optimize=0)
     except (SyntaxError, ValueError):
-        return None  # e.g. lib2to3's Python 2 test data: the interpreter would not compile it either
-    # marshal format 2, not the default 4: format 3+ marks objects referenced more than once
-    # by looking at their reference counts, which depend on what else the process (or another
-    # thread) holds, so the same source gave different bytes from one build to the next.
-    # Format 2 has no back-references: a little larger, always the same bytes.
-    header = MAGIC_NUMBER + struct.pack("<III", 0, mtime & 0xFFFFFFFF, len(source) & 0xFFFFFFFF)
-    return header + marshal.dumps(code, 2)
+        out.append(None)
+        continue
+    out.append(importlib.util.MAGIC_NUMBER + (3).to_bytes(4, "little")
+               + importlib.util.source_hash(source) + marshal.dumps(code))
+with open(here + "/out", "wb") as f:
+    marshal.dump(out, f, 2)
+"""
 
 
-def compile_bytecode(tree: Tree, python: str, mtime: int) -> Tree:
-    """Add ``__pycache__/*.pyc`` for every module under usr/lib/python3*, as Debian's
-    py3compile does in the postinst.
+def _is_module(path: str, e: Entry) -> bool:
+    return e.kind == FILE and path.endswith(".py") and path.startswith("usr/lib/python3")
+
+
+def python_sources(trees: Iterable[Tree]) -> dict[tuple[str, str], bytes]:
+    """Every module under usr/lib/python3* of the trees, keyed by (absolute path, sha256 of
+    its source): the same module in two architectures' trees is compiled once."""
+    import hashlib
+
+    out: dict[tuple[str, str], bytes] = {}
+    for tree in trees:
+        for path, e in tree.items():
+            if _is_module(path, e):
+                out["/" + path, hashlib.sha256(e.data).hexdigest()] = e.data
+    return out
+
+
+def marshal_sources(items: list[tuple[str, bytes]]) -> bytes:
+    import marshal
+
+    return marshal.dumps(items, 2)
+
+
+def unmarshal_pycs(data: bytes, count: int) -> list[bytes | None]:
+    import marshal
+
+    out = marshal.loads(data)
+    if not isinstance(out, list) or len(out) != count or \
+            not all(x is None or isinstance(x, bytes) for x in out):
+        raise BuildError("the base's interpreter returned no usable bytecode",
+                         "set bytecode = false in the recipe's [config] and report it")
+    return out
+
+
+def add_bytecode(tree: Tree, pycs: dict[tuple[str, str], bytes], python: str) -> Tree:
+    """``__pycache__/*.cpython-3X.pyc`` next to every module the interpreter compiled.
 
     The image runs as a user who cannot write to /usr/lib, so without these Python compiles
-    the standard library on every start (~0.2 s for a typical web app's imports). The pyc
-    files are timestamp-based against the layer's fixed mtime, so Python checks them with a
-    stat(), and a derived image that edits a module still gets it recompiled. They are made
-    by the interpreter running ferry, which must be the same minor version (the bytecode
-    format changes only between minor versions).
-    """
-    if _interpreter() != python:
-        raise BuildError(
-            f"bytecode for Python {python} cannot be compiled by this Python {_interpreter()}",
-            f"run ferry with Python {python}, or set bytecode = false in the recipe's [config]",
-        )
+    the standard library on every start (~0.2 s for a typical web app's imports)."""
+    import hashlib
+
     tag = "cpython-" + python.replace(".", "")
     out = dict(tree)
     for path, e in tree.items():
-        if e.kind != FILE or not path.endswith(".py") or not path.startswith("usr/lib/python3"):
+        if not _is_module(path, e):
             continue
-        data = _pyc(path, e.data, mtime)
+        data = pycs.get(("/" + path, hashlib.sha256(e.data).hexdigest()))
         if data is None:
             continue
         folder, name = posixpath.split(path)
         pyc = f"{folder}/__pycache__/{name[:-3]}.{tag}.pyc"
+        out.setdefault(f"{folder}/__pycache__", Entry.dir(f"{folder}/__pycache__"))
         out[pyc] = Entry(pyc, FILE, 0o644, data=data, package=e.package)
     return out
+
+
+def write_tree(tree: Tree, dest: "os.PathLike[str] | str") -> None:
+    """The tree on disk under ``dest`` (parents first), for a sandbox to run it. Nothing is
+    ever written outside ``dest``: a path whose parent leads out (an absolute symlink) is an
+    error."""
+    root = os.path.realpath(dest)
+    os.makedirs(root, exist_ok=True)
+    for path in sorted(tree, key=lambda s: s.split("/")):
+        e = tree[path]
+        full = os.path.join(root, path)
+        parent = os.path.realpath(os.path.dirname(full))
+        if parent != root and not parent.startswith(root + os.sep):
+            raise BuildError(f"the base's tree has {path} under a link that leaves it",
+                             "report the package that ships it")
+        if e.kind == DIR:
+            os.makedirs(full, exist_ok=True)
+            os.chmod(full, e.mode | 0o700)
+        elif e.kind == SYMLINK:
+            os.symlink(e.target, full)
+        else:
+            os.makedirs(os.path.dirname(full), exist_ok=True)
+            with open(full, "wb") as f:
+                f.write(e.data)
+            os.chmod(full, e.mode | 0o600)
 
 
 # --------------------------------------------------------------------------- tar

@@ -69,6 +69,16 @@ class Tools:
                              "run the build on Linux with util-linux installed (apt-get install util-linux mount)")
         return cls(found["unshare"], found["sh"], found["mount"], found["bwrap"])
 
+    @staticmethod
+    def find_bwrap() -> str:
+        """bubblewrap alone, for running a base's own interpreter (its bytecode)."""
+        bwrap = shutil.which("bwrap") or ("/usr/bin/bwrap" if os.path.exists("/usr/bin/bwrap") else None)
+        if not bwrap:
+            raise BuildError("the base's bytecode is compiled by its own Python in a sandbox, and bubblewrap "
+                             "(bwrap) is not installed",
+                             "apt-get install bubblewrap (or set bytecode = false in the recipe's [config])")
+        return bwrap
+
 
 @dataclass(frozen=True)
 class Step:
@@ -165,6 +175,15 @@ def bwrap_argv(bwrap: str, root: Path, step: Step) -> list[str]:
         argv += ["--setenv", k, v]
     argv += ["--chdir", step.workdir, "--", *step.argv]
     return argv
+
+
+def bytecode_argv(bwrap: str, root: Path, interpreter: str, io_dir: str) -> list[str]:
+    """The base's own interpreter compiling its standard library: the assembled tree as /,
+    as root inside (nothing to own), no network, an empty environment but a fixed hash seed
+    and SOURCE_DATE_EPOCH, isolated mode (no site, no user paths, no bytecode written)."""
+    step = Step((interpreter, "-I", "-S", "-B", f"/{io_dir}/compile.py", f"/{io_dir}"), 0, 0,
+                {"PYTHONHASHSEED": "0", "SOURCE_DATE_EPOCH": "1", "LC_ALL": "C.UTF-8"}, "/", False)
+    return bwrap_argv(bwrap, root, step)
 
 
 def unshare_argv(unshare: str, root: Path, step: Step) -> list[str]:

@@ -36,6 +36,25 @@ def _status_text(r: dict) -> str:
     return "\n".join(lines)
 
 
+def parse_pythons(values: tuple[str, ...], no_base_image: bool = False) -> tuple[str, ...]:
+    """``--python 3.13,3.14`` (or repeated) as ("3.13", "3.14"), each one ferry has a recipe for."""
+    from ..errors import ConfigError
+
+    wanted = tuple(dict.fromkeys(v.strip() for value in values for v in value.split(",") if v.strip()))
+    if not wanted:
+        return ()  # the default path (`make demo`) reads no recipe here
+    from ..images.baseimage import available_pythons
+
+    if no_base_image:
+        raise ConfigError("--python makes base images, --no-base-image says not to", "pass one of them")
+    known = available_pythons()
+    unknown = [v for v in wanted if v not in known]
+    if unknown:
+        raise ConfigError(f"--python: ferry has no base for Python {', '.join(unknown)}",
+                          f"use one or more of {', '.join(known)} (ferry/assets/base/python-3.X.toml)")
+    return wanted
+
+
 def register(main: click.Group) -> None:
     @main.group()
     def local() -> None:
@@ -44,6 +63,7 @@ def register(main: click.Group) -> None:
         \b
         Examples:
           ferry local up            # idempotent: a second run changes nothing
+          ferry local up --python 3.13,3.14   # also the Python 3.13 and 3.14 bases
           ferry local up --acme     # also pebble (a test ACME CA) for `ferry certs`
           ferry local status --json
           ferry local down          # stops exactly what `up` started
@@ -52,14 +72,19 @@ def register(main: click.Group) -> None:
     @command(local, "up")
     @click.option("--acme", is_flag=True, help="Also start pebble + pebble-challtestsrv (test ACME CA).")
     @click.option("--no-base-image", is_flag=True, help="Do not build/push the Python base image.")
-    def up(ctx: Context, acme: bool, no_base_image: bool) -> None:
+    @click.option("--python", "pythons", multiple=True, metavar="3.X[,3.Y]",
+                  help="Also make the bases for these Pythons (127.0.0.1:5000/ferry/python:3.X); 3.11 is always made.")
+    def up(ctx: Context, acme: bool, no_base_image: bool, pythons: tuple[str, ...]) -> None:
         """Start what is not running (dockerd, registries, sshd, nginx) and push the base image."""
+        wanted = parse_pythons(pythons, no_base_image)  # before anything starts
         t = _target(ctx)
-        r = t.up(with_base_image=not no_base_image)
+        r = t.up(with_base_image=not no_base_image, pythons=wanted)
         if acme:
             r["acme"] = pebble.start(t.settings.state_dir)
         emit(ctx, r, lambda r: "local target up" + ("" if r["changed"] else " (nothing changed)")
-             + f": registry {r['registry']}, ssh {r['ssh']}, nginx http://127.0.0.1:8080")
+             + f": registry {r['registry']}, ssh {r['ssh']}, nginx http://127.0.0.1:8080"
+             + "".join(f"\n  base {b['image']} ({b['action'] if b['action'] != 'none' else 'up to date'})"
+                       for b in r.get("base_images", {}).values()))
 
     @command(local, "status")
     def status(ctx: Context) -> None:

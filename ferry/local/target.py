@@ -144,7 +144,9 @@ class LocalTarget:
                   "-subj", "/CN=ferry-local-token-issuer"])
             os.chmod(p.token_key, 0o600)
 
-    def up(self, with_base_image: bool = True) -> dict:
+    def up(self, with_base_image: bool = True, pythons: tuple[str, ...] = ()) -> dict:
+        """``pythons``: more bases beside the 3.11 one (``ferry local up --python 3.13,3.14``);
+        each is a registry check when it is already there."""
         self._prepare()
         state = self._load_state()
         report = []
@@ -171,13 +173,20 @@ class LocalTarget:
             changed = True
             report.append({"name": c.name, "pid": pid, "address": c.address, "action": "started"})
         base = None
+        extra = {}
         if with_base_image:
             base = self._ensure_base_image()
-            if base and base.get("action") not in (None, "none"):
+            for python in pythons:
+                if python != BASE_IMAGE_TAG:
+                    extra[python] = self._ensure_base_image(python)
+            if any(b and b.get("action") not in (None, "none") for b in (base, *extra.values())):
                 changed = True
         if not changed:
             self.progress.info("local target already up: nothing changed")
-        return {"changed": changed, "components": report, **self._addresses(), "base_image_build": base}
+        out = {"changed": changed, "components": report, **self._addresses(), "base_image_build": base}
+        if extra:
+            out["base_images"] = extra
+        return out
 
     def _check_addresses_free(self, state: dict) -> None:
         """Before starting anything: every address we would listen on is ours or free."""
@@ -226,15 +235,15 @@ class LocalTarget:
         raise LocalTargetError(f"{c.name} did not become healthy within {c.start_timeout:.0f}s",
                                f"see {self.paths.logs / (c.name + '.log')}")
 
-    def _ensure_base_image(self) -> dict | None:
+    def _ensure_base_image(self, python: str = BASE_IMAGE_TAG) -> dict | None:
         try:
             from ..images.debian import ensure_base_image
         except ImportError as e:
             self.progress.warn(f"base image builder not available ({e}); skipping the base image")
             return {"action": "unavailable", "reason": str(e)}
         reg = f"127.0.0.1:{self.settings.registry_port}"
-        self.progress.step(f"base image {reg}/{BASE_IMAGE_REPOSITORY}:{BASE_IMAGE_TAG}")
-        return ensure_base_image(registry=reg, repository=BASE_IMAGE_REPOSITORY, tag=BASE_IMAGE_TAG,
+        self.progress.step(f"base image {reg}/{BASE_IMAGE_REPOSITORY}:{python}")
+        return ensure_base_image(registry=reg, repository=BASE_IMAGE_REPOSITORY, tag=python, python=python,
                                  progress=self.progress)
 
     def status(self) -> dict:

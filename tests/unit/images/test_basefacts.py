@@ -45,7 +45,40 @@ def test_ferry_base_says_everything_in_its_config_and_annotations():
     assert [(r["Package"], r["Version"]) for r in f.installed] == [("libc6", "2.36-9+deb12u14"), ("python3.11", "3.11.2-6+deb12u9")]
 
 
-def test_labels_of_the_bases_helper_are_read_too():
+def test_ferry_base_labels_say_suite_python_and_interpreter():
+    config = {"config": {"Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "PYTHON_VERSION=3.13.5"],
+                         "Labels": {"dev.ferry.base.recipe": "sha256:r", "dev.ferry.base.suite": "trixie",
+                                    "dev.ferry.base.python": "3.13.5", "dev.ferry.base.interpreter": "/usr/bin/python3.13"}}}
+    f = from_config(config)
+    assert (f.suite, f.python, f.interpreter, f.debian, f.ferry) == ("trixie", "3.13.5", "/usr/bin/python3.13", True, True)
+    assert f.path == ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin")
+
+
+def test_the_labels_baseimage_writes_are_the_ones_basefacts_reads():
+    from ferry.images import baseimage
+    from ferry.images.oci import Platform
+
+    r = baseimage.load_recipe(python="3.14")
+    config = baseimage.image_config(r, Platform("linux", "amd64"), "3.14.8", ["sha256:" + "0" * 64], [])
+    f = from_config(config)
+    assert (f.suite, f.python, f.interpreter, f.ferry) == ("forky", "3.14.8", "/usr/bin/python3", True)
+
+
+def test_an_official_like_base_is_found_on_its_path_with_its_site_packages():
+    config = {"config": {"Env": ["PATH=/usr/local/bin:/usr/local/sbin:/usr/sbin:/usr/bin:/sbin:/bin", "PYTHON_VERSION=3.13.5"]}}
+    have = {"usr/local/bin/python3": b"\x7fELF", "usr/bin/python3": None}
+    dirs = {"usr/local/lib": ["pkgconfig", "python3.13"], "usr/local/lib/python3.13": ["os.py", "site-packages"]}
+    f = with_files(from_config(config), lambda p: have.get(p), lambda p: dirs.get(p, []))
+    assert (f.python, f.python_path, f.site_packages) == ("3.13.5", "/usr/local/bin/python3",
+                                                         "/usr/local/lib/python3.13/site-packages")
+    # Debian's own python3 on /usr/bin: its dist-packages
+    debian = {"usr/lib": ["python3", "python3.13"], "usr/lib/python3.13": ["os.py"], "usr/lib/python3": ["dist-packages"]}
+    f = with_files(from_config({"config": {"Env": ["PATH=/usr/bin"]}}), lambda p: b"x" if p == "usr/bin/python3" else None,
+                   lambda p: debian.get(p, []))
+    assert (f.python_path, f.site_packages) == ("/usr/bin/python3", "/usr/lib/python3/dist-packages")
+
+
+def test_older_and_hand_made_labels_are_read_too():
     f = from_config({"config": {"Labels": {"dev.ferry.debian.suite": "trixie", "dev.ferry.python": "3.13.5"}}})
     assert (f.suite, f.python, f.debian) == ("trixie", "3.13.5", True)
     # an older image's dev.ferry.python named the interpreter
@@ -105,18 +138,70 @@ def test_requests_accept_the_bases_python_or_not(request_, ok):
     assert request_.accepts("3.11.2") is ok
 
 
-def test_a_mismatch_names_who_asks_what_the_base_has_and_the_local_command():
+def test_a_mismatch_names_who_asks_what_the_base_has_and_that_no_ferry_base_fits():
     base = BaseFacts(python="3.11.2")
     with pytest.raises(BuildError) as e:
         check_python([PythonRequest("image.python", "3.11"), PythonRequest(".python-version", "3.12")], base,
                      "127.0.0.1:5000/ferry/python:3.11")
     assert e.value.message == (".python-version asks for Python 3.12, but the base image "
                                "127.0.0.1:5000/ferry/python:3.11 has Python 3.11.2")
-    assert e.value.hint.startswith('set image.base = "127.0.0.1:5000/ferry/python:3.12" and image.python = "3.12"; '
-                                   "`ferry local up --python 3.12` makes that base")
+    assert e.value.hint == ("ferry has bases for Python 3.11, 3.13, 3.14 and none of them fits; set image.base to an "
+                            "image with a Python .python-version accepts, or change .python-version")
     with pytest.raises(BuildError) as e:
         check_python([PythonRequest("image.python", "3.12")], base, "registry.example.com/python:3.11-slim")
-    assert e.value.hint.startswith('set image.python = "3.11" to build for the base\'s Python, or use a base with Python 3.12')
+    assert e.value.hint == ('set image.python = "3.11" to build for the base\'s Python, or use a base with '
+                            'Python 3.12 (e.g. python:3.12-slim mirrored to your registry)')
+
+
+def test_requires_python_on_the_local_3_11_base_names_every_ferry_base_that_fits_and_its_command():
+    base = BaseFacts(python="3.11.2")
+    with pytest.raises(BuildError) as e:
+        check_python([PythonRequest("image.python", "3.11"), PythonRequest("pyproject.toml requires-python", ">=3.12")],
+                     base, "127.0.0.1:5000/ferry/python:3.11")
+    # the file is named, not image.python: it is what the app needs
+    assert e.value.message == ("pyproject.toml requires-python asks for Python >=3.12, but the base image "
+                               "127.0.0.1:5000/ferry/python:3.11 has Python 3.11.2")
+    assert e.value.hint == ('set image.base = "127.0.0.1:5000/ferry/python:3.13" and image.python = "3.13"; '
+                            "`ferry local up --python 3.13` makes that base (bases that fit: "
+                            "127.0.0.1:5000/ferry/python:3.13, or :3.14), or change pyproject.toml requires-python")
+    with pytest.raises(BuildError) as e:
+        check_python([PythonRequest(".python-version", "3.14.1")], base, "127.0.0.1:5000/ferry/python:3.11")
+    assert e.value.hint.startswith('set image.base = "127.0.0.1:5000/ferry/python:3.14" and image.python = "3.14"; '
+                                   "`ferry local up --python 3.14` makes that base, or change .python-version")
+
+
+def test_image_python_for_another_ferry_base_names_that_base_and_its_command():
+    with pytest.raises(BuildError) as e:
+        check_python([PythonRequest("image.python", "3.13")], BaseFacts(python="3.11.2"), "127.0.0.1:5000/ferry/python:3.11")
+    assert e.value.hint == ('set image.python = "3.11" to build for the base\'s Python, or set image.base = '
+                            '"127.0.0.1:5000/ferry/python:3.13" and image.python = "3.13"; `ferry local up --python 3.13` '
+                            "makes that base")
+    with pytest.raises(BuildError) as e:
+        check_python([PythonRequest("image.python", "3.12")], BaseFacts(python="3.13.5"), "127.0.0.1:5000/ferry/python:3.13")
+    assert e.value.hint == ('set image.python = "3.13" to build for the base\'s Python, or use one of ferry\'s bases '
+                            "(Python 3.11, 3.13, 3.14; there is none for 3.12)")
+
+
+def test_the_3_13_base_takes_an_app_that_needs_3_12_or_later():
+    assert check_python([PythonRequest("image.python", "3.13"), PythonRequest("pyproject.toml requires-python", ">=3.12"),
+                         PythonRequest(".python-version", "3.13")], BaseFacts(python="3.13.5"),
+                        "127.0.0.1:5000/ferry/python:3.13") == []
+
+
+def test_a_foreign_base_names_the_official_images_that_fit():
+    with pytest.raises(BuildError) as e:
+        check_python([PythonRequest("image.python", "3.11"), PythonRequest("pyproject.toml requires-python", ">=3.12,<3.14")],
+                     BaseFacts(python="3.11.9"), "registry.example.com/python:3.11-slim")
+    assert e.value.hint == ("use a base with Python 3.12 or 3.13 (e.g. python:3.13-slim mirrored to your registry), "
+                            "or change pyproject.toml requires-python")
+
+
+def test_the_local_base_hint_names_only_bases_ferry_can_make():
+    assert basefacts.local_base_hint("127.0.0.1:5000/ferry/python:3.11", "3.13").endswith(
+        "`ferry local up --python 3.13` makes that base")
+    assert basefacts.local_base_hint("127.0.0.1:5000/ferry/python:3.11", "3.12") is None
+    assert basefacts.local_base_hint("registry.example.com/ferry/python:3.11", "3.13") is None
+    assert basefacts.ferry_pythons() == ("3.11", "3.13", "3.14")
 
 
 def test_an_unknown_base_python_is_a_warning_not_an_error():
@@ -150,3 +235,22 @@ def test_the_app_s_python_requests_are_read_from_its_files(tmp_path: Path):
 def test_local_base_python():
     assert basefacts.local_base_python("127.0.0.1:5000/ferry/python:3.13") == "3.13"
     assert basefacts.local_base_python("registry.example.com/ferry/python:3.13") is None
+
+
+def test_a_missing_local_base_names_the_command_that_makes_it():
+    assert basefacts.missing_local_base("127.0.0.1:5000/ferry/python:3.13") == (
+        "the base image 127.0.0.1:5000/ferry/python:3.13 (Python 3.13) is not in the local registry",
+        "`ferry local up --python 3.13` makes it")
+    assert basefacts.missing_local_base("127.0.0.1:5000/ferry/python:3.11")[1] == "`ferry local up` makes it"
+    assert basefacts.missing_local_base("127.0.0.1:5000/ferry/python:3.12") == (
+        "the base image 127.0.0.1:5000/ferry/python:3.12 does not exist: ferry has no base for Python 3.12",
+        "use one of 127.0.0.1:5000/ferry/python:3.11, 127.0.0.1:5000/ferry/python:3.13, "
+        "127.0.0.1:5000/ferry/python:3.14 (image.base)")
+    assert basefacts.missing_local_base("registry.example.com/python:3.13-slim") is None
+
+
+def test_a_minor_fits_when_one_of_its_releases_may():
+    asked = [PythonRequest("pyproject.toml requires-python", ">=3.12.3"), PythonRequest(".python-version", "3.13")]
+    assert basefacts.fitting(asked, ("3.11", "3.12", "3.13", "3.14")) == ["3.13"]
+    assert basefacts.fitting([PythonRequest("pyproject.toml requires-python", "<3.13")], ("3.11", "3.13")) == ["3.11"]
+    assert basefacts.fitting([PythonRequest("image.python", "3.11")], ("3.13",)) == ["3.13"]  # image.python follows

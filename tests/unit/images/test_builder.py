@@ -403,10 +403,10 @@ def test_files_not_known_check_only_the_commands_shape():
 def test_a_base_with_another_python_fails_before_anything_is_resolved(app):
     spec, calls, tmp = app
     with pytest.raises(BuildError) as e:
-        run(BuildSpec(**{**spec.__dict__, "python": "3.12"}), tmp)
-    assert e.value.message == ("image.python asks for Python 3.12, but the base image "
+        run(BuildSpec(**{**spec.__dict__, "python": "3.13"}), tmp)
+    assert e.value.message == ("image.python asks for Python 3.13, but the base image "
                                "127.0.0.1:5000/ferry/python:3.11 has Python 3.11.2")
-    assert "ferry local up --python 3.12" in e.value.hint
+    assert "`ferry local up --python 3.13` makes that base" in e.value.hint
     assert calls == []  # no wheel resolved
 
 

@@ -112,6 +112,17 @@ def test_a_host_on_another_release_still_builds_the_recipe_release():
     assert "trixie" not in text
 
 
+@pytest.mark.parametrize("suite", ["trixie", "forky"])
+def test_a_bookworm_machine_builds_the_trixie_and_forky_bases_from_its_own_mirror(suite):
+    text = debian.debian_sources(debian.parse_deb822_sources(DEB822), suite)
+    assert text == (
+        f"Types: deb\nURIs: http://mirror.invalid/debian\nSuites: {suite} {suite}-updates\n"
+        "Components: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n"
+        "\n"
+        f"Types: deb\nURIs: http://mirror.invalid/debian-security\nSuites: {suite}-security\n"
+        "Components: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n")
+
+
 def test_third_party_repositories_never_feed_the_image():
     host = [SourceEntry("https://download.docker.invalid/linux/debian", ("bookworm",), ("stable",)),
             SourceEntry("http://mirror.invalid/debian", ("bookworm",), ("main",))]

@@ -58,6 +58,47 @@ def test_the_shipped_recipe_is_valid_multi_arch_and_non_root():
     assert "python3" in r.install and "ca-certificates" in r.install
 
 
+@pytest.mark.parametrize("python, suite", [("3.11", "bookworm"), ("3.13", "trixie"), ("3.14", "forky")])
+def test_each_python_has_a_recipe_from_its_debian_suite_with_what_manylinux_wheels_need(python, suite):
+    r = baseimage.load_recipe(python=python)
+    assert (r.repository, r.tag, r.python, r.distribution) == ("ferry/python", python, python, suite)
+    assert r.platforms == ("linux/amd64", "linux/arm64") and r.bytecode
+    assert (r.user.uid, r.user.gid) == (65532, 65532)
+    assert "libstdc++6" in r.install  # pulls libgcc-s1
+    assert r.source == f"ferry/assets/base/python-{python}.toml"
+
+
+def test_the_recipes_are_package_data_and_differ_only_in_what_they_are_for():
+    assert baseimage.available_pythons() == ("3.11", "3.13", "3.14")
+    one, other = baseimage.load_recipe(python="3.11").to_json(), baseimage.load_recipe(python="3.13").to_json()
+    assert one["packages"] == other["packages"] and one["trim"] == other["trim"] and one["config"] == other["config"]
+    assert "testing" in baseimage.load_recipe(python="3.14").title
+    hashes = {baseimage.load_recipe(python=p).hash for p in baseimage.available_pythons()}
+    assert len(hashes) == 3
+
+
+def test_a_python_without_a_recipe_names_the_ones_there_are():
+    with pytest.raises(ConfigError) as e:
+        baseimage.load_recipe(python="3.12")
+    assert (e.value.message, e.value.hint) == ("ferry has no base image recipe for Python 3.12", "use one of 3.11, 3.13, 3.14")
+
+
+def test_the_recipes_are_listed_in_the_package_data_of_the_wheel():
+    import tomllib
+
+    doc = tomllib.loads((Path(__file__).resolve().parents[3] / "pyproject.toml").read_text())
+    assert doc["tool"]["setuptools"]["package-data"]["ferry.assets"] == ["**/*"]  # base/*.toml among them
+    from importlib.resources import files
+
+    assert files("ferry.assets").joinpath("base", "python-3.13.toml").is_file()
+
+
+def test_a_base_without_the_manylinux_libraries_is_refused():
+    with pytest.raises(BuildError, match="lacks libstdc\\+\\+6: manylinux wheels"):
+        baseimage.check_manylinux([Package("libgcc-s1", "14", "amd64"), Package("libc6", "2.41", "amd64")], "x")
+    baseimage.check_manylinux([Package("libgcc-s1", "14", "amd64"), Package("libstdc++6", "14", "amd64")], "x")
+
+
 def test_recipe_hash_is_stable_and_ignores_comments_and_layout():
     a = baseimage.parse_recipe(SMALL)
     b = baseimage.parse_recipe("# a comment\n" + SMALL.replace('cmd = ["python3"]', 'cmd = [ "python3" ]'))
@@ -85,13 +126,13 @@ def test_recipe_hash_changes_with_the_packages_and_the_assembler(monkeypatch):
 def test_bad_recipes_name_the_file_and_the_key(change, message):
     text = SMALL.replace(*change)
     with pytest.raises(ConfigError) as e:
-        baseimage.parse_recipe(text, "images/base/python.toml")
+        baseimage.parse_recipe(text, "ferry/assets/base/python-3.11.toml")
     assert message in str(e.value)
-    assert str(e.value).startswith("images/base/python.toml: ")
+    assert str(e.value).startswith("ferry/assets/base/python-3.11.toml: ")
 
 
 def test_a_missing_recipe_file_says_how_to_restore_it(tmp_path: Path):
-    with pytest.raises(ConfigError, match="restore images/base/python.toml"):
+    with pytest.raises(ConfigError, match="restore it from git"):
         baseimage.load_recipe(tmp_path / "nope.toml")
 
 
@@ -108,6 +149,8 @@ def test_image_config_runs_as_the_app_user_with_the_real_python_version():
     assert c["Env"] == ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
                         "LANG=C.UTF-8", "PYTHON_VERSION=3.11.2"]
     assert c["Labels"][baseimage.ANNOTATION_RECIPE] == r.hash
+    assert {k: v for k, v in c["Labels"].items() if k.startswith("dev.ferry.base.") and k != baseimage.ANNOTATION_RECIPE} == {
+        "dev.ferry.base.suite": "bookworm", "dev.ferry.base.python": "3.11.2", "dev.ferry.base.interpreter": "/usr/bin/python3"}
     assert cfg["rootfs"] == {"type": "layers", "diff_ids": ["sha256:" + "0" * 64]}
 
 
@@ -184,7 +227,8 @@ def test_assembled_rootfs_drops_docs_and_unwanted_files_but_keeps_licences_and_r
     assert "usr/lib/locale/C.utf8/LC_CTYPE" in tree
     status = tree["var/lib/dpkg/status.d/libc6"].data
     assert status.startswith(b"Package: libc6\nStatus: install ok installed\nVersion: 1.0-1\n")
-    assert any(p.startswith("usr/lib/python3.11/json/__pycache__/") for p in tree)
+    # the bytecode is added later, by the base's own interpreter (compile_bytecode)
+    assert not any("__pycache__" in p for p in tree)
 
 
 def test_assembly_is_the_same_tar_whatever_the_package_order():
@@ -212,3 +256,26 @@ def test_a_cached_build_record_rebuilds_the_same_index_and_only_with_all_blobs(t
     lp.unlink()
     assert baseimage.load_index(cache, "sha256:" + "1" * 64) is None
     assert baseimage.load_index(cache, "sha256:" + "2" * 64) is None
+
+
+def test_bytecode_needs_a_platform_this_machine_runs(monkeypatch, tmp_path: Path):
+    from ferry.images import sandbox
+
+    monkeypatch.setattr(sandbox, "machine_architecture", lambda machine=None: "riscv64")
+    monkeypatch.setattr(sandbox, "read_binfmt", lambda root=None: {})
+    with pytest.raises(BuildError) as e:
+        baseimage.compile_bytecode(baseimage.parse_recipe(SMALL), {"linux/amd64": {}, "linux/arm64": {}}, tmp_path)
+    assert e.value.message == ("the base's bytecode is compiled by its own Python, and this riscv64 machine runs none of "
+                               "linux/amd64, linux/arm64")
+    assert "bytecode = false" in e.value.hint
+
+
+def test_bytecode_without_bubblewrap_is_a_clear_error(monkeypatch, tmp_path: Path):
+    from ferry.images import sandbox
+
+    monkeypatch.setattr(sandbox.shutil, "which", lambda name: None)
+    monkeypatch.setattr(sandbox.os.path, "exists", lambda path: False)
+    with pytest.raises(BuildError) as e:
+        baseimage.compile_bytecode(baseimage.parse_recipe(SMALL), {f"linux/{sandbox.machine_architecture()}": {}}, tmp_path)
+    assert "bubblewrap (bwrap) is not installed" in e.value.message
+    assert e.value.hint.startswith("apt-get install bubblewrap")

@@ -159,21 +159,67 @@ def test_tar_is_sorted_with_fixed_times_numeric_owners_and_parents_first():
     assert (home.uid, home.gid, home.mode) == (65532, 65532, 0o750)
 
 
-def test_bytecode_is_compiled_next_to_each_module_against_the_layer_mtime():
-    minor = f"{sys.version_info.major}.{sys.version_info.minor}"
+def _compile(tmp_path, items):
+    """The bytecode script as the sandbox runs it, here with this machine's Python."""
+    import subprocess
+
+    io_dir = tmp_path / rootfs.BYTECODE_DIR
+    io_dir.mkdir(parents=True)
+    (io_dir / "compile.py").write_text(rootfs.BYTECODE_SCRIPT)
+    (io_dir / "in").write_bytes(rootfs.marshal_sources(items))
+    subprocess.run([sys.executable, "-I", "-S", "-B", str(io_dir / "compile.py"), str(io_dir)], check=True,
+                   env={"PYTHONHASHSEED": "0"})
+    return rootfs.unmarshal_pycs((io_dir / "out").read_bytes(), len(items))
+
+
+def test_the_bytecode_script_writes_hash_checked_pyc_and_skips_what_does_not_compile(tmp_path):
+    import importlib.util
+    import marshal
+
+    src = b"X = {'a', 'b'}\nY = [1, 2][1:]\n"
+    pyc, py2 = _compile(tmp_path, [("/usr/lib/python3.11/json/__init__.py", src),
+                                   ("/usr/lib/python3.11/lib2to3/py2.py", b"print 'python 2'\n")])
+    assert py2 is None
+    assert pyc[:4] == importlib.util.MAGIC_NUMBER
+    assert struct.unpack("<I", pyc[4:8])[0] == 0b11  # hash-based, checked against the source
+    assert pyc[8:16] == importlib.util.source_hash(src)
+    code = marshal.loads(pyc[16:])
+    assert code.co_filename == "/usr/lib/python3.11/json/__init__.py"
+    # the same source in another order and company gives the same bytes
+    assert _compile(tmp_path / "again", [("/x.py", b"Z = 2\n"), ("/usr/lib/python3.11/json/__init__.py", src)])[1] == pyc
+
+
+def test_bytecode_goes_next_to_each_module_of_the_standard_library_only():
     src = b"X = 1\n"
-    tree = {"usr/lib/python3.11/json/__init__.py": Entry.file("usr/lib/python3.11/json/__init__.py", src),
-            "usr/lib/python3.11/lib2to3/py2.py": Entry.file("usr/lib/python3.11/lib2to3/py2.py",
-                                                              b"print 'python 2'\n"),
-            "etc/python3.11/sitecustomize.py": Entry.file("etc/python3.11/sitecustomize.py", src)}
-    out = rootfs.compile_bytecode(tree, minor, mtime=1)
-    tag = "cpython-" + minor.replace(".", "")
-    pyc = out[f"usr/lib/python3.11/json/__pycache__/__init__.{tag}.pyc"].data
-    flags, mtime, size = struct.unpack("<III", pyc[4:16])
-    assert (flags, mtime, size) == (0, 1, len(src))
-    assert len([p for p in out if p.endswith(".pyc")]) == 1  # not py2 syntax, not outside usr/lib
+    tree = {"usr/lib/python3.13/json/__init__.py": Entry.file("usr/lib/python3.13/json/__init__.py", src),
+            "usr/lib/python3.13/lib2to3/py2.py": Entry.file("usr/lib/python3.13/lib2to3/py2.py", b"print 'x'\n"),
+            "etc/python3.13/sitecustomize.py": Entry.file("etc/python3.13/sitecustomize.py", src)}
+    sources = rootfs.python_sources([tree])
+    assert sorted(path for path, _ in sources) == ["/usr/lib/python3.13/json/__init__.py",
+                                                   "/usr/lib/python3.13/lib2to3/py2.py"]
+    key = next(k for k in sources if k[0].endswith("json/__init__.py"))
+    out = rootfs.add_bytecode(tree, {key: b"PYC"}, "3.13")
+    assert out["usr/lib/python3.13/json/__pycache__/__init__.cpython-313.pyc"].data == b"PYC"
+    assert out["usr/lib/python3.13/json/__pycache__"].kind == DIR
+    assert len([p for p in out if p.endswith(".pyc")]) == 1  # none for what did not compile
 
 
-def test_bytecode_for_another_python_version_is_refused_with_the_fix():
-    with pytest.raises(BuildError, match="bytecode = false"):
-        rootfs.compile_bytecode({}, "2.7", mtime=1)
+def test_one_module_in_two_architectures_trees_is_compiled_once_unless_it_differs():
+    a = {"usr/lib/python3.13/os.py": Entry.file("usr/lib/python3.13/os.py", b"A"),
+         "usr/lib/python3.13/_sysconfigdata__x86_64-linux-gnu.py": Entry.file("x", b"amd")}
+    b = {"usr/lib/python3.13/os.py": Entry.file("usr/lib/python3.13/os.py", b"A"),
+         "usr/lib/python3.13/_sysconfigdata__aarch64-linux-gnu.py": Entry.file("y", b"arm")}
+    assert len(rootfs.python_sources([a, b])) == 3
+
+
+def test_a_tree_is_written_to_disk_but_never_through_a_link_that_leaves_it(tmp_path):
+    tree = {"usr": Entry.dir("usr"), "usr/bin": Entry.dir("usr/bin"),
+            "usr/bin/python3": Entry.file("usr/bin/python3", b"#!", 0o755), "bin": Entry.symlink("bin", "usr/bin")}
+    rootfs.write_tree(tree, tmp_path / "root")
+    assert (tmp_path / "root/bin/python3").read_bytes() == b"#!"
+    assert (tmp_path / "root/usr/bin/python3").stat().st_mode & 0o755 == 0o755
+    (tmp_path / "outside").mkdir()
+    bad = {"etc": Entry.symlink("etc", str(tmp_path / "outside")), "etc/passwd": Entry.file("etc/passwd", b"x")}
+    with pytest.raises(BuildError, match="under a link that leaves it"):
+        rootfs.write_tree(bad, tmp_path / "root2")
+    assert not (tmp_path / "outside/passwd").exists()

@@ -146,3 +146,13 @@ def test_the_scaffold_has_the_sandboxs_mount_points(tmp_path):
     root = scaffold(tmp_path / "s")
     assert all((root / d).is_dir() for d in ("proc", "dev", "tmp", "etc"))
     assert (root / "etc/resolv.conf").is_file() and (root / "etc/hosts").is_file()
+
+
+def test_a_base_s_bytecode_is_compiled_by_its_own_python_with_the_tree_as_root_and_no_network():
+    argv = sandbox.bytecode_argv("/usr/bin/bwrap", Path("/cache/bytecode-root"), "/usr/bin/python3.13", ".ferry-bytecode")
+    assert argv == ["/usr/bin/bwrap", "--bind", "/cache/bytecode-root", "/", "--proc", "/proc", "--dev", "/dev",
+                    "--tmpfs", "/tmp", "--unshare-all", "--unshare-user", "--uid", "0", "--gid", "0",
+                    "--hostname", "ferry-build", "--die-with-parent", "--new-session", "--clearenv",
+                    "--setenv", "PYTHONHASHSEED", "0", "--setenv", "SOURCE_DATE_EPOCH", "1", "--setenv", "LC_ALL", "C.UTF-8",
+                    "--chdir", "/", "--", "/usr/bin/python3.13", "-I", "-S", "-B", "/.ferry-bytecode/compile.py",
+                    "/.ferry-bytecode"]
