@@ -170,6 +170,9 @@ http {{
     server_tokens off;
     sendfile on;
     keepalive_timeout 65;
+    # every app's site maps variables named after it: many apps (or long names) outgrow 64 bytes
+    variables_hash_bucket_size 128;
+    variables_hash_max_size 4096;
 
     server {{
         listen 127.0.0.1:{status_port};

@@ -243,3 +243,21 @@ def test_gixy_would_catch_an_alias_that_escapes_its_folder(tmp_path):
     cfg_site.write_text(cfg_site.read_text().replace("location ^~ /media/ {", "location /media {"))
     assert nginx_t(conf).returncode == 0  # nginx itself is happy with it
     assert "alias_traversal" in [f["plugin"] for f in gixy(conf) if f["severity"] == "HIGH"]
+
+
+@pytest.mark.skipif(not shutil.which("nginx"), reason="nginx is not installed (make debs)")
+def test_many_apps_with_long_names_share_one_nginx(tmp_path):
+    """Each app's site maps variables named after it ($ferry_<app>_connection, _release, _via):
+    a dozen apps with long names outgrew nginx's default 64-byte variable buckets (seen on the
+    shared local target), so the host-wide config sizes them."""
+    root = tmp_path / "opt"
+    cfgs = [app_config(tmp_path, app={"name": f"a-rather-long-application-name-{i:02d}"}, root=root,
+                       deploy={"colours": {"blue": 33100 + 2 * i, "green": 33101 + 2 * i}},
+                       proxy={"http_port": 33200 + i})
+            for i in range(12)]
+    for cfg in cfgs:
+        write(site_files(cfg))
+    conf = main_conf(tmp_path / "state", cfgs[0], status_port=33079)
+    conf.write_text(conf.read_text().replace(nginx.site_path(cfgs[0]), f"{root}/*/nginx/site.conf"))
+    r = nginx_t(conf)
+    assert r.returncode == 0, r.stderr
