@@ -1,15 +1,24 @@
-"""The exact `docker ...` argument lists for one host (as Kamal's commands/*): pure, no I/O.
+"""Every host command a deploy runs, as exact argument lists (as Kamal's commands/*): pure, no I/O.
 
-Containers are named ``<app>-blue`` / ``<app>-green``, run on the host network each on its
-colour's loopback port, and carry labels (app, colour, release, version, digest) so the host
-alone tells what runs there.
+Web containers are named ``<app>-blue`` / ``<app>-green`` and run on the host network each on
+its colour's loopback port. Workers are ``<app>-<process>-<n>-<colour>``: a release's workers
+take the colour of its web container, so the old and the new release's workers run side by side
+during a release and a rollback finds the previous release's by name. The release command runs
+as ``<app>-release-<release id>``, removed when it ends. Every container carries labels (app,
+role, colour, release, version, digest, process) so the host alone tells what runs there.
+
+Volumes are host directories ``<root>/<app>/volumes/<name>`` bind-mounted at the same place in
+every container of the app; nothing here builds a command that deletes one.
 """
 
 from __future__ import annotations
 
-from ..config import Config
+import shlex
+
+from ..config import Config, ProcessConfig
 
 LABEL = "dev.ferry"
+WEB, WORKER, RELEASE = "web", "worker", "release"  # dev.ferry.role
 
 
 def docker(cfg: Config, *args: str) -> list[str]:
@@ -23,8 +32,59 @@ def container_name(cfg: Config, colour: str) -> str:
     return f"{cfg.app.name}-{colour}"
 
 
+def worker_name(cfg: Config, process: str, n: int, colour: str) -> str:
+    return f"{cfg.app.name}-{process}-{n}-{colour}"
+
+
+def release_command_name(cfg: Config, release: str) -> str:
+    return f"{cfg.app.name}-release-{release}"
+
+
 def env_file_path(cfg: Config) -> str:
     return f"{cfg.deploy.root}/{cfg.app.name}/env"
+
+
+def volumes_dir(cfg: Config) -> str:
+    return f"{cfg.deploy.root}/{cfg.app.name}/volumes"
+
+
+def volume_path(cfg: Config, name: str) -> str:
+    return f"{volumes_dir(cfg)}/{name}"
+
+
+def volume_args(cfg: Config) -> list[str]:
+    """``-v host:container`` for every deploy.volumes entry, in name order."""
+    out: list[str] = []
+    for name in sorted(cfg.deploy.volumes):
+        out += ["--volume", f"{volume_path(cfg, name)}:{cfg.deploy.volumes[name]}"]
+    return out
+
+
+def _app_env(cfg: Config, release: str, version: str, digest: str) -> dict[str, str]:
+    return {**cfg.deploy.env, "FERRY_APP": cfg.app.name, "FERRY_RELEASE": release, "FERRY_VERSION": version,
+            "FERRY_DIGEST": digest}
+
+
+def _env_args(env: dict[str, str]) -> list[str]:
+    out: list[str] = []
+    for k in sorted(env):
+        out += ["--env", f"{k}={env[k]}"]
+    return out
+
+
+def _label_args(labels: dict[str, str]) -> list[str]:
+    out: list[str] = []
+    for k in sorted(labels):
+        out += ["--label", f"{LABEL}.{k}={labels[k]}"]
+    return out
+
+
+def _resource_args(cfg: Config) -> list[str]:
+    r = cfg.deploy.resources
+    return (["--memory", r.memory] if r.memory else []) + (["--cpus", r.cpus] if r.cpus else [])
+
+
+_LOGS = ["--log-driver", "json-file", "--log-opt", "max-size=10m", "--log-opt", "max-file=3"]
 
 
 def run_argv(cfg: Config, colour: str, image: str, release: str, version: str, digest: str) -> list[str]:
@@ -32,23 +92,59 @@ def run_argv(cfg: Config, colour: str, image: str, release: str, version: str, d
     port = d.colours[colour]
     argv = docker(cfg, "run", "--detach", "--name", container_name(cfg, colour),
                   "--network", "host", "--restart", d.restart,
-                  "--env-file", env_file_path(cfg),
-                  "--log-driver", "json-file", "--log-opt", "max-size=10m", "--log-opt", "max-file=3",
+                  "--env-file", env_file_path(cfg), *_LOGS,
                   # docker stop waits this long for in-flight requests before SIGKILL
                   "--stop-timeout", str(int(d.drain_timeout)))
-    env = {**d.env, "PORT": str(port), "FERRY_APP": cfg.app.name, "FERRY_COLOUR": colour,
-           "FERRY_RELEASE": release, "FERRY_VERSION": version, "FERRY_DIGEST": digest}
-    for k in sorted(env):
-        argv += ["--env", f"{k}={env[k]}"]
-    labels = {"app": cfg.app.name, "colour": colour, "release": release, "version": version,
-              "digest": digest, "port": str(port)}
-    for k in sorted(labels):
-        argv += ["--label", f"{LABEL}.{k}={labels[k]}"]
-    if d.resources.memory:
-        argv += ["--memory", d.resources.memory]
-    if d.resources.cpus:
-        argv += ["--cpus", d.resources.cpus]
-    return [*argv, image]
+    argv += _env_args({**_app_env(cfg, release, version, digest), "PORT": str(port), "FERRY_COLOUR": colour})
+    argv += _label_args({"app": cfg.app.name, "role": WEB, "colour": colour, "release": release,
+                         "version": version, "digest": digest, "port": str(port)})
+    return [*argv, *volume_args(cfg), *_resource_args(cfg), image]
+
+
+def worker_run_argv(cfg: Config, process: str, proc: ProcessConfig, n: int, colour: str, image: str,
+                    release: str, version: str, digest: str) -> list[str]:
+    """One worker replica: the app's image with the process's command (``--entrypoint`` takes
+    its first word, so the image's own entrypoint never prefixes it)."""
+    argv = docker(cfg, "run", "--detach", "--name", worker_name(cfg, process, n, colour),
+                  "--network", "host", "--restart", cfg.deploy.restart,
+                  "--env-file", env_file_path(cfg), *_LOGS,
+                  "--stop-timeout", str(int(proc.stop_timeout)))
+    argv += _env_args({**_app_env(cfg, release, version, digest), "FERRY_COLOUR": colour,
+                       "FERRY_PROCESS": process, "FERRY_REPLICA": str(n)})
+    argv += _label_args({"app": cfg.app.name, "role": WORKER, "process": process, "replica": str(n),
+                         "colour": colour, "release": release, "version": version, "digest": digest})
+    return [*argv, *volume_args(cfg), *_resource_args(cfg), "--entrypoint", proc.command[0], image,
+            *proc.command[1:]]
+
+
+def release_command_argv(cfg: Config, image: str, release: str, version: str, digest: str) -> list[str]:
+    """deploy.release_command in a one-off container of the new image, attached (its output is
+    the step's output) and removed when it ends."""
+    cmd = cfg.deploy.release_command
+    argv = docker(cfg, "run", "--rm", "--name", release_command_name(cfg, release), "--network", "host",
+                  "--env-file", env_file_path(cfg))
+    argv += _env_args({**_app_env(cfg, release, version, digest), "FERRY_PROCESS": "release"})
+    argv += _label_args({"app": cfg.app.name, "role": RELEASE, "release": release, "version": version,
+                         "digest": digest})
+    return [*argv, *volume_args(cfg), *_resource_args(cfg), "--entrypoint", cmd[0], image, *cmd[1:]]
+
+
+def image_user_argv(cfg: Config, image: str) -> list[str]:
+    """The user the image runs as (``65532:65532``, ``65532``, empty for root)."""
+    return docker(cfg, "image", "inspect", "--format", "{{.Config.User}}", image)
+
+
+def volumes_create_argv(cfg: Config, uid: int, gid: int) -> list[str]:
+    """Every volume directory, created if missing, owned by the image's user, mode 0755.
+    ``install -d`` on an existing directory only sets its owner and mode (never its contents),
+    so it is idempotent; on a path that is a file it fails, before anything else changed."""
+    paths = [volume_path(cfg, n) for n in sorted(cfg.deploy.volumes)]
+    return ["install", "-d", "-m", "0755", "-o", str(uid), "-g", str(gid), *paths]
+
+
+def volumes_size_argv(cfg: Config) -> list[str]:
+    """Bytes used by each volume: ``du -sb`` prints ``<bytes>\\t<path>`` a line."""
+    return ["du", "-sb", *[volume_path(cfg, n) for n in sorted(cfg.deploy.volumes)]]
 
 
 def ps_argv(cfg: Config) -> list[str]:
@@ -62,13 +158,36 @@ def inspect_state_argv(cfg: Config, name: str) -> list[str]:
                   name)
 
 
+def workers_state_argv(cfg: Config, names: list[str]) -> list[str]:
+    """One line per worker: name|status|exit code|restart count (the worker gate's poll)."""
+    return docker(cfg, "inspect", "--format",
+                  "{{.Name}}|{{.State.Status}}|{{.State.ExitCode}}|{{.RestartCount}}", *names)
+
+
+def exec_argv(cfg: Config, name: str, command: tuple[str, ...]) -> list[str]:
+    return docker(cfg, "exec", name, *command)
+
+
+def release_label_argv(cfg: Config, name: str) -> list[str]:
+    return docker(cfg, "inspect", "--format", '{{index .Config.Labels "dev.ferry.release"}}', name)
+
+
 def stop_argv(cfg: Config, name: str, timeout: float | None = None) -> list[str]:
     t = int(cfg.deploy.drain_timeout if timeout is None else timeout)
     return docker(cfg, "stop", "--time", str(t), name)
 
 
+def stop_many_argv(cfg: Config, names: list[str], timeout: float) -> list[str]:
+    """SIGTERM, then ``timeout`` seconds before SIGKILL (a worker's stop_timeout)."""
+    return docker(cfg, "stop", "--time", str(int(timeout)), *names)
+
+
 def rm_argv(cfg: Config, name: str) -> list[str]:
     return docker(cfg, "rm", "--force", name)
+
+
+def rm_many_argv(cfg: Config, names: list[str]) -> list[str]:
+    return docker(cfg, "rm", "--force", *names)
 
 
 def logs_argv(cfg: Config, name: str, tail: int = 20) -> list[str]:
@@ -81,12 +200,27 @@ def pull_argv(cfg: Config, image: str, config_dir: str | None = None) -> list[st
     return docker(cfg, "pull", "--quiet", image)
 
 
+def pull_with_login_script(cfg: Config, image: str, user: str) -> list[str]:
+    """Login and pull with credentials in a private temporary DOCKER_CONFIG that vanishes after
+    the pull; the password comes on stdin, never in argv."""
+    registry = image.split("/", 1)[0]
+    script = ("set -e; d=$(mktemp -d); trap 'rm -rf \"$d\"' EXIT; chmod 700 \"$d\"; "
+              f"{shlex.join(docker(cfg, '--config', '$d'))} login --username {shlex.quote(user)} "
+              f"--password-stdin {shlex.quote(registry)} >/dev/null; "
+              f"{shlex.join(pull_argv(cfg, image, '$d'))}").replace("'$d'", '"$d"')
+    return ["sh", "-c", script]
+
+
 def images_argv(cfg: Config, repository: str) -> list[str]:
     return docker(cfg, "images", "--digests", "--no-trunc", "--format", "{{json .}}", repository)
 
 
 def rmi_argv(cfg: Config, ref: str) -> list[str]:
     return docker(cfg, "rmi", ref)
+
+
+def port_taken_argv(port: int) -> list[str]:
+    return ["ss", "-ltnpH", f"sport = :{port}"]
 
 
 def labels_of(ps_row: dict) -> dict[str, str]:

@@ -7,6 +7,7 @@ release there; the error names which host has which release.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import re
@@ -154,7 +155,7 @@ def for_each_host(cfg: Config, progress: Progress, action: Callable[[HostDeploye
                 d = HostDeployer(host, cfg, progress, secrets=secrets, registry_credentials=creds, command=command,
                                  force=force, server_names=target.names, behind_balancer=target.behind_balancer)
                 with _OutOfBalancer(target, progress):
-                    done.append(action(d))
+                    done.append(_as_json(action(d)))
         except FerryError as e:
             untouched = [str(s) for s in targets[i + 1:]]
             summary = "; ".join(f"{r['host']}: {r.get('release')}" for r in done)
@@ -172,6 +173,11 @@ def for_each_host(cfg: Config, progress: Progress, action: Callable[[HostDeploye
     return {"ok": True, "url": cfg.url, "hosts": done}
 
 
+def _as_json(result) -> dict:
+    """The runner's typed results (runner.DeployResult, RollbackResult, HostStatus) as JSON."""
+    return result.to_json() if hasattr(result, "to_json") else result
+
+
 def deploy(cfg: Config, image: str, version: str | None = None, progress: Progress = NULL, force: bool = False,
            kind: str = "deploy") -> dict:
     ref, digest = parse_image(image)
@@ -179,7 +185,10 @@ def deploy(cfg: Config, image: str, version: str | None = None, progress: Progre
     creds = registry_credentials(cfg, ref)
     target = Target(ref, digest, version or default_version(cfg), kind=kind)
     t0 = time.monotonic()
-    r = for_each_host(cfg, progress, lambda d: d.deploy(target), f"deploy {version or ''}".strip(), force, secrets, creds)
+    # deploy.release_command runs once per release: on the first host only
+    first = iter([True])
+    r = for_each_host(cfg, progress, lambda d: d.deploy(dataclasses.replace(target, release_command=next(first, False))),
+                      f"deploy {version or ''}".strip(), force, secrets, creds)
     r.update(image=ref, digest=digest, version=target.version, duration=round(time.monotonic() - t0, 2))
     r["hooks"] = run_hooks(cfg, r, progress)
     return r
@@ -241,7 +250,7 @@ def status(cfg: Config, progress: Progress = NULL) -> dict:
     for target in resolve_hosts(cfg, progress):
         try:
             with connect(cfg, target, progress) as host:
-                hosts.append(HostDeployer(host, cfg, progress, server_names=target.names).status())
+                hosts.append(_as_json(HostDeployer(host, cfg, progress, server_names=target.names).status()))
         except FerryError as e:
             hosts.append({"host": str(target), "error": str(e), "live": None})
     return {"app": cfg.app.name, "url": cfg.url, "hosts": hosts,
