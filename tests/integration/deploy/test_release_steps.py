@@ -258,3 +258,6 @@ def test_ferry_killed_during_the_release_command_is_repaired_by_the_next_release
     assert not any("-release-" in n for n in a.containers())  # the killed one-off was removed
     outcomes = [r["outcome"] for r in a.releases()]
     assert outcomes[-2:] == ["aborted", "success"]
+    # the repair removed containers only: the volume keeps what v1's release wrote (the killed
+    # command never got to write; the next release's did)
+    assert len((a.volumes / "data" / "releases.txt").read_text().split()) == 2
