@@ -26,7 +26,7 @@ from . import plan as P
 from .history import ABORTED, FAILED, SUCCESS, History, Release, now_iso, release_id
 from .host import Host
 from .lock import Lock, LockInfo
-from .plan import COLOURS, Container, HostFacts, Target, idle_colour, images_to_prune
+from .plan import COLOURS, Container, HostFacts, Target, images_to_prune
 from .results import DeployResult, HostStatus, ReleaseCommandRun, RollbackResult, VolumeStatus, WorkerStatus
 
 HostState = HostFacts  # the name release.py and its tests know

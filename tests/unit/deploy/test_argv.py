@@ -17,7 +17,7 @@ def test_web_container_mounts_every_volume():
     assert D.run_argv(shop(), "green", IMAGE, "r2", "2.0", DIGEST) == [
         *DOCKER, "run", "--detach", "--name", "shop-green", "--network", "host", "--restart", "unless-stopped",
         "--env-file", "/opt/ferry/shop/env", *LOGS, "--stop-timeout", "30",
-        "--env", "DJANGO_SETTINGS_MODULE=shop.settings", "--env", f"FERRY_APP=shop", "--env", "FERRY_COLOUR=green",
+        "--env", "DJANGO_SETTINGS_MODULE=shop.settings", "--env", "FERRY_APP=shop", "--env", "FERRY_COLOUR=green",
         "--env", f"FERRY_DIGEST={DIGEST}", "--env", "FERRY_RELEASE=r2", "--env", "FERRY_VERSION=2.0",
         "--env", "PORT=34082",
         "--label", "dev.ferry.app=shop", "--label", "dev.ferry.colour=green", "--label", f"dev.ferry.digest={DIGEST}",
