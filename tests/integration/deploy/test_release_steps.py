@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import time
 import urllib.request
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from ferry.loadgen import Load
 from ferry.local.appconfig import app_toml
 
 from .conftest import FERRY, ferry, ferry_json, write_variant
@@ -29,14 +31,19 @@ def _py(code: str) -> str:
     return json.dumps(["python3", "-c", code])
 
 
-# appends the release id to /data/releases.txt: how many times it ran is in the volume itself
-MIGRATE = _py("import os; open('/data/releases.txt', 'a').write(os.environ['FERRY_RELEASE'] + '\\n'); "
-              "print('migrated', os.environ['FERRY_RELEASE'])")
+# appends the release id to /data/releases.txt (how many times it ran is in the volume itself)
+# and a row to a sqlite database there, as a migration would
+MIGRATE = _py("import os, sqlite3; r = os.environ['FERRY_RELEASE']; open('/data/releases.txt', 'a').write(r + '\\n'); "
+              "db = sqlite3.connect('/data/app.db'); db.execute('create table if not exists rows (who, release)'); "
+              "db.execute('insert into rows values (?, ?)', ('migrate', r)); db.commit(); print('migrated', r)")
 FAILING = _py("import sys; print('applying 0002_users'); "
               "print('error: relation \"users\" does not exist', file=sys.stderr); sys.exit(5)")
 SLOW = _py("import time; print('migrating a big table', flush=True); time.sleep(120)")
-WORKER = _py("import os, signal, sys, time; signal.signal(signal.SIGTERM, lambda *a: sys.exit(0)); "
+WORKER = _py("import os, signal, sqlite3, sys, time; signal.signal(signal.SIGTERM, lambda *a: sys.exit(0)); "
              "open('/data/worker-' + os.environ['FERRY_RELEASE'], 'w').write('up'); "
+             "db = sqlite3.connect('/data/app.db', timeout=30); db.execute('create table if not exists rows (who, release)'); "
+             "db.execute('insert into rows values (?, ?)', ('worker-' + os.environ['FERRY_REPLICA'], "
+             "os.environ['FERRY_RELEASE'])); db.commit(); db.close(); "
              "[time.sleep(1) for _ in iter(int, 1)]")
 CRASHING = _py("import sys; print('worker: cannot reach the broker at redis://127.0.0.1:6399', flush=True); sys.exit(3)")
 
@@ -109,6 +116,14 @@ def steps_app(request, hello_images, tmp_path, local_target, docker_cli):
     subprocess.run(["nginx", "-c", local_target["nginx_conf"], "-s", "reload"], capture_output=True)
 
 
+def rows(a: StepsApp) -> list[tuple[str, str]]:
+    db = sqlite3.connect(a.volumes / "data" / "app.db")
+    try:
+        return sorted(db.execute("select who, release from rows").fetchall())
+    finally:
+        db.close()
+
+
 def test_happy_release_command_volume_and_worker_survive_releases_and_a_rollback(steps_app):
     a = steps_app
     a.configure()
@@ -124,19 +139,28 @@ def test_happy_release_command_volume_and_worker_survive_releases_and_a_rollback
     subprocess.run([*a.docker, "exec", f"{a.name}-blue", "python3", "-c",
                     "open('/data/upload.bin', 'wb').write(b'x' * 4096)"], check=True)
 
-    two = json.loads(a.deploy("v2").stdout)["hosts"][0]
-    assert a.version_through_nginx() == "v2"
-    assert a.running_workers() == [f"{a.name}-worker-1-green", f"{a.name}-worker-2-green"]
-    assert a.containers()[f"{a.name}-worker-1-blue"] == "exited"  # the old ones stopped (SIGTERM)
-    assert (data / "releases.txt").read_text().split() == [one["release"], two["release"]]
-
-    back = ferry_json(a.config, "rollback")["hosts"][0]
+    lo = Load(a.url + "/", concurrency=8, max_seconds=300)
+    try:
+        two = json.loads(a.deploy("v2").stdout)["hosts"][0]
+        assert a.version_through_nginx() == "v2"
+        assert a.running_workers() == [f"{a.name}-worker-1-green", f"{a.name}-worker-2-green"]
+        assert a.containers()[f"{a.name}-worker-1-blue"] == "exited"  # the old ones stopped (SIGTERM)
+        back = ferry_json(a.config, "rollback")["hosts"][0]
+    finally:
+        result = lo.stop()
+    assert result["total"] > 0 and result["failed"] == 0, result["raw"]
     assert back["warm"] is True and a.version_through_nginx() == "v1"
+    assert (data / f"worker-{two['release']}").read_text() == "up"  # v2's workers ran, then stopped
+    assert a.containers()[f"{a.name}-worker-1-green"] == "exited"  # stopped by the rollback (SIGTERM)
     assert back["workers"] == [f"{a.name}-worker-1-blue", f"{a.name}-worker-2-blue"]
     assert a.running_workers() == [f"{a.name}-worker-1-blue", f"{a.name}-worker-2-blue"]
     # a rollback does not run the release command
     assert (data / "releases.txt").read_text().split() == [one["release"], two["release"]]
     assert (data / "upload.bin").read_bytes() == b"x" * 4096
+    # every row is there: each release's migration, and each worker start (v1, v2, v1 again)
+    r1, r2 = one["release"], two["release"]
+    assert rows(a) == sorted([("migrate", r1), ("migrate", r2)] + [(f"worker-{n}", r) for r in (r1, r2, r1)
+                                                                   for n in (1, 2)])
 
     st = a.status()
     assert st["volumes"] == [{"name": "data", "path": "/data", "host_path": str(data),
