@@ -7,7 +7,6 @@ release there; the error names which host has which release.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import os
 import re
@@ -187,7 +186,7 @@ def deploy(cfg: Config, image: str, version: str | None = None, progress: Progre
     t0 = time.monotonic()
     # deploy.release_command runs once per release: on the first host only
     first = iter([True])
-    r = for_each_host(cfg, progress, lambda d: d.deploy(dataclasses.replace(target, release_command=next(first, False))),
+    r = for_each_host(cfg, progress, lambda d: d.deploy(target, run_release_command=next(first, False)),
                       f"deploy {version or ''}".strip(), force, secrets, creds)
     r.update(image=ref, digest=digest, version=target.version, duration=round(time.monotonic() - t0, 2))
     r["hooks"] = run_hooks(cfg, r, progress)

@@ -10,6 +10,7 @@ success is recorded removes what this release started, so traffic stays where it
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shlex
 import time
@@ -166,7 +167,11 @@ class HostDeployer:
 
     # --- executing a plan ----------------------------------------------------------------------
 
-    def deploy(self, target: Target) -> DeployResult:
+    def deploy(self, target: Target, run_release_command: bool | None = None) -> DeployResult:
+        """``run_release_command``: this host runs deploy.release_command (the release's first
+        host only; the caller across hosts decides); None keeps ``target.release_command``."""
+        if run_release_command is not None:
+            target = dataclasses.replace(target, release_command=run_release_command)
         t0 = time.monotonic()
         self.step(f"lock {self.cfg.app.name}")
         self.lock.acquire(LockInfo.mine(self.command, target.version), force=self.force, progress=self.progress)
@@ -326,7 +331,6 @@ class HostDeployer:
             raise VolumeError(f"{self.host.name}: the image runs as user {r.stdout.strip()!r}, not a numeric uid; "
                               "ferry cannot tell which owner its volumes need",
                               'build it with a numeric image.user, e.g. user = "65532:65532"')
-        self.host.run(["mkdir", "-p", D.volumes_dir(cfg)])
         r = self.host.run(D.volumes_create_argv(cfg, *ids))
         if not r.ok:
             raise VolumeError(f"{self.host.name}: cannot create the volumes under {D.volumes_dir(cfg)}: "

@@ -95,3 +95,15 @@ def test_no_command_removes_a_volume():
     removers = [D.rm_argv(c, "shop-green"), D.rm_many_argv(c, ["shop-worker-1-blue"]), D.rmi_argv(c, IMAGE),
                 D.stop_argv(c, "shop-blue"), D.stop_many_argv(c, ["shop-worker-1-blue"], 20)]
     assert not any(D.volumes_dir(c) in " ".join(argv) for argv in removers)
+
+
+def test_streamed_output_reaches_progress_a_whole_line_at_a_time():
+    from ferry.deploy.host import _LineSink
+
+    lines: list[str] = []
+    sink = _LineSink(lines.append)
+    for chunk in ("Operations to perform:\r\n  Apply all mig", "rations: blog\n\n", "Running migra", "tions: OK"):
+        sink.write(chunk)
+    assert lines == ["Operations to perform:", "  Apply all migrations: blog"]
+    sink.close()
+    assert lines[-1] == "Running migrations: OK"
