@@ -231,3 +231,63 @@ def labels_of(ps_row: dict) -> dict[str, str]:
             k, v = part.split("=", 1)
             out[k] = v
     return out
+
+
+# --- the host around the containers: probes, nginx's drain, files, the warm colour's timer ------
+
+def app_dirs_argv(app_dir: str) -> list[str]:
+    return ["mkdir", "-p", f"{app_dir}/nginx", f"{app_dir}/acme"]
+
+
+def clean_temp_argv(app_dir: str) -> list[str]:
+    """Half-written files an interrupted atomic write left (host.write's ``*.ferry-tmp``)."""
+    return ["sh", "-c", f"rm -f {shlex.quote(app_dir)}/*.ferry-tmp {shlex.quote(app_dir)}/nginx/*.ferry-tmp"]
+
+
+def remove_file_argv(path: str) -> list[str]:
+    return ["rm", "-f", path]
+
+
+def probe_argv(port: int, path: str, timeout: float = 3.0) -> list[str]:
+    """GET a colour directly on the host; the status code on the last line."""
+    return ["curl", "-sS", "-m", str(timeout), "-w", "\n%{http_code}", f"http://127.0.0.1:{port}{path}"]
+
+
+GATE_SEP = "--ferry-probe--"
+
+
+def gate_poll_argv(cfg: Config, name: str, port: int, path: str) -> list[str]:
+    """One SSH command per health poll: the container's state, a separator, then the probe."""
+    return ["sh", "-c", f"{shlex.join(inspect_state_argv(cfg, name))} 2>/dev/null; echo {GATE_SEP}; "
+                        f"{shlex.join(probe_argv(port, path))}"]
+
+
+def verify_argv(cfg: Config, tls: bool) -> tuple[str, list[str]]:
+    """(url, argv): the health path through nginx as a user would reach it (HTTPS by the app's
+    name once it has a certificate), with X-Ferry-Verify so nginx names the answering colour."""
+    p = cfg.proxy
+    address = "127.0.0.1" if p.listen in ("0.0.0.0", "*", "") else p.listen
+    host_header = cfg.app.domain or address
+    if tls:
+        url = f"https://{host_header}:{p.https_port}{cfg.deploy.health.path}"
+        extra = ["-k", "--resolve", f"{host_header}:{p.https_port}:{address}"]
+    else:
+        url = f"http://{address}:{p.http_port}{cfg.deploy.health.path}"
+        extra = ["-H", f"Host: {host_header}"]
+    return url, ["curl", "-sS", "-o", "/dev/null", "-D", "-", "-m", "5", "-H", "X-Ferry-Verify: 1", *extra, url]
+
+
+def draining_argv() -> list[str]:
+    """nginx's old workers still finishing what they held after a reload."""
+    return ["pgrep", "-f", "nginx: worker process is shutting down"]
+
+
+def schedule_stop_argv(cfg: Config, name: str, release: str, port: int, upstream_path: str, after: float) -> list[str]:
+    """A detached host-side timer: after ``after`` seconds it stops ``name`` unless its colour is
+    live again (the upstream names its port) or it was replaced (its release label changed)."""
+    inspect = shlex.join(release_label_argv(cfg, name))
+    script = (f"sleep {int(after)}; "
+              f"grep -q 'server 127.0.0.1:{port} ' {shlex.quote(upstream_path)} && exit 0; "
+              f"[ \"$({inspect} 2>/dev/null)\" = {shlex.quote(release)} ] || exit 0; "
+              f"{shlex.join(stop_argv(cfg, name))}")
+    return ["sh", "-c", f"setsid sh -c {shlex.quote(script)} </dev/null >/dev/null 2>&1 &"]

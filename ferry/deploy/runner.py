@@ -34,9 +34,6 @@ HostState = HostFacts  # the name release.py and its tests know
 
 __all__ = ["COLOURS", "Container", "HostDeployer", "HostFacts", "HostState", "Target"]
 
-_GATE_SEP = "--ferry-probe--"
-
-
 def _response_head(dump: str) -> tuple[str, dict[str, str]]:
     """curl -D output: (status line, lower-cased header names -> values) of the last response."""
     blocks = [b for b in dump.replace("\r\n", "\n").split("\n\n") if b.strip()]
@@ -139,10 +136,6 @@ class HostDeployer:
         self.observed = HostFacts(history, live, web, workers, oneoffs, healthy)
         return self.observed
 
-    def _probe_argv(self, port: int, path: str | None = None, timeout: float = 3.0) -> list[str]:
-        url = f"http://127.0.0.1:{port}{path or self.cfg.deploy.health.path}"
-        return ["curl", "-sS", "-m", str(timeout), "-w", "\n%{http_code}", url]
-
     @staticmethod
     def _probe_result(stdout: str, stderr: str) -> tuple[int, str]:
         body, _, code = stdout.rpartition("\n")
@@ -154,15 +147,13 @@ class HostDeployer:
 
     def probe(self, port: int, path: str | None = None, timeout: float = 3.0) -> tuple[int, str]:
         """GET the colour directly on the host: (status, body excerpt); status 0 = no answer."""
-        r = self.host.run(self._probe_argv(port, path, timeout))
+        r = self.host.run(D.probe_argv(port, path or self.cfg.deploy.health.path, timeout))
         return self._probe_result(r.stdout, r.stderr)
 
     def _gate_poll(self, name: str, port: int) -> tuple[list[str], tuple[int, str]]:
         """One SSH command per health poll: the container's state, then the probe."""
-        script = (f"{shlex.join(D.inspect_state_argv(self.cfg, name))} 2>/dev/null; echo {_GATE_SEP}; "
-                  f"{shlex.join(self._probe_argv(port))}")
-        r = self.host.run(["sh", "-c", script])
-        state, _, probe = r.stdout.partition(f"{_GATE_SEP}\n")
+        r = self.host.run(D.gate_poll_argv(self.cfg, name, port, self.cfg.deploy.health.path))
+        state, _, probe = r.stdout.partition(f"{D.GATE_SEP}\n")
         return state.strip().split("|"), self._probe_result(probe, r.stderr)
 
     # --- executing a plan ----------------------------------------------------------------------
@@ -214,7 +205,7 @@ class HostDeployer:
 
     def prepare(self) -> None:
         self.step(f"prepare {self.dir}")
-        self.host.check(["mkdir", "-p", f"{self.dir}/nginx", f"{self.dir}/acme"], "create the app directories")
+        self.host.check(D.app_dirs_argv(self.dir), "create the app directories")
         self.host.write(D.env_file_path(self.cfg), "".join(f"{k}={v}\n" for k, v in sorted(self.secrets.items())),
                         mode="0600")
 
@@ -488,7 +479,7 @@ class HostDeployer:
             if old:
                 nginx.apply(host, cfg, {nginx.upstream_path(cfg): nginx.render_upstream(cfg, old.colour, old.release)})
             else:
-                host.run(["rm", "-f", nginx.site_path(cfg)])
+                host.run(D.remove_file_argv(nginx.site_path(cfg)))
                 nginx.test_and_reload(host, cfg)
             raise
 
@@ -504,21 +495,12 @@ class HostDeployer:
     def verify(self, rid: str, port: int, timeout: float = 10.0) -> None:
         """Through nginx, as a user would: the health path answers, names the new release, and
         was answered by the new colour's container (its port, as nginx reports to ferry only)."""
-        p = self.cfg.proxy
-        address = "127.0.0.1" if p.listen in ("0.0.0.0", "*", "") else p.listen
-        host_header = self.cfg.app.domain or address
-        if self.tls_ready():
-            url = f"https://{host_header}:{p.https_port}{self.cfg.deploy.health.path}"
-            extra = ["-k", "--resolve", f"{host_header}:{p.https_port}:{address}"]
-        else:
-            url = f"http://{address}:{p.http_port}{self.cfg.deploy.health.path}"
-            extra = ["-H", f"Host: {host_header}"]
+        url, argv = D.verify_argv(self.cfg, self.tls_ready())
         self.step(f"verify through nginx: {url}")
         deadline = time.monotonic() + timeout
         seen = ""
         while time.monotonic() < deadline:
-            r = self.host.run(["curl", "-sS", "-o", "/dev/null", "-D", "-", "-m", "5", "-H", "X-Ferry-Verify: 1",
-                               *extra, url])
+            r = self.host.run(argv)
             status_line, headers = _response_head(r.stdout)
             seen = status_line or r.stderr.strip()
             if (headers.get("x-ferry-release") == rid and headers.get("x-ferry-upstream") == f"127.0.0.1:{port}"
@@ -533,7 +515,7 @@ class HostDeployer:
         must stay up until they are done (or drain_timeout)."""
         deadline = time.monotonic() + self.cfg.deploy.drain_timeout
         while time.monotonic() < deadline:
-            r = self.host.run(["pgrep", "-f", "nginx: worker process is shutting down"])
+            r = self.host.run(D.draining_argv())
             if not r.stdout.strip():
                 return
             self.lock.touch()
@@ -558,13 +540,8 @@ class HostDeployer:
         """A host-side timer stops the warm colour later, unless by then it is live again or was
         replaced by another release (checked by label)."""
         cfg = self.cfg
-        inspect = shlex.join(D.release_label_argv(cfg, c.name))
-        port = cfg.deploy.colours[c.colour]
-        script = (f"sleep {int(after)}; "
-                  f"grep -q 'server 127.0.0.1:{port} ' {shlex.quote(nginx.upstream_path(cfg))} && exit 0; "
-                  f"[ \"$({inspect} 2>/dev/null)\" = {shlex.quote(c.release)} ] || exit 0; "
-                  f"{shlex.join(D.stop_argv(cfg, c.name))}")
-        self.host.run(["sh", "-c", f"setsid sh -c {shlex.quote(script)} </dev/null >/dev/null 2>&1 &"])
+        self.host.run(D.schedule_stop_argv(cfg, c.name, c.release, cfg.deploy.colours[c.colour],
+                                           nginx.upstream_path(cfg), after))
 
     def prune(self, history: History, in_use: set[str]) -> None:
         """Remove images beyond keep_releases; ``in_use``: the digests of the live and warm colours."""
@@ -631,8 +608,7 @@ class HostDeployer:
         facts = self.observe()
         for s in P.repair_plan(self.cfg, facts):
             if isinstance(s, P.CleanTemp):
-                self.host.run(["sh", "-c", f"rm -f {shlex.quote(self.dir)}/*.ferry-tmp "
-                                           f"{shlex.quote(self.dir)}/nginx/*.ferry-tmp"])
+                self.host.run(D.clean_temp_argv(self.dir))
             elif isinstance(s, P.Reload):
                 nginx.test_and_reload(self.host, self.cfg)
             elif isinstance(s, P.PointUpstream):

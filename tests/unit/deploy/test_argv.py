@@ -107,3 +107,33 @@ def test_streamed_output_reaches_progress_a_whole_line_at_a_time():
     assert lines == ["Operations to perform:", "  Apply all migrations: blog"]
     sink.close()
     assert lines[-1] == "Running migrations: OK"
+
+
+def test_probes_through_the_host_and_through_nginx():
+    c = shop()
+    assert D.probe_argv(34082, "/healthz") == ["curl", "-sS", "-m", "3.0", "-w", "\n%{http_code}",
+                                               "http://127.0.0.1:34082/healthz"]
+    assert D.gate_poll_argv(c, "shop-green", 34082, "/healthz") == ["sh", "-c", (
+        "docker -H unix:///var/lib/ferry-local/docker.sock inspect --format "
+        "'{{.State.Status}}|{{.State.ExitCode}}|{{.RestartCount}}|{{index .Config.Labels \"dev.ferry.release\"}}' "
+        "shop-green 2>/dev/null; echo --ferry-probe--; curl -sS -m 3.0 -w '\n%{http_code}' "
+        "http://127.0.0.1:34082/healthz")]
+    assert D.verify_argv(c, tls=False) == ("http://127.0.0.1:34080/healthz", [
+        "curl", "-sS", "-o", "/dev/null", "-D", "-", "-m", "5", "-H", "X-Ferry-Verify: 1",
+        "-H", "Host: 127.0.0.1", "http://127.0.0.1:34080/healthz"])
+    assert D.verify_argv(c, tls=True)[1][-4:] == ["-k", "--resolve", "127.0.0.1:34443:127.0.0.1",
+                                                  "https://127.0.0.1:34443/healthz"]
+    assert D.draining_argv() == ["pgrep", "-f", "nginx: worker process is shutting down"]
+
+
+def test_files_and_the_warm_colours_timer():
+    c = shop()
+    assert D.app_dirs_argv("/opt/ferry/shop") == ["mkdir", "-p", "/opt/ferry/shop/nginx", "/opt/ferry/shop/acme"]
+    assert D.clean_temp_argv("/opt/ferry/shop") == [
+        "sh", "-c", "rm -f /opt/ferry/shop/*.ferry-tmp /opt/ferry/shop/nginx/*.ferry-tmp"]
+    assert D.schedule_stop_argv(c, "shop-blue", "r1", 34081, "/opt/ferry/shop/nginx/upstream.conf", 900) == [
+        "sh", "-c", "setsid sh -c 'sleep 900; grep -q '\"'\"'server 127.0.0.1:34081 '\"'\"' "
+        "/opt/ferry/shop/nginx/upstream.conf && exit 0; [ \"$(docker -H unix:///var/lib/ferry-local/docker.sock "
+        "inspect --format '\"'\"'{{index .Config.Labels \"dev.ferry.release\"}}'\"'\"' shop-blue 2>/dev/null)\" = r1 ] "
+        "|| exit 0; docker -H unix:///var/lib/ferry-local/docker.sock stop --time 30 shop-blue' "
+        "</dev/null >/dev/null 2>&1 &"]
