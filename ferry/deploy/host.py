@@ -11,6 +11,7 @@ import io
 import re
 import shlex
 import socket
+import time
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -114,6 +115,7 @@ class Host:
         exit 124 with what was printed until then."""
         cmd = shlex.join(argv)
         sink = _LineSink(on_line)
+        t0 = time.monotonic()
         try:
             r = self.conn.run(cmd, hide=False, warn=True, in_stream=False, out_stream=sink, err_stream=sink,
                               timeout=timeout)
@@ -125,6 +127,10 @@ class Host:
                             "check the host and run the command again: every step can be re-run") from None
         finally:
             sink.close()
+        if timeout is not None and r.exited == -1 and time.monotonic() - t0 >= timeout:
+            # Invoke killed it at the timeout but, racing the channel's close, reported no exit
+            # status (-1) instead of raising CommandTimedOut
+            return Result(cmd, 124, r.stdout, f"timed out after {timeout}s")
         return Result(cmd, r.exited, r.stdout, r.stderr)
 
     def check(self, argv: Sequence[str] | str, what: str, hint: str | None = None, stdin: str | None = None,
