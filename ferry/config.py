@@ -642,6 +642,11 @@ def _validate(cfg: Config) -> None:
     _check_port_refs("image.entrypoint", i.entrypoint)
     for name, proc in cfg.processes.items():
         _check_port_refs(f"processes.{name}.command", proc.command)
+        if any("{port}" in a for a in proc.command):
+            # workers share the host's network with web: the colour's port is web's to bind
+            raise ConfigError(f"processes.{name}.command: a worker gets no port ({{port}} is the web colour's, "
+                              "and the worker would bind it beside the web server)",
+                              "drop {port}; a process that serves HTTP belongs in image.entrypoint")
     for p in i.platforms:
         if not _PLATFORM_RE.match(p):
             raise ConfigError(f"image.platforms: {p!r} is not supported", 'use "linux/amd64" and/or "linux/arm64"')

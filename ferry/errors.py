@@ -66,6 +66,19 @@ class HealthCheckFailed(DeployError):
     """The new colour never became healthy."""
 
 
+class ReleaseCommandFailed(DeployError):
+    """deploy.release_command exited non-zero or outlived deploy.release_timeout; nothing that
+    serves changed. ``details["release_command"]`` holds its exit code and duration."""
+
+
+class VolumeError(DeployError):
+    """A deploy.volumes directory could not be created (the path is a file, the disk...)."""
+
+
+class WorkerFailed(DeployError):
+    """A [processes.NAME] container of the new release did not pass its gate."""
+
+
 class LockHeld(DeployError):
     """Another deploy holds the host's lock."""
 

@@ -66,7 +66,9 @@ def proxy_path(cfg: Config) -> str:
 
 def volume_path(cfg: Config, name: str) -> str:
     """Where deploy.volumes' NAME lives on the host (the deploy creates it, owned by the image's user)."""
-    return f"{app_dir(cfg)}/volumes/{name}"
+    from .deploy.docker import volume_path
+
+    return volume_path(cfg, name)
 
 
 def nginx_duration(seconds: float) -> str:

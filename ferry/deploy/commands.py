@@ -19,6 +19,11 @@ def _host_lines(r: dict) -> str:
             lines.append(f"{h['host']}: rolled back to {h['release']} ({h['colour']}, {how}, {h['duration']}s)")
         else:
             lines.append(f"{h['host']}: release {h['release']} live on {h['colour']} ({h.get('duration')}s)")
+        rc = h.get("release_command")
+        if rc:
+            lines.append(f"  release command: exit {rc['exit_code']} ({rc['duration']}s)")
+        if h.get("workers"):
+            lines.append(f"  workers: {', '.join(h['workers'])}")
         for fix in h.get("repaired", []):
             lines.append(f"  repaired: {fix}")
     lines.append(f"url: {r['url']}")
@@ -47,9 +52,17 @@ def _status_text(r: dict) -> str:
             lines.append(f"  interrupted deploy {p}: run `ferry deploy` or `ferry status` to repair")
         for fix in h.get("repaired", []):
             lines.append(f"  repaired: {fix}")
+        for release, workers in (h.get("workers") or {}).items():
+            states = ", ".join(f"{w['name']} {'running' if w['running'] else w['state']}" for w in workers)
+            lines.append(f"  workers of {release}: {states}")
+        for v in h.get("volumes", []):
+            size = "not created" if v["size"] is None else f"{v['size']} bytes"
+            lines.append(f"  volume {v['name']}: {v['host_path']} -> {v['path']} ({size})")
         for rel in h["releases"]:
+            rc = rel.get("release_command")
+            ran = f"  release command exit {rc['exit_code']} in {rc['duration']}s" if rc else ""
             lines.append(f"  {rel['time']}  {rel['id']:<24} {rel['kind']:<8} {rel['outcome']:<11} "
-                         f"{rel['version']:<14} {rel['colour']:<5} {rel['who']}")
+                         f"{rel['version']:<14} {rel['colour']:<5} {rel['who']}{ran}")
     return "\n".join(lines)
 
 
@@ -114,7 +127,8 @@ def register(main: click.Group) -> None:
 
     @command(main, "status")
     def status_cmd(ctx: Context) -> None:
-        """Per host: live colour, release, digest, health, warm colour, lock, last releases."""
+        """Per host: live colour, release, digest, health, warm colour, workers per release,
+        volumes and their size, lock, last releases (with their release command's exit code)."""
         cfg = ctx.config()
         r = R.status(cfg, ctx.progress)
         emit(ctx, r, _status_text)

@@ -1,13 +1,21 @@
-"""The exact `docker ...` argument lists for one host (as Kamal's commands/*): pure, no I/O.
+"""Every host command a deploy runs, as exact argument lists (as Kamal's commands/*): pure, no I/O.
 
-Containers are named ``<app>-blue`` / ``<app>-green``, run on the host network each on its
-colour's loopback port, and carry labels (app, colour, release, version, digest) so the host
-alone tells what runs there.
+Web containers are named ``<app>-blue`` / ``<app>-green`` and run on the host network each on
+its colour's loopback port. Workers are ``<app>-<process>-<n>-<colour>``: a release's workers
+take the colour of its web container, so the old and the new release's workers run side by side
+during a release and a rollback finds the previous release's by name. The release command runs
+as ``<app>-release-<release id>``, removed when it ends. Every container carries labels (app,
+role, colour, release, version, digest, process) so the host alone tells what runs there.
+
+Volumes are host directories ``<root>/<app>/volumes/<name>`` bind-mounted at the same place in
+every container of the app; nothing here builds a command that deletes one.
 """
 
 from __future__ import annotations
 
-from ..config import Config
+import shlex
+
+from ..config import Config, ProcessConfig
 
 LABEL = "dev.ferry"
 PORT = "{port}"  # in image.entrypoint / a process command: the colour's port, at container start
@@ -28,6 +36,7 @@ def entrypoint_override(cfg: Config, port: int) -> tuple[list[str], list[str]]:
         return [], []
     argv = with_port(ep, port)
     return ["--entrypoint", argv[0]], argv[1:]
+WEB, WORKER, RELEASE = "web", "worker", "release"  # dev.ferry.role
 
 
 def docker(cfg: Config, *args: str) -> list[str]:
@@ -41,8 +50,59 @@ def container_name(cfg: Config, colour: str) -> str:
     return f"{cfg.app.name}-{colour}"
 
 
+def worker_name(cfg: Config, process: str, n: int, colour: str) -> str:
+    return f"{cfg.app.name}-{process}-{n}-{colour}"
+
+
+def release_command_name(cfg: Config, release: str) -> str:
+    return f"{cfg.app.name}-release-{release}"
+
+
 def env_file_path(cfg: Config) -> str:
     return f"{cfg.deploy.root}/{cfg.app.name}/env"
+
+
+def volumes_dir(cfg: Config) -> str:
+    return f"{cfg.deploy.root}/{cfg.app.name}/volumes"
+
+
+def volume_path(cfg: Config, name: str) -> str:
+    return f"{volumes_dir(cfg)}/{name}"
+
+
+def volume_args(cfg: Config) -> list[str]:
+    """``-v host:container`` for every deploy.volumes entry, in name order."""
+    out: list[str] = []
+    for name in sorted(cfg.deploy.volumes):
+        out += ["--volume", f"{volume_path(cfg, name)}:{cfg.deploy.volumes[name]}"]
+    return out
+
+
+def _app_env(cfg: Config, release: str, version: str, digest: str) -> dict[str, str]:
+    return {**cfg.deploy.env, "FERRY_APP": cfg.app.name, "FERRY_RELEASE": release, "FERRY_VERSION": version,
+            "FERRY_DIGEST": digest}
+
+
+def _env_args(env: dict[str, str]) -> list[str]:
+    out: list[str] = []
+    for k in sorted(env):
+        out += ["--env", f"{k}={env[k]}"]
+    return out
+
+
+def _label_args(labels: dict[str, str]) -> list[str]:
+    out: list[str] = []
+    for k in sorted(labels):
+        out += ["--label", f"{LABEL}.{k}={labels[k]}"]
+    return out
+
+
+def _resource_args(cfg: Config) -> list[str]:
+    r = cfg.deploy.resources
+    return (["--memory", r.memory] if r.memory else []) + (["--cpus", r.cpus] if r.cpus else [])
+
+
+_LOGS = ["--log-driver", "json-file", "--log-opt", "max-size=10m", "--log-opt", "max-file=3"]
 
 
 def run_argv(cfg: Config, colour: str, image: str, release: str, version: str, digest: str) -> list[str]:
@@ -50,24 +110,60 @@ def run_argv(cfg: Config, colour: str, image: str, release: str, version: str, d
     port = d.colours[colour]
     argv = docker(cfg, "run", "--detach", "--name", container_name(cfg, colour),
                   "--network", "host", "--restart", d.restart,
-                  "--env-file", env_file_path(cfg),
-                  "--log-driver", "json-file", "--log-opt", "max-size=10m", "--log-opt", "max-file=3",
+                  "--env-file", env_file_path(cfg), *_LOGS,
                   # docker stop waits this long for in-flight requests before SIGKILL
                   "--stop-timeout", str(int(d.drain_timeout)))
-    env = {**d.env, "PORT": str(port), "FERRY_APP": cfg.app.name, "FERRY_COLOUR": colour,
-           "FERRY_RELEASE": release, "FERRY_VERSION": version, "FERRY_DIGEST": digest}
-    for k in sorted(env):
-        argv += ["--env", f"{k}={env[k]}"]
-    labels = {"app": cfg.app.name, "colour": colour, "release": release, "version": version,
-              "digest": digest, "port": str(port)}
-    for k in sorted(labels):
-        argv += ["--label", f"{LABEL}.{k}={labels[k]}"]
-    if d.resources.memory:
-        argv += ["--memory", d.resources.memory]
-    if d.resources.cpus:
-        argv += ["--cpus", d.resources.cpus]
+    argv += _env_args({**_app_env(cfg, release, version, digest), "PORT": str(port), "FERRY_COLOUR": colour})
+    argv += _label_args({"app": cfg.app.name, "role": WEB, "colour": colour, "release": release,
+                         "version": version, "digest": digest, "port": str(port)})
     before, after = entrypoint_override(cfg, port)
-    return [*argv, *before, image, *after]
+    return [*argv, *volume_args(cfg), *_resource_args(cfg), *before, image, *after]
+
+
+def worker_run_argv(cfg: Config, process: str, proc: ProcessConfig, n: int, colour: str, image: str,
+                    release: str, version: str, digest: str) -> list[str]:
+    """One worker replica: the app's image with the process's command (``--entrypoint`` takes
+    its first word, so the image's own entrypoint never prefixes it)."""
+    argv = docker(cfg, "run", "--detach", "--name", worker_name(cfg, process, n, colour),
+                  "--network", "host", "--restart", cfg.deploy.restart,
+                  "--env-file", env_file_path(cfg), *_LOGS,
+                  "--stop-timeout", str(int(proc.stop_timeout)))
+    argv += _env_args({**_app_env(cfg, release, version, digest), "FERRY_COLOUR": colour,
+                       "FERRY_PROCESS": process, "FERRY_REPLICA": str(n)})
+    argv += _label_args({"app": cfg.app.name, "role": WORKER, "process": process, "replica": str(n),
+                         "colour": colour, "release": release, "version": version, "digest": digest})
+    return [*argv, *volume_args(cfg), *_resource_args(cfg), "--entrypoint", proc.command[0], image,
+            *proc.command[1:]]
+
+
+def release_command_argv(cfg: Config, image: str, release: str, version: str, digest: str) -> list[str]:
+    """deploy.release_command in a one-off container of the new image, attached (its output is
+    the step's output) and removed when it ends."""
+    cmd = cfg.deploy.release_command
+    argv = docker(cfg, "run", "--rm", "--name", release_command_name(cfg, release), "--network", "host",
+                  "--env-file", env_file_path(cfg))
+    argv += _env_args({**_app_env(cfg, release, version, digest), "FERRY_PROCESS": "release"})
+    argv += _label_args({"app": cfg.app.name, "role": RELEASE, "release": release, "version": version,
+                         "digest": digest})
+    return [*argv, *volume_args(cfg), *_resource_args(cfg), "--entrypoint", cmd[0], image, *cmd[1:]]
+
+
+def image_user_argv(cfg: Config, image: str) -> list[str]:
+    """The user the image runs as (``65532:65532``, ``65532``, empty for root)."""
+    return docker(cfg, "image", "inspect", "--format", "{{.Config.User}}", image)
+
+
+def volumes_create_argv(cfg: Config, uid: int, gid: int) -> list[str]:
+    """Every volume directory, created if missing, owned by the image's user, mode 0755.
+    ``install -d`` on an existing directory only sets its owner and mode (never its contents),
+    so it is idempotent; on a path that is a file it fails, before anything else changed."""
+    paths = [volume_path(cfg, n) for n in sorted(cfg.deploy.volumes)]
+    return ["install", "-d", "-m", "0755", "-o", str(uid), "-g", str(gid), *paths]
+
+
+def volumes_size_argv(cfg: Config) -> list[str]:
+    """Bytes used by each volume: ``du -sb`` prints ``<bytes>\\t<path>`` a line."""
+    return ["du", "-sb", *[volume_path(cfg, n) for n in sorted(cfg.deploy.volumes)]]
 
 
 def ps_argv(cfg: Config) -> list[str]:
@@ -81,23 +177,40 @@ def inspect_state_argv(cfg: Config, name: str) -> list[str]:
                   name)
 
 
+def workers_state_argv(cfg: Config, names: list[str]) -> list[str]:
+    """One line per worker: name|status|exit code|restart count (the worker gate's poll)."""
+    return docker(cfg, "inspect", "--format",
+                  "{{.Name}}|{{.State.Status}}|{{.State.ExitCode}}|{{.RestartCount}}", *names)
+
+
+def exec_argv(cfg: Config, name: str, command: tuple[str, ...]) -> list[str]:
+    return docker(cfg, "exec", name, *command)
+
+
+def release_label_argv(cfg: Config, name: str) -> list[str]:
+    return docker(cfg, "inspect", "--format", '{{index .Config.Labels "dev.ferry.release"}}', name)
+
+
 def stop_argv(cfg: Config, name: str, timeout: float | None = None) -> list[str]:
     t = int(cfg.deploy.drain_timeout if timeout is None else timeout)
     return docker(cfg, "stop", "--time", str(t), name)
+
+
+def stop_many_argv(cfg: Config, names: list[str], timeout: float) -> list[str]:
+    """SIGTERM, then ``timeout`` seconds before SIGKILL (a worker's stop_timeout)."""
+    return docker(cfg, "stop", "--time", str(int(timeout)), *names)
 
 
 def rm_argv(cfg: Config, name: str) -> list[str]:
     return docker(cfg, "rm", "--force", name)
 
 
+def rm_many_argv(cfg: Config, names: list[str]) -> list[str]:
+    return docker(cfg, "rm", "--force", *names)
+
+
 def logs_argv(cfg: Config, name: str, tail: int = 20) -> list[str]:
     return docker(cfg, "logs", "--tail", str(tail), name)
-
-
-def pull_argv(cfg: Config, image: str, config_dir: str | None = None) -> list[str]:
-    if config_dir:
-        return docker(cfg, "--config", config_dir, "pull", "--quiet", image)
-    return docker(cfg, "pull", "--quiet", image)
 
 
 def images_argv(cfg: Config, repository: str) -> list[str]:
@@ -108,6 +221,10 @@ def rmi_argv(cfg: Config, ref: str) -> list[str]:
     return docker(cfg, "rmi", ref)
 
 
+def port_taken_argv(port: int) -> list[str]:
+    return ["ss", "-ltnpH", f"sport = :{port}"]
+
+
 def labels_of(ps_row: dict) -> dict[str, str]:
     """`docker ps --format json` gives labels as one "k=v,k=v" string."""
     out = {}
@@ -116,3 +233,63 @@ def labels_of(ps_row: dict) -> dict[str, str]:
             k, v = part.split("=", 1)
             out[k] = v
     return out
+
+
+# --- the host around the containers: probes, nginx's drain, files, the warm colour's timer ------
+
+def app_dirs_argv(app_dir: str) -> list[str]:
+    return ["mkdir", "-p", f"{app_dir}/nginx", f"{app_dir}/acme"]
+
+
+def clean_temp_argv(app_dir: str) -> list[str]:
+    """Half-written files an interrupted atomic write left (host.write's ``*.ferry-tmp``)."""
+    return ["sh", "-c", f"rm -f {shlex.quote(app_dir)}/*.ferry-tmp {shlex.quote(app_dir)}/nginx/*.ferry-tmp"]
+
+
+def remove_file_argv(path: str) -> list[str]:
+    return ["rm", "-f", path]
+
+
+def probe_argv(port: int, path: str, timeout: float = 3.0) -> list[str]:
+    """GET a colour directly on the host; the status code on the last line."""
+    return ["curl", "-sS", "-m", str(timeout), "-w", "\n%{http_code}", f"http://127.0.0.1:{port}{path}"]
+
+
+GATE_SEP = "--ferry-probe--"
+
+
+def gate_poll_argv(cfg: Config, name: str, port: int, path: str) -> list[str]:
+    """One SSH command per health poll: the container's state, a separator, then the probe."""
+    return ["sh", "-c", f"{shlex.join(inspect_state_argv(cfg, name))} 2>/dev/null; echo {GATE_SEP}; "
+                        f"{shlex.join(probe_argv(port, path))}"]
+
+
+def verify_argv(cfg: Config, tls: bool) -> tuple[str, list[str]]:
+    """(url, argv): the health path through nginx as a user would reach it (HTTPS by the app's
+    name once it has a certificate), with X-Ferry-Verify so nginx names the answering colour."""
+    p = cfg.proxy
+    address = "127.0.0.1" if p.listen in ("0.0.0.0", "*", "") else p.listen
+    host_header = cfg.app.domain or address
+    if tls:
+        url = f"https://{host_header}:{p.https_port}{cfg.deploy.health.path}"
+        extra = ["-k", "--resolve", f"{host_header}:{p.https_port}:{address}"]
+    else:
+        url = f"http://{address}:{p.http_port}{cfg.deploy.health.path}"
+        extra = ["-H", f"Host: {host_header}"]
+    return url, ["curl", "-sS", "-o", "/dev/null", "-D", "-", "-m", "5", "-H", "X-Ferry-Verify: 1", *extra, url]
+
+
+def draining_argv() -> list[str]:
+    """nginx's old workers still finishing what they held after a reload."""
+    return ["pgrep", "-f", "nginx: worker process is shutting down"]
+
+
+def schedule_stop_argv(cfg: Config, name: str, release: str, port: int, upstream_path: str, after: float) -> list[str]:
+    """A detached host-side timer: after ``after`` seconds it stops ``name`` unless its colour is
+    live again (the upstream names its port) or it was replaced (its release label changed)."""
+    inspect = shlex.join(release_label_argv(cfg, name))
+    script = (f"sleep {int(after)}; "
+              f"grep -q 'server 127.0.0.1:{port} ' {shlex.quote(upstream_path)} && exit 0; "
+              f"[ \"$({inspect} 2>/dev/null)\" = {shlex.quote(release)} ] || exit 0; "
+              f"{shlex.join(stop_argv(cfg, name))}")
+    return ["sh", "-c", f"setsid sh -c {shlex.quote(script)} </dev/null >/dev/null 2>&1 &"]

@@ -40,6 +40,8 @@ class Release:
     kind: str = "deploy"  # deploy | rollback
     note: str = ""
     duration: float | None = None
+    # deploy.release_command, when this release ran it: {"exit_code", "duration", "ok"}
+    release_command: dict | None = None
 
     def to_json(self) -> dict:
         return asdict(self)

@@ -11,8 +11,9 @@ import io
 import re
 import shlex
 import socket
+import time
 from dataclasses import dataclass
-from typing import IO, Sequence
+from typing import IO, Callable, Sequence
 
 from ..errors import HostError
 from ..progress import NULL, Progress
@@ -106,6 +107,30 @@ class Host:
                 return Result(cmd, 124, "", f"timed out after {timeout}s")
             raise HostError(f"{self.name}: lost the SSH connection running `{cmd[:80]}`: {e}",
                             "check the host and run the command again: every step can be re-run") from None
+        return Result(cmd, r.exited, r.stdout, r.stderr)
+
+    def stream(self, argv: Sequence[str], on_line: Callable[[str], None], timeout: float | None = None) -> Result:
+        """Like ``run``, but each line of output (stdout and stderr) goes to ``on_line`` as it
+        comes (a release command's progress); the Result still holds all of it. A timeout is
+        exit 124 with what was printed until then."""
+        cmd = shlex.join(argv)
+        sink = _LineSink(on_line)
+        t0 = time.monotonic()
+        try:
+            r = self.conn.run(cmd, hide=False, warn=True, in_stream=False, out_stream=sink, err_stream=sink,
+                              timeout=timeout)
+        except Exception as e:
+            if type(e).__name__ == "CommandTimedOut":
+                res = getattr(e, "result", None)
+                return Result(cmd, 124, getattr(res, "stdout", "") or "", f"timed out after {timeout}s")
+            raise HostError(f"{self.name}: lost the SSH connection running `{cmd[:80]}`: {e}",
+                            "check the host and run the command again: every step can be re-run") from None
+        finally:
+            sink.close()
+        if timeout is not None and r.exited == -1 and time.monotonic() - t0 >= timeout:
+            # Invoke killed it at the timeout but, racing the channel's close, reported no exit
+            # status (-1) instead of raising CommandTimedOut
+            return Result(cmd, 124, r.stdout, f"timed out after {timeout}s")
         return Result(cmd, r.exited, r.stdout, r.stderr)
 
     def check(self, argv: Sequence[str] | str, what: str, hint: str | None = None, stdin: str | None = None,
@@ -220,3 +245,27 @@ def _fast_remote():
         input_sleep = 0.002
 
     return FastRemote
+
+
+class _LineSink:
+    """A file-like object Invoke writes a command's output into: whole lines to ``on_line``."""
+
+    def __init__(self, on_line: Callable[[str], None]):
+        self.on_line = on_line
+        self.buf = ""
+
+    def write(self, data: str) -> int:
+        self.buf += data
+        *lines, self.buf = self.buf.replace("\r\n", "\n").split("\n")
+        for line in lines:
+            if line.strip():
+                self.on_line(line.rstrip())
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        if self.buf.strip():
+            self.on_line(self.buf.rstrip())
+        self.buf = ""

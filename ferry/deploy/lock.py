@@ -46,7 +46,8 @@ class LockInfo:
 def stale_after(cfg: Config) -> float:
     """A holder touches the lock at least this often while it works (each step, each poll)."""
     d = cfg.deploy
-    return max(d.health.timeout, d.drain_timeout) + 120.0
+    # a quiet release command (a long migration) touches the lock only when it prints
+    return max(d.health.timeout, d.drain_timeout, d.release_timeout if d.release_command else 0.0) + 120.0
 
 
 def stale_reason(info: LockInfo, age: float | None, limit: float, this_machine: str,

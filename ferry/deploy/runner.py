@@ -1,14 +1,16 @@
-"""Blue/green on one host: the steps of a deploy, a rollback and a repair, run over SSH.
+"""Blue/green on one host: executes the steps plan.py decides, over SSH.
 
 The order (see ARCHITECTURE.md, "a release's path"): lock → repair anything a killed ferry left
-→ pull by digest → record the release as in-progress → start the idle colour → health gate →
-swap (upstream file, ``nginx -t``, reload) → verify through nginx → drain the old colour →
-keep it warm or stop it → record success → prune → unlock. Each step that fails undoes what
-the deploy changed, so traffic stays where it was.
+→ observe (HostFacts) → plan → pull by digest → volumes → record the release as in-progress →
+release command → start the idle colour and its workers → health gates → swap (upstream file,
+``nginx -t``, reload) → verify through nginx → record success → stop the old workers → drain
+the old colour → keep it warm or stop it → prune → unlock. A step that fails before the
+success is recorded removes what this release started, so traffic stays where it was.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shlex
 import time
@@ -17,56 +19,22 @@ from typing import Callable
 
 from .. import nginx
 from ..config import Config
-from ..errors import DeployError, FerryError, HealthCheckFailed, HostError, NothingToRollBack
+from ..errors import (DeployError, FerryError, HealthCheckFailed, HostError, ReleaseCommandFailed,
+                      VolumeError, WorkerFailed)
 from ..fleet.argv import pull_argv
 from ..fleet.events import DeployEvent, EventSink, no_events
 from ..progress import NULL, Progress
 from . import docker as D
+from . import plan as P
 from .history import ABORTED, FAILED, SUCCESS, History, Release, now_iso, release_id
 from .host import Host
 from .lock import Lock, LockInfo
-from .plan import idle_colour, images_to_prune
+from .plan import COLOURS, Container, HostFacts, Target, images_to_prune
+from .results import DeployResult, HostStatus, ReleaseCommandRun, RollbackResult, VolumeStatus, WorkerStatus
 
-COLOURS = ("blue", "green")
+HostState = HostFacts  # the name release.py and its tests know
 
-
-@dataclass(frozen=True)
-class Target:
-    image: str  # repository@sha256:...
-    digest: str
-    version: str
-    kind: str = "deploy"
-    note: str = ""
-
-
-@dataclass
-class Container:
-    colour: str
-    name: str
-    running: bool
-    release: str
-    version: str
-    digest: str
-    state: str
-
-    def to_json(self) -> dict:
-        return {"colour": self.colour, "name": self.name, "running": self.running, "release": self.release,
-                "version": self.version, "digest": self.digest, "state": self.state}
-
-
-@dataclass
-class HostState:
-    history: History
-    live_colour: str | None
-    containers: dict[str, Container] = field(default_factory=dict)
-
-    @property
-    def live(self) -> Container | None:
-        return self.containers.get(self.live_colour) if self.live_colour else None
-
-
-_GATE_SEP = "--ferry-probe--"
-
+__all__ = ["COLOURS", "Container", "HostDeployer", "HostFacts", "HostState", "Target"]
 
 def _response_head(dump: str) -> tuple[str, dict[str, str]]:
     """curl -D output: (status line, lower-cased header names -> values) of the last response."""
@@ -78,6 +46,29 @@ def _response_head(dump: str) -> tuple[str, dict[str, str]]:
         if sep:
             headers[name.strip().lower()] = value.strip()
     return lines[0].strip(), headers
+
+
+def _tail(text: str, lines: int = 15, chars: int = 1200) -> str:
+    return " | ".join(line.rstrip() for line in text.strip().splitlines()[-lines:] if line.strip())[-chars:]
+
+
+@dataclass
+class _Run:
+    """A release being executed: what it changed so far, so a failure can undo exactly that."""
+
+    target: Target
+    rid: str  # the history entry
+    facts: HostFacts
+    t0: float
+    history: History | None = None  # set once the entry is recorded
+    created: list[str] = field(default_factory=list)  # containers this release started
+    release_command: ReleaseCommandRun | None = None
+    workers: tuple[str, ...] = ()
+    committed: bool = False
+    swapped_at: float | None = None
+    colour: str = ""
+    serves: str = ""  # the release the new colour's containers carry
+
 
 
 class HostDeployer:
@@ -101,7 +92,7 @@ class HostDeployer:
         self.dir = nginx.app_dir(cfg)
         self.history_path = f"{self.dir}/releases.json"
         self.repaired: list[str] = []
-        self.observed: HostState | None = None  # the last observe(): what was live before a step failed
+        self.observed: HostFacts | None = None  # the last observe(): what was live before a step failed
 
     # --- reading the host ----------------------------------------------------------------------
 
@@ -125,33 +116,27 @@ class HostDeployer:
     def write_history(self, h: History) -> None:
         self.host.write(self.history_path, h.dumps())
 
-    def observe(self) -> HostState:
+    def observe(self) -> HostFacts:
+        """The host's facts for a plan: history, the live colour (from the upstream file), the
+        app's labelled containers, and which running web colours answer their health path."""
         history = self.read_history()
         port = nginx.live_port(self.host.read(nginx.upstream_path(self.cfg)))
         live = next((c for c, p in self.cfg.deploy.colours.items() if p == port), None)
-        containers: dict[str, Container] = {}
         r = self.host.run(D.ps_argv(self.cfg))
         if not r.ok:
             raise HostError(f"{self.host.name}: cannot list containers: {r.stderr.strip()[-300:]}",
                             "is Docker running on the host? (`ferry local up` here)")
+        rows = []
         for line in r.stdout.splitlines():
             try:
-                row = json.loads(line)
+                rows.append(json.loads(line))
             except json.JSONDecodeError:
                 continue
-            labels = D.labels_of(row)
-            colour = labels.get(f"{D.LABEL}.colour")
-            if colour not in COLOURS:
-                continue
-            containers[colour] = Container(colour, row.get("Names", ""), row.get("State") == "running",
-                                           labels.get(f"{D.LABEL}.release", ""), labels.get(f"{D.LABEL}.version", ""),
-                                           labels.get(f"{D.LABEL}.digest", ""), row.get("Status", ""))
-        self.observed = HostState(history, live, containers)
+        web, workers, oneoffs = P.containers_from_ps(rows)
+        healthy = frozenset(c for c, w in web.items() if w.running
+                            and 200 <= self.probe(self.cfg.deploy.colours[c])[0] < 400)
+        self.observed = HostFacts(history, live, web, workers, oneoffs, healthy)
         return self.observed
-
-    def _probe_argv(self, port: int, path: str | None = None, timeout: float = 3.0) -> list[str]:
-        url = f"http://127.0.0.1:{port}{path or self.cfg.deploy.health.path}"
-        return ["curl", "-sS", "-m", str(timeout), "-w", "\n%{http_code}", url]
 
     @staticmethod
     def _probe_result(stdout: str, stderr: str) -> tuple[int, str]:
@@ -164,109 +149,276 @@ class HostDeployer:
 
     def probe(self, port: int, path: str | None = None, timeout: float = 3.0) -> tuple[int, str]:
         """GET the colour directly on the host: (status, body excerpt); status 0 = no answer."""
-        r = self.host.run(self._probe_argv(port, path, timeout))
+        r = self.host.run(D.probe_argv(port, path or self.cfg.deploy.health.path, timeout))
         return self._probe_result(r.stdout, r.stderr)
 
     def _gate_poll(self, name: str, port: int) -> tuple[list[str], tuple[int, str]]:
         """One SSH command per health poll: the container's state, then the probe."""
-        script = (f"{shlex.join(D.inspect_state_argv(self.cfg, name))} 2>/dev/null; echo {_GATE_SEP}; "
-                  f"{shlex.join(self._probe_argv(port))}")
-        r = self.host.run(["sh", "-c", script])
-        state, _, probe = r.stdout.partition(f"{_GATE_SEP}\n")
+        r = self.host.run(D.gate_poll_argv(self.cfg, name, port, self.cfg.deploy.health.path))
+        state, _, probe = r.stdout.partition(f"{D.GATE_SEP}\n")
         return state.strip().split("|"), self._probe_result(probe, r.stderr)
 
-    # --- the deploy ----------------------------------------------------------------------------
+    # --- executing a plan ----------------------------------------------------------------------
 
-    def deploy(self, target: Target, run_release_command: bool = False) -> dict:
+    def deploy(self, target: Target, run_release_command: bool | None = None) -> DeployResult:
         """``run_release_command``: this host runs deploy.release_command (the release's first
-        host only; release.deploy decides)."""
+        host only; the caller across hosts decides); None keeps ``target.release_command``."""
+        if run_release_command is not None:
+            target = dataclasses.replace(target, release_command=run_release_command)
         t0 = time.monotonic()
         self.step(f"lock {self.cfg.app.name}")
         self.lock.acquire(LockInfo.mine(self.command, target.version), force=self.force, progress=self.progress)
         try:
             self.repair_locked()
-            state = self.observe()
-            live = state.live
-            if live and live.running and live.digest == target.digest:
-                status, _ = self.probe(self.cfg.deploy.colours[live.colour])
-                if 200 <= status < 400:
-                    self.progress.info(f"{target.image} is already live ({live.colour}, release {live.release}): "
-                                       "nothing to do", host=self.host.name)
-                    return {"host": self.host.name, "action": "none", "release": live.release, "colour": live.colour,
-                            "digest": live.digest, "version": live.version, "repaired": self.repaired}
-            return self._deploy_locked(state, target, t0)
+            facts = self.observe()
+            rid = release_id(target.digest)
+            steps = P.release_plan(self.cfg, facts, target, rid)
+            if isinstance(steps[0], P.AlreadyLive):
+                live = steps[0].container
+                self.progress.info(f"{target.image} is already live ({live.colour}, release {live.release}): "
+                                   "nothing to do", host=self.host.name)
+                return DeployResult(self.host.name, "none", live.release, live.colour, live.digest, live.version,
+                                    repaired=tuple(self.repaired),
+                                    workers=tuple(w.name for w in facts.workers_of(live.release) if w.running))
+            run = self.execute(facts, target, rid, steps, t0)
+            old = facts.live
+            return DeployResult(self.host.name, "deployed", rid, run.colour, target.digest, target.version,
+                                previous=old.release if old else None, duration=round(time.monotonic() - t0, 2),
+                                repaired=tuple(self.repaired), release_command=run.release_command,
+                                workers=run.workers)
         finally:
             self.lock.release()
 
-    def _deploy_locked(self, state: HostState, target: Target, t0: float) -> dict:
-        cfg, host = self.cfg, self.host
-        old = state.live
-        colour = idle_colour(state.live_colour)
-        port = cfg.deploy.colours[colour]
-        name = D.container_name(cfg, colour)
-        rid = release_id(target.digest)
-
-        self.step(f"prepare {self.dir}")
-        host.check(["mkdir", "-p", f"{self.dir}/nginx", f"{self.dir}/acme"], "create the app directories")
-        host.write(D.env_file_path(cfg), "".join(f"{k}={v}\n" for k, v in sorted(self.secrets.items())), mode="0600")
-
-        self.step(f"pull {target.image}")
-        self.pull(target.image)
-
-        # the idle colour's old container (a warm previous release) makes way
-        if colour in state.containers:
-            host.run(D.rm_argv(cfg, name))
-        taken = host.run(["ss", "-ltnpH", f"sport = :{port}"])
-        if taken.ok and taken.stdout.strip():
-            raise DeployError(f"{host.name}: port {port} for {colour} is already taken: {taken.stdout.strip()[:200]}",
-                              f"stop what listens there, or change deploy.colours.{colour} in ferry.toml")
-
-        release = Release(id=rid, version=target.version, digest=target.digest, image=target.image, colour=colour,
-                          time=now_iso(), who=LockInfo.mine(self.command).holder, kind=target.kind, note=target.note)
-        # recorded before traffic moves: a full disk stops us here, and a killed ferry is repaired later
-        self.step(f"record release {rid} (in progress)")
-        history = state.history.append(release)
-        self.write_history(history)
-        self.event("start", rid, target.version, target.digest, colour)
-
+    def execute(self, facts: HostFacts, target: Target, rid: str, steps: list, t0: float) -> _Run:
+        """Run ``steps`` in order; before the Commit step, any failure removes the containers this
+        release started and records the entry as failed (aborted when interrupted)."""
+        run = _Run(target, rid, facts, t0)
+        self.prepare()
         try:
+            for s in steps:
+                self._execute_one(s, run)
+        except BaseException as e:
+            if not run.committed:
+                self._undo(run, e)
+            raise
+        self.progress.info(f"release {run.serves} is live on {run.colour} ({time.monotonic() - t0:.1f}s)",
+                           host=self.host.name)
+        return run
+
+    def prepare(self) -> None:
+        self.step(f"prepare {self.dir}")
+        self.host.check(D.app_dirs_argv(self.dir), "create the app directories")
+        self.host.write(D.env_file_path(self.cfg), "".join(f"{k}={v}\n" for k, v in sorted(self.secrets.items())),
+                        mode="0600")
+
+    def _execute_one(self, s, run: _Run) -> None:
+        cfg, host, t = self.cfg, self.host, run.target
+        if isinstance(s, P.Pull):
+            self.step(f"pull {s.image}")
+            self.pull(s.image)
+        elif isinstance(s, P.PrepareVolumes):
+            self.prepare_volumes(s.image)
+        elif isinstance(s, P.Record):
+            run.colour = s.colour
+            entry = Release(id=s.release, version=t.version, digest=t.digest, image=t.image, colour=s.colour,
+                            time=now_iso(), who=LockInfo.mine(self.command).holder, kind=s.kind, note=s.note)
+            # recorded before traffic moves: a full disk stops us here, and a killed ferry is repaired later
+            self.step(f"record release {s.release} (in progress)")
+            run.history = run.facts.history.append(entry)
+            self.write_history(run.history)
+            self.event("start", s.release, t.version, t.digest, s.colour)
+        elif isinstance(s, P.RunReleaseCommand):
+            self.run_release_command(run, s.release)
+        elif isinstance(s, P.RemoveContainers):
+            host.run(D.rm_many_argv(cfg, list(s.names)))
+        elif isinstance(s, P.StartWeb):
+            run.serves = s.release
+            port = cfg.deploy.colours[s.colour]
+            name = D.container_name(cfg, s.colour)
+            taken = host.run(D.port_taken_argv(port))
+            if taken.ok and taken.stdout.strip():
+                raise DeployError(f"{host.name}: port {port} for {s.colour} is already taken: {taken.stdout.strip()[:200]}",
+                                  f"stop what listens there, or change deploy.colours.{s.colour} in ferry.toml")
             self.step(f"start {name} on 127.0.0.1:{port}")
-            r = host.run(D.run_argv(cfg, colour, target.image, rid, target.version, target.digest))
+            run.created.append(name)
+            r = host.run(D.run_argv(cfg, s.colour, t.image, s.release, t.version, t.digest))
             if not r.ok:
                 raise DeployError(f"{host.name}: docker run {name} failed: {r.stderr.strip()[-400:]}",
                                   "check the image and deploy.resources")
-            self.health_gate(name, port)
-            self.swap(colour, rid, old)
-        except BaseException as e:
-            self.progress.warn(f"deploy of {rid} failed; traffic stays on "
-                               f"{old.colour + ' (' + old.release + ')' if old else 'nothing'}", host=host.name)
-            host.run(D.rm_argv(cfg, name))
-            outcome = FAILED if isinstance(e, FerryError) else ABORTED
-            try:
-                self.write_history(history.update(rid, outcome=outcome, note=str(e)[:300]))
-            except FerryError:
-                pass
-            self.event("failure", rid, target.version, target.digest, colour, round(time.monotonic() - t0, 2))
-            raise
+        elif isinstance(s, P.StartWorkers):
+            run.serves = run.serves or s.release
+            self.start_workers(run, s)
+        elif isinstance(s, P.GateWeb):
+            self.health_gate(D.container_name(cfg, s.colour), cfg.deploy.colours[s.colour])
+        elif isinstance(s, P.GateWorkers):
+            self.worker_gate(list(s.names))
+        elif isinstance(s, P.Swap):
+            run.serves = s.release
+            self.swap(s.colour, s.release, s.previous)
+            run.swapped_at = time.monotonic()
+        elif isinstance(s, P.Commit):
+            self.commit(run, s.release)
+        elif isinstance(s, P.StopWorkers):
+            self.step(f"stop the previous workers {', '.join(s.names)} (SIGTERM, {s.timeout:.0f}s)")
+            host.run(D.stop_many_argv(cfg, list(s.names), s.timeout), timeout=s.timeout + 60)
+        elif isinstance(s, P.Retire):
+            self.retire(s.container)
+        elif isinstance(s, P.Prune):
+            self.prune(run.history or run.facts.history, set(s.in_use))
+        else:
+            raise TypeError(f"the runner has no way to execute {s!r}")
 
-        history = history.update(rid, outcome=SUCCESS, duration=round(time.monotonic() - t0, 2))
+    def _undo(self, run: _Run, e: BaseException) -> None:
+        host, t = self.host, run.target
+        old = run.facts.live
+        self.progress.warn(f"release {run.rid} failed; traffic stays on "
+                           f"{old.colour + ' (' + old.release + ')' if old else 'nothing'}", host=host.name)
+        if run.created:
+            host.run(D.rm_many_argv(self.cfg, run.created))
+        if run.history is None:
+            return  # nothing recorded: the failure came before anything changed
+        outcome = FAILED if isinstance(e, FerryError) else ABORTED
+        changes = {"outcome": outcome, "note": str(e)[:300]}
+        if run.release_command:
+            changes["release_command"] = run.release_command.to_json()
+        try:
+            self.write_history(run.history.update(run.rid, **changes))
+        except FerryError:
+            pass
+        self.event("failure", run.rid, t.version, t.digest, run.colour, round(time.monotonic() - run.t0, 2))
+
+    def commit(self, run: _Run, rid: str) -> None:
+        t, cfg = run.target, self.cfg
+        changes: dict = {"outcome": SUCCESS, "duration": round(time.monotonic() - run.t0, 2)}
+        if run.release_command:
+            changes["release_command"] = run.release_command.to_json()
+        assert run.history is not None
+        history = run.history.update(rid, **changes)
         try:
             self.write_history(history)
         except FerryError:
             # the host must not serve a release its history does not know: go back
-            self.progress.warn("cannot record the release: moving traffic back", host=host.name)
+            self.progress.warn("cannot record the release: moving traffic back", host=self.host.name)
+            old = run.facts.live
             if old:
-                nginx.apply(host, cfg, {nginx.upstream_path(cfg): nginx.render_upstream(cfg, old.colour, old.release)})
-            host.run(D.rm_argv(cfg, name))
+                nginx.apply(self.host, cfg, {nginx.upstream_path(cfg): nginx.render_upstream(cfg, old.colour, old.release)})
             raise
-        self.event("rollback" if target.kind == "rollback" else "success", rid, target.version, target.digest, colour,
-                   round(time.monotonic() - t0, 2))
-        self.retire(old)
-        self.prune(history, {target.digest} | ({old.digest} if old else set()))
-        self.progress.info(f"release {rid} is live on {colour} ({time.monotonic() - t0:.1f}s)", host=host.name)
-        return {"host": host.name, "action": "deployed", "release": rid, "colour": colour, "digest": target.digest,
-                "version": target.version, "previous": old.release if old else None,
-                "duration": round(time.monotonic() - t0, 2), "repaired": self.repaired}
+        run.history = history
+        run.committed = True
+        swapped = round((run.swapped_at or time.monotonic()) - run.t0, 3)
+        self.event("rollback" if t.kind == "rollback" else "success", run.serves, t.version, t.digest, run.colour,
+                   swapped if t.kind == "rollback" else round(time.monotonic() - run.t0, 2))
+
+    # --- volumes, the release command, workers ------------------------------------------------
+
+    def prepare_volumes(self, image: str) -> None:
+        """Each deploy.volumes directory, owned by the image's user, before anything changes."""
+        cfg = self.cfg
+        self.step(f"volumes {', '.join(sorted(cfg.deploy.volumes))} in {D.volumes_dir(cfg)}")
+        r = self.host.run(D.image_user_argv(cfg, image))
+        if not r.ok:
+            raise DeployError(f"{self.host.name}: cannot read the user of {image}: {r.stderr.strip()[-300:]}",
+                              "was the pull successful? run the release again")
+        ids = P.parse_user(r.stdout)
+        if ids is None:
+            raise VolumeError(f"{self.host.name}: the image runs as user {r.stdout.strip()!r}, not a numeric uid; "
+                              "ferry cannot tell which owner its volumes need",
+                              'build it with a numeric image.user, e.g. user = "65532:65532"')
+        r = self.host.run(D.volumes_create_argv(cfg, *ids))
+        if not r.ok:
+            raise VolumeError(f"{self.host.name}: cannot create the volumes under {D.volumes_dir(cfg)}: "
+                              f"{(r.stderr.strip() or r.stdout.strip())[-400:]}",
+                              "each volume path must be a directory or absent: move away what is there "
+                              "(nothing was changed; traffic stays where it was)")
+
+    def run_release_command(self, run: _Run, rid: str) -> None:
+        cfg, t = self.cfg, run.target
+        cmd = cfg.deploy.release_command
+        name = D.release_command_name(cfg, rid)
+        self.step(f"release command {shlex.join(cmd)} ({name}, up to {cfg.deploy.release_timeout:.0f}s)")
+        run.created.append(name)
+        t0 = time.monotonic()
+
+        def line(text: str) -> None:
+            self.progress.info(f"release: {text}", host=self.host.name)
+            self.lock.touch()
+
+        r = self.host.stream(D.release_command_argv(cfg, t.image, rid, t.version, t.digest), line,
+                             timeout=cfg.deploy.release_timeout)
+        took = round(time.monotonic() - t0, 2)
+        timed_out = r.exit_code == 124 and r.stderr.startswith("timed out")
+        run.release_command = ReleaseCommandRun(None if timed_out else r.exit_code, took, r.ok)
+        if r.ok:
+            run.created.remove(name)  # --rm: it is gone
+            self.progress.info(f"release command done ({took:.1f}s)", host=self.host.name)
+            return
+        self.host.run(D.rm_argv(cfg, name))
+        why = (f"still running after deploy.release_timeout ({cfg.deploy.release_timeout:.0f}s), killed" if timed_out
+               else f"exit code {r.exit_code}")
+        raise ReleaseCommandFailed(
+            f"{self.host.name}: release command `{shlex.join(cmd)}` failed ({why}); output: "
+            f"{_tail(r.stdout + chr(10) + (r.stderr if not timed_out else '')) or '(none)'}",
+            "the live release and traffic are unchanged; fix the command (or raise deploy.release_timeout) "
+            "and release again", details={"release_command": run.release_command.to_json()})
+
+    def start_workers(self, run: _Run, s: P.StartWorkers) -> None:
+        cfg, t = self.cfg, run.target
+        self.step(f"start workers {', '.join(s.names)}")
+        started = []
+        for process in sorted(cfg.processes):
+            proc = cfg.processes[process]
+            for n in range(1, proc.replicas + 1):
+                name = D.worker_name(cfg, process, n, s.colour)
+                run.created.append(name)
+                r = self.host.run(D.worker_run_argv(cfg, process, proc, n, s.colour, t.image, s.release,
+                                                    t.version, t.digest))
+                if not r.ok:
+                    raise WorkerFailed(f"{self.host.name}: docker run {name} failed: {r.stderr.strip()[-400:]}",
+                                       f"check processes.{process}.command and the image")
+                started.append(name)
+        run.workers = tuple(started)
+
+    def worker_gate(self, names: list[str]) -> None:
+        """Every worker running and not restarting for its process's healthy_after (or its
+        health command exiting 0 inside it), within healthy_after + deploy.health.timeout."""
+        cfg = self.cfg
+        procs = {D.worker_name(cfg, p, n, c): cfg.processes[p] for p in cfg.processes
+                 for n in range(1, cfg.processes[p].replicas + 1) for c in COLOURS}
+        longest = max(procs[n].healthy_after for n in names)
+        self.step(f"worker gate: {len(names)} running steadily (up to {longest + cfg.deploy.health.timeout:.0f}s)")
+        t0 = time.monotonic()
+        deadline = t0 + longest + cfg.deploy.health.timeout
+        healthy: set[str] = set()
+        while True:
+            r = self.host.run(D.workers_state_argv(cfg, names))
+            states = P.parse_worker_states(r.stdout)
+            for name in names:
+                failed = P.worker_failure(states.get(name))
+                if failed:
+                    self._fail_worker(name, failed)
+            for name in names:
+                if name not in healthy and procs[name].health:
+                    if self.host.run(D.exec_argv(cfg, name, procs[name].health), timeout=30).ok:
+                        healthy.add(name)
+            elapsed = time.monotonic() - t0
+            pending = [n for n in names if (n not in healthy if procs[n].health else elapsed < procs[n].healthy_after)]
+            if not pending:
+                self.progress.info(f"workers steady ({len(names)})", host=self.host.name)
+                return
+            if time.monotonic() > deadline:
+                p = procs[pending[0]]
+                self._fail_worker(pending[0], f"its health command `{shlex.join(p.health)}` never exited 0"
+                                  if p.health else "it did not stay up")
+            self.lock.touch()
+            time.sleep(0.5)
+
+    def _fail_worker(self, name: str, why: str) -> None:
+        logs = self.host.run(D.logs_argv(self.cfg, name, 20))
+        raise WorkerFailed(f"{self.host.name}: worker {name} failed its gate: {why}; its log: "
+                           f"{_tail(logs.stdout + chr(10) + logs.stderr) or '(empty)'}",
+                           "web traffic did not move and the previous workers keep running; fix the process "
+                           "(see its log) and release again")
+
 
     def pull(self, image: str) -> None:
         cfg, host = self.cfg, self.host
@@ -290,8 +442,9 @@ class HostDeployer:
         passes, last = 0, (0, "")
         while time.monotonic() < deadline:
             st, probe = self._gate_poll(name, port)
-            if st and st[0] in ("exited", "dead") or (len(st) > 2 and st[2].isdigit() and int(st[2]) > 0):
-                self._fail_health(name, port, f"the container exited at start (exit code {st[1] if len(st) > 1 else '?'})", last)
+            failed = P.web_failure(st)
+            if failed:
+                self._fail_health(name, port, failed, last)
             last = probe
             if 200 <= last[0] < 400:
                 passes += 1
@@ -329,7 +482,7 @@ class HostDeployer:
             if old:
                 nginx.apply(host, cfg, {nginx.upstream_path(cfg): nginx.render_upstream(cfg, old.colour, old.release)})
             else:
-                host.run(["rm", "-f", nginx.site_path(cfg)])
+                host.run(D.remove_file_argv(nginx.site_path(cfg)))
                 nginx.test_and_reload(host, cfg)
             raise
 
@@ -345,21 +498,12 @@ class HostDeployer:
     def verify(self, rid: str, port: int, timeout: float = 10.0) -> None:
         """Through nginx, as a user would: the health path answers, names the new release, and
         was answered by the new colour's container (its port, as nginx reports to ferry only)."""
-        p = self.cfg.proxy
-        address = "127.0.0.1" if p.listen in ("0.0.0.0", "*", "") else p.listen
-        host_header = self.cfg.app.domain or address
-        if self.tls_ready():
-            url = f"https://{host_header}:{p.https_port}{self.cfg.deploy.health.path}"
-            extra = ["-k", "--resolve", f"{host_header}:{p.https_port}:{address}"]
-        else:
-            url = f"http://{address}:{p.http_port}{self.cfg.deploy.health.path}"
-            extra = ["-H", f"Host: {host_header}"]
+        url, argv = D.verify_argv(self.cfg, self.tls_ready())
         self.step(f"verify through nginx: {url}")
         deadline = time.monotonic() + timeout
         seen = ""
         while time.monotonic() < deadline:
-            r = self.host.run(["curl", "-sS", "-o", "/dev/null", "-D", "-", "-m", "5", "-H", "X-Ferry-Verify: 1",
-                               *extra, url])
+            r = self.host.run(argv)
             status_line, headers = _response_head(r.stdout)
             seen = status_line or r.stderr.strip()
             if (headers.get("x-ferry-release") == rid and headers.get("x-ferry-upstream") == f"127.0.0.1:{port}"
@@ -374,7 +518,7 @@ class HostDeployer:
         must stay up until they are done (or drain_timeout)."""
         deadline = time.monotonic() + self.cfg.deploy.drain_timeout
         while time.monotonic() < deadline:
-            r = self.host.run(["pgrep", "-f", "nginx: worker process is shutting down"])
+            r = self.host.run(D.draining_argv())
             if not r.stdout.strip():
                 return
             self.lock.touch()
@@ -399,13 +543,8 @@ class HostDeployer:
         """A host-side timer stops the warm colour later, unless by then it is live again or was
         replaced by another release (checked by label)."""
         cfg = self.cfg
-        inspect = shlex.join(D.docker(cfg, "inspect", "--format", '{{index .Config.Labels "dev.ferry.release"}}', c.name))
-        port = cfg.deploy.colours[c.colour]
-        script = (f"sleep {int(after)}; "
-                  f"grep -q 'server 127.0.0.1:{port} ' {shlex.quote(nginx.upstream_path(cfg))} && exit 0; "
-                  f"[ \"$({inspect} 2>/dev/null)\" = {shlex.quote(c.release)} ] || exit 0; "
-                  f"{shlex.join(D.stop_argv(cfg, c.name))}")
-        self.host.run(["sh", "-c", f"setsid sh -c {shlex.quote(script)} </dev/null >/dev/null 2>&1 &"])
+        self.host.run(D.schedule_stop_argv(cfg, c.name, c.release, cfg.deploy.colours[c.colour],
+                                           nginx.upstream_path(cfg), after))
 
     def prune(self, history: History, in_use: set[str]) -> None:
         """Remove images beyond keep_releases; ``in_use``: the digests of the live and warm colours."""
@@ -423,106 +562,77 @@ class HostDeployer:
 
     # --- rollback ------------------------------------------------------------------------------
 
-    def rollback(self, to: str | None = None) -> dict:
+    def rollback(self, to: str | None = None) -> RollbackResult:
         t0 = time.monotonic()
         self.step(f"lock {self.cfg.app.name}")
         self.lock.acquire(LockInfo.mine(self.command), force=self.force, progress=self.progress)
         try:
             self.repair_locked()
-            state = self.observe()
-            live = state.live
-            if to:
-                target = state.history.get(to)
-                if target is None or target.outcome != SUCCESS:
-                    raise NothingToRollBack(f"{self.host.name}: no successful release {to!r} in the history",
-                                            "`ferry status` lists the releases")
-            else:
-                target = state.history.rollback_target(live.digest if live else None)
-                if target is None:
-                    raise NothingToRollBack(f"{self.host.name}: there is no earlier successful release to go back to",
-                                            "deploy a fixed release instead")
-            if live and live.digest == target.digest:
-                self.progress.info(f"{target.id} is already live: nothing to do", host=self.host.name)
-                return {"host": self.host.name, "action": "none", "release": live.release, "colour": live.colour,
-                        "digest": live.digest, "version": live.version, "repaired": self.repaired}
-            other = idle_colour(state.live_colour)
-            warm = state.containers.get(other)
-            if warm and warm.running and warm.digest == target.digest:
-                status, _ = self.probe(self.cfg.deploy.colours[other])
-                if 200 <= status < 400:
-                    return self._warm_rollback(state, warm, target, t0)
-            self.progress.info(f"{target.id} is not warm: a gated deploy of {target.image}", host=self.host.name)
-            return self._deploy_locked(state, Target(target.image, target.digest, target.version, kind="rollback",
-                                                     note=f"rollback to {target.id}"), t0)
+            facts = self.observe()
+            route = P.rollback_route(facts, to, self.host.name)
+            live = facts.live
+            if route.kind == "none":
+                self.progress.info(f"{route.target.id} is already live: nothing to do", host=self.host.name)
+                assert live is not None
+                return RollbackResult(self.host.name, "none", live.release, live.colour, live.digest, live.version,
+                                      repaired=tuple(self.repaired))
+            if route.kind == "warm":
+                warm = route.warm
+                assert warm is not None
+                rid = release_id(route.target.digest)
+                target = Target(route.target.image, warm.digest, warm.version, kind="rollback", release_command=False)
+                run = self.execute(facts, target, rid, P.warm_rollback_plan(self.cfg, facts, route, rid), t0)
+                return RollbackResult(self.host.name, "rolled-back", warm.release, warm.colour, warm.digest,
+                                      warm.version, warm=True, entry=rid, previous=live.release if live else None,
+                                      swap_seconds=round((run.swapped_at or time.monotonic()) - t0, 3),
+                                      duration=round(time.monotonic() - t0, 2), repaired=tuple(self.repaired),
+                                      workers=run.workers)
+            self.progress.info(f"{route.target.id} is not warm: a gated deploy of {route.target.image}",
+                               host=self.host.name)
+            target = P.cold_rollback_target(route)
+            rid = release_id(target.digest)
+            run = self.execute(facts, target, rid, P.release_plan(self.cfg, facts, target, rid), t0)
+            return RollbackResult(self.host.name, "rolled-back", rid, run.colour, target.digest, target.version,
+                                  warm=False, entry=rid, previous=live.release if live else None,
+                                  swap_seconds=round((run.swapped_at or time.monotonic()) - t0, 3),
+                                  duration=round(time.monotonic() - t0, 2), repaired=tuple(self.repaired),
+                                  workers=run.workers)
         finally:
             self.lock.release()
-
-    def _warm_rollback(self, state: HostState, warm: Container, target: Release, t0: float) -> dict:
-        old = state.live
-        rid = release_id(target.digest)
-        entry = Release(id=rid, version=warm.version, digest=warm.digest, image=target.image, colour=warm.colour,
-                        time=now_iso(), who=LockInfo.mine(self.command).holder, kind="rollback",
-                        note=f"rollback to {target.id} (warm)")
-        history = state.history.append(entry)
-        self.write_history(history)
-        try:
-            self.swap(warm.colour, warm.release, old)
-        except BaseException as e:
-            try:
-                self.write_history(history.update(rid, outcome=FAILED, note=str(e)[:300]))
-            except FerryError:
-                pass
-            raise
-        history = history.update(rid, outcome=SUCCESS, duration=round(time.monotonic() - t0, 2))
-        self.write_history(history)
-        swapped = round(time.monotonic() - t0, 3)
-        self.event("rollback", warm.release, warm.version, warm.digest, warm.colour, swapped)
-        self.retire(old)
-        return {"host": self.host.name, "action": "rolled-back", "warm": True, "release": warm.release,
-                "entry": rid, "colour": warm.colour, "digest": warm.digest, "version": warm.version,
-                "previous": old.release if old else None, "swap_seconds": swapped,
-                "duration": round(time.monotonic() - t0, 2), "repaired": self.repaired}
 
     # --- repair --------------------------------------------------------------------------------
 
     def repair_locked(self) -> list[str]:
-        """Finish or undo what a killed ferry left (in-progress entries), with the lock held."""
+        """Finish or undo what a killed ferry left (in-progress entries), with the lock held:
+        plan.repair_plan decides, this executes."""
         history = self.read_history()
-        pending = history.in_progress()
-        if not pending:
+        if not history.in_progress():
             return []
-        self.host.run(["sh", "-c", f"rm -f {shlex.quote(self.dir)}/*.ferry-tmp {shlex.quote(self.dir)}/nginx/*.ferry-tmp"])
-        state = self.observe()
-        for entry in pending:
-            live = state.live
-            if state.live_colour == entry.colour and live and live.release == entry.id:
-                status, _ = self.probe(self.cfg.deploy.colours[entry.colour])
-                if 200 <= status < 400:
-                    # the swap was written: make sure nginx has loaded it, then it counts
-                    nginx.test_and_reload(self.host, self.cfg)
-                    history = history.update(entry.id, outcome=SUCCESS, note="completed by repair after an interrupted deploy")
-                    msg = f"interrupted deploy {entry.id}: the swap had happened; completed"
-                else:
-                    other = idle_colour(entry.colour)
-                    back = state.containers.get(other)
-                    if back and back.running:
-                        nginx.apply(self.host, self.cfg, {nginx.upstream_path(self.cfg): nginx.render_upstream(self.cfg, other, back.release)})
-                    history = history.update(entry.id, outcome=FAILED, note="unhealthy after an interrupted deploy; traffic moved back")
-                    msg = f"interrupted deploy {entry.id}: new colour unhealthy; traffic moved back to {other}"
+        facts = self.observe()
+        for s in P.repair_plan(self.cfg, facts):
+            if isinstance(s, P.CleanTemp):
+                self.host.run(D.clean_temp_argv(self.dir))
+            elif isinstance(s, P.Reload):
+                nginx.test_and_reload(self.host, self.cfg)
+            elif isinstance(s, P.PointUpstream):
+                nginx.apply(self.host, self.cfg, {nginx.upstream_path(self.cfg):
+                                                  nginx.render_upstream(self.cfg, s.colour, s.release)})
+            elif isinstance(s, P.RemoveContainers):
+                self.host.run(D.rm_many_argv(self.cfg, list(s.names)))
+            elif isinstance(s, P.StopWorkers):
+                self.host.run(D.stop_many_argv(self.cfg, list(s.names), s.timeout), timeout=s.timeout + 60)
+            elif isinstance(s, P.Resolve):
+                history = history.update(s.release, outcome=s.outcome, note=s.note)
+                self.progress.warn(f"repair: {s.message}", host=self.host.name)
+                self.repaired.append(s.message)
             else:
-                c = state.containers.get(entry.colour)
-                if c and c.release == entry.id:
-                    self.host.run(D.rm_argv(self.cfg, c.name))
-                history = history.update(entry.id, outcome=ABORTED, note="interrupted before traffic moved; cleaned up")
-                msg = f"interrupted deploy {entry.id}: traffic had not moved; removed its container"
-            self.progress.warn(f"repair: {msg}", host=self.host.name)
-            self.repaired.append(msg)
+                raise TypeError(f"repair has no way to execute {s!r}")
         self.write_history(history)
         return self.repaired
 
     # --- status --------------------------------------------------------------------------------
 
-    def status(self, repair: bool = True) -> dict:
+    def status(self, repair: bool = True) -> HostStatus:
         lock_state = self.lock.read()
         history = self.read_history()
         if repair and history.in_progress():
@@ -536,21 +646,32 @@ class HostDeployer:
                     lock_state = self.lock.read()
                 except FerryError as e:
                     self.progress.warn(f"could not repair: {e}", host=self.host.name)
-        state = self.observe()
-        live = state.live
+        facts = self.observe()
+        live = facts.live
         health = None
         if live:
             code, body = self.probe(self.cfg.deploy.colours[live.colour])
             health = {"status": code, "ok": 200 <= code < 400}
-        warm = [c.to_json() for col, c in state.containers.items() if col != state.live_colour and c.running]
-        return {
-            "host": self.host.name,
-            "live": None if not live else {"colour": live.colour, "release": live.release, "digest": live.digest,
-                                           "version": live.version, "running": live.running},
-            "health": health,
-            "warm": warm,
-            "lock": lock_state.to_json(),
-            "pending": [r.id for r in state.history.in_progress()],
-            "releases": [r.to_json() for r in state.history.recent(5)],
-            "repaired": self.repaired,
-        }
+        warm = tuple(c.to_json() for col, c in facts.containers.items() if col != facts.live_colour and c.running)
+        workers: dict[str, list[WorkerStatus]] = {}
+        for w in sorted(facts.workers, key=lambda w: (w.release, w.process, w.replica)):
+            workers.setdefault(w.release, []).append(WorkerStatus(w.name, w.process, w.replica, w.release, w.colour,
+                                                                  w.running, w.state))
+        return HostStatus(
+            host=self.host.name,
+            live=None if not live else {"colour": live.colour, "release": live.release, "digest": live.digest,
+                                        "version": live.version, "running": live.running},
+            health=health, warm=warm, lock=lock_state.to_json(),
+            pending=tuple(r.id for r in facts.history.in_progress()),
+            releases=tuple(r.to_json() for r in facts.history.recent(5)),
+            repaired=tuple(self.repaired), volumes=self.volume_sizes(),
+            workers={r: tuple(ws) for r, ws in workers.items()})
+
+    def volume_sizes(self) -> tuple[VolumeStatus, ...]:
+        cfg = self.cfg
+        if not cfg.deploy.volumes:
+            return ()
+        r = self.host.run(D.volumes_size_argv(cfg))  # exit 1 when one is missing: the others still print
+        sizes = P.parse_du(r.stdout)
+        return tuple(VolumeStatus(n, cfg.deploy.volumes[n], D.volume_path(cfg, n), sizes.get(D.volume_path(cfg, n)))
+                     for n in sorted(cfg.deploy.volumes))

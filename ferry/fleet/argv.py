@@ -65,16 +65,7 @@ def logs_argv(cfg: Config, container: str, *, follow: bool = False, since: str |
     return [*argv, container]
 
 
-def volume_path(cfg: Config, name: str) -> str:
-    """Where volume ``name`` of deploy.volumes lives on the host."""
-    return f"{cfg.deploy.root}/{cfg.app.name}/volumes/{name}"
-
-
-def volume_args(cfg: Config) -> list[str]:
-    out: list[str] = []
-    for name in sorted(cfg.deploy.volumes):
-        out += ["--volume", f"{volume_path(cfg, name)}:{cfg.deploy.volumes[name]}"]
-    return out
+volume_path, volume_args = D.volume_path, D.volume_args  # one layout, deploy's
 
 
 def exec_name(cfg: Config, suffix: str) -> str:

@@ -125,8 +125,12 @@ def hello_images(local_target, tmp_path_factory) -> dict[str, str]:
 @pytest.fixture
 def app(request, hello_images, tmp_path, local_target, docker_cli) -> App:
     n = next(_ports)
-    base = 18100 + 10 * n + (os.getpid() % 50) * 200
-    name = "t-" + re.sub(r"[^a-z0-9]+", "-", request.node.name.lower())[:30].strip("-")
+    # FERRY_TEST_PORT_BASE / FERRY_TEST_PREFIX: a session of its own (ports, app names) when
+    # several run these tests on one machine at once
+    base = int(os.environ.get("FERRY_TEST_PORT_BASE") or 18100 + (os.getpid() % 50) * 200) + 10 * n
+    # at most 32 characters: nginx's variables_hash_bucket_size (64) bounds $ferry_<app>_release
+    prefix = os.environ.get("FERRY_TEST_PREFIX", "t-")
+    name = (prefix + re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()))[:32].strip("-")
     a = App(name, tmp_path / "ferry.toml", base, {"blue": base + 3, "green": base + 4}, hello_images, tmp_path)
     (tmp_path / "src").mkdir()
     write_variant(tmp_path / "src", "v1")

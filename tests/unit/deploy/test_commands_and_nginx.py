@@ -11,12 +11,13 @@ from ferry.deploy import docker as D
 from ferry.deploy.lock import LockInfo, stale_reason
 
 ROOT = Path(__file__).resolve().parents[3]
+HELLO = ROOT / "tests" / "fixtures" / "deploy" / "hello.toml"
 
 
 def cfg(**deploy):
-    doc = tomllib.loads((ROOT / "ferry.toml").read_text())
+    doc = tomllib.loads((HELLO).read_text())
     doc["deploy"].update(deploy)
-    return parse(doc, ROOT / "ferry.toml")
+    return parse(doc, HELLO)
 
 
 def test_run_argv_names_colour_port_labels_and_limits():

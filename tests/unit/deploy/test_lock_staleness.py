@@ -21,6 +21,7 @@ from ferry.errors import DeployError, LockHeld
 from ferry.progress import NULL
 
 ROOT = Path(__file__).resolve().parents[3]
+HELLO = ROOT / "tests" / "fixtures" / "deploy" / "hello.toml"
 THIS = socket.gethostname()
 
 
@@ -67,9 +68,9 @@ class LocalHost:
 
 @pytest.fixture
 def cfg(tmp_path):
-    doc = tomllib.loads((ROOT / "ferry.toml").read_text())
+    doc = tomllib.loads((HELLO).read_text())
     doc["deploy"]["root"] = str(tmp_path)
-    return parse(doc, ROOT / "ferry.toml")
+    return parse(doc, HELLO)
 
 
 @pytest.fixture

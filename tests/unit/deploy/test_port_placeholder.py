@@ -1,4 +1,4 @@
-"""`{port}` in image.entrypoint (and process commands): the colour's port when the container
+"""`{port}` in image.entrypoint (a worker process gets none): the colour's port when the container
 starts, image.port in the image itself, and `$PORT` in an exec-form command refused."""
 
 from __future__ import annotations
@@ -100,3 +100,9 @@ def test_a_shell_expands_dollar_port_itself():
 def test_a_process_command_is_checked_the_same_way():
     with pytest.raises(ConfigError, match=r"processes.worker.command: .* uses \$PORT"):
         cfg(processes={"worker": {"command": ["python3", "-m", "worker", "--metrics-port", "$PORT"]}})
+
+
+def test_a_worker_gets_no_port():
+    """Workers share the host network with web: the colour's port is web's to bind."""
+    with pytest.raises(ConfigError, match=r"processes.worker.command: a worker gets no port"):
+        cfg(processes={"worker": {"command": ["python3", "-m", "worker", "--port", "{port}"]}})

@@ -19,6 +19,7 @@ from ferry.deploy.host import Result
 from ferry.deploy.runner import HostDeployer
 
 ROOT = Path(__file__).resolve().parents[3]
+HELLO = ROOT / "tests" / "fixtures" / "deploy" / "hello.toml"
 OLD = Release(id="20261126-090000-aaaaaaa", version="1.0", digest="sha256:" + "a" * 64,
               image="127.0.0.1:5000/hello@sha256:" + "a" * 64, colour="blue", time="2026-11-26T09:00:00Z",
               who="alice@ci", outcome=SUCCESS)
@@ -29,8 +30,8 @@ NEW = Release(id="20261126-100000-bbbbbbb", version="2.0", digest="sha256:" + "b
 
 @pytest.fixture
 def cfg():
-    doc = tomllib.loads((ROOT / "ferry.toml").read_text())
-    return parse(doc, ROOT / "ferry.toml")
+    doc = tomllib.loads((HELLO).read_text())
+    return parse(doc, HELLO)
 
 
 class FakeHost:
