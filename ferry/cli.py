@@ -95,6 +95,7 @@ COMMANDS = {
     "status": "ferry.deploy.commands", "lock": "ferry.deploy.commands",
     "certs": "ferry.certs.commands",
     "monitoring": "ferry.monitoring.commands",
+    "accessory": "ferry.accessories.commands",
 }
 
 

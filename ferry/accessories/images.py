@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,21 +29,16 @@ from ..images.baseimage import Cache, default_cache_dir, write_atomic
 from ..images.layers import gzip_bytes
 from ..images.oci import OCI_CONFIG, OCI_LAYER_GZIP, Blob, Image, Platform, canonical_json, sha256
 from ..progress import NULL, Progress
+from .spec import (DEFAULT_POSTGRES, DEFAULT_PREFIX, POSTGRES_SUITES, POSTGRES_UID, REDIS_UID,  # noqa: F401
+                   repository_name)
 
 # bump when the assembler's output changes for the same recipe (part of the recipe hash)
 ASSEMBLER_VERSION = "1"
 CREATED = "1970-01-01T00:00:00Z"
 MTIME = 1
 PLATFORM = Platform("linux", "amd64")
-DEFAULT_PREFIX = "ferry"
-
-# the PostgreSQL major each Debian suite ships (config.py refuses any other)
-POSTGRES_SUITES = {"15": "bookworm", "17": "trixie", "18": "forky"}
-DEFAULT_POSTGRES = "15"
 REDIS_SUITE = "bookworm"
 
-POSTGRES_UID = 65530
-REDIS_UID = 65531
 EXPORTER_UID = 65534  # nobody, like the monitoring images
 
 # Never unpacked though something depends on them: the server binaries need none of them at
@@ -190,15 +184,6 @@ def recipes_for(versions: tuple[str, ...] = (DEFAULT_POSTGRES,), redis: bool = T
     if exporter:
         out.append(exporter_recipe())
     return out
-
-
-def repository_name(name: str, prefix: str = DEFAULT_PREFIX) -> str:
-    return f"{prefix.strip('/')}/{name}" if prefix.strip("/") else name
-
-
-def repository_names(prefix: str = DEFAULT_PREFIX) -> tuple[str, ...]:
-    """Every repository the accessories' images live in (infra/ creates these in ECR)."""
-    return tuple(repository_name(n, prefix) for n in ("postgres", "redis", "postgres-exporter"))
 
 
 # --------------------------------------------------------------------------- assembly (pure)

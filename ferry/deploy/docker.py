@@ -7,6 +7,7 @@ alone tells what runs there.
 
 from __future__ import annotations
 
+from ..accessories.spec import templated_keys
 from ..config import Config
 
 LABEL = "dev.ferry"
@@ -36,7 +37,9 @@ def run_argv(cfg: Config, colour: str, image: str, release: str, version: str, d
                   "--log-driver", "json-file", "--log-opt", "max-size=10m", "--log-opt", "max-file=3",
                   # docker stop waits this long for in-flight requests before SIGKILL
                   "--stop-timeout", str(int(d.drain_timeout)))
-    env = {**d.env, "PORT": str(port), "FERRY_APP": cfg.app.name, "FERRY_COLOUR": colour,
+    # values with an accessory's {db.password} go to the env file, substituted (accessories.spec)
+    templated = templated_keys(cfg)
+    env = {**{k: v for k, v in d.env.items() if k not in templated}, "PORT": str(port), "FERRY_APP": cfg.app.name, "FERRY_COLOUR": colour,
            "FERRY_RELEASE": release, "FERRY_VERSION": version, "FERRY_DIGEST": digest}
     for k in sorted(env):
         argv += ["--env", f"{k}={env[k]}"]

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from .. import nginx
+from ..accessories.runner import app_env as accessories_env
 from ..config import Config
 from ..errors import DeployError, FerryError, HealthCheckFailed, HostError, NothingToRollBack
 from ..progress import NULL, Progress
@@ -204,7 +205,8 @@ class HostDeployer:
 
         self.step(f"prepare {self.dir}")
         host.check(["mkdir", "-p", f"{self.dir}/nginx", f"{self.dir}/acme"], "create the app directories")
-        host.write(D.env_file_path(cfg), "".join(f"{k}={v}\n" for k, v in sorted(self.secrets.items())), mode="0600")
+        env = {**self.secrets, **accessories_env(cfg, host)}  # url_env, {db.password}: never in argv
+        host.write(D.env_file_path(cfg), "".join(f"{k}={v}\n" for k, v in sorted(env.items())), mode="0600")
 
         self.step(f"pull {target.image}")
         self.pull(target.image)
