@@ -11,7 +11,7 @@ import hashlib
 import json
 import shlex
 
-from .spec import LOOPBACK, PASSWORD_IN_CONTAINER, Accessory
+from .spec import LOOPBACK, PASSWORD_IN_CONTAINER, Accessory, Exporter
 
 LABEL = "dev.ferry.accessory"
 STOP_TIMEOUT = 60  # PostgreSQL's fast shutdown checkpoints first; give it time before SIGKILL
@@ -164,3 +164,50 @@ def restore_argv(docker: tuple[str, ...], acc: Accessory, path: str) -> list[str
                           "--no-owner", "--single-transaction", "--exit-on-error",
                           "--dbname", acc.database or ""])
     return ["sh", "-c", f"{restore} < {shlex.quote(path)}"]
+
+
+# --- postgres_exporter (monitoring) -----------------------------------------------------------
+
+def exporter_run_argv(docker: tuple[str, ...], acc: Accessory, ex: Exporter, image_ref: str) -> list[str]:
+    """The DSN names no password: the exporter reads the accessory's password file."""
+    return [*docker, "run", "--detach", "--name", ex.container,
+            "--network", "host", "--restart", "unless-stopped",
+            "--read-only", "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
+            "--user", f"{acc.uid}:{acc.uid}",
+            "--log-driver", "json-file", "--log-opt", "max-size=10m", "--log-opt", "max-file=3",
+            "--label", f"{LABEL}.exporter={acc.name}",
+            "--label", f"{LABEL}.app={acc.app}",
+            "--label", f"{LABEL}.spec={exporter_hash(acc, ex, image_ref)}",
+            "--volume", f"{acc.password_file}:{PASSWORD_IN_CONTAINER}:ro",
+            "--env", f"DATA_SOURCE_URI={LOOPBACK}:{acc.port}/{acc.database}?sslmode=disable",
+            "--env", f"DATA_SOURCE_USER={acc.user}",
+            "--env", f"DATA_SOURCE_PASS_FILE={PASSWORD_IN_CONTAINER}",
+            image_ref, f"--web.listen-address={LOOPBACK}:{ex.port}"]
+
+
+def exporter_hash(acc: Accessory, ex: Exporter, image_ref: str) -> str:
+    doc = {"image": image_ref, "port": ex.port, "db": [acc.port, acc.database, acc.user, acc.uid]}
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def exporter_inspect_argv(docker: tuple[str, ...], ex: Exporter) -> list[str]:
+    fmt = ("{{.State.Status}}|{{.State.Running}}|{{.State.StartedAt}}||"
+           f'{{{{index .Config.Labels "{LABEL}.spec"}}}}|{{{{.RestartCount}}}}')
+    return [*docker, "inspect", "--format", fmt, ex.container]
+
+
+def exporter_health_argv(ex: Exporter) -> list[str]:
+    """pg_up 1 on its metrics page: the exporter runs and reaches the database."""
+    return ["sh", "-c", f"curl -fsS --max-time 5 http://{LOOPBACK}:{ex.port}/metrics | grep -qx 'pg_up 1'"]
+
+
+def exporter_rm_argv(docker: tuple[str, ...], ex: Exporter) -> list[str]:
+    return [*docker, "rm", "--force", ex.container]
+
+
+def scrape_target(acc: Accessory, ex: Exporter) -> str:
+    """The exporter as a file_sd target for the stack's Prometheus (its `apps` job reads
+    targets/*.json; the labels here name the job)."""
+    doc = [{"targets": [f"{LOOPBACK}:{ex.port}"],
+            "labels": {"job": ex.job, "app": acc.app, "accessory": acc.name}}]
+    return json.dumps(doc, indent=2, sort_keys=True) + "\n"

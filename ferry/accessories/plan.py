@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from . import argv as A
-from .spec import Accessory
+from .spec import Accessory, Exporter
 
 
 @dataclass(frozen=True)
@@ -130,3 +130,20 @@ def rotation(files: list[str], prefix: str, keep: int) -> list[str]:
     newest ``keep`` (the stamp sorts as text). Anything else in the directory is not ours."""
     ours = sorted(f for f in files if f.startswith(prefix + "-") and f.endswith(".dump"))
     return ours[:-keep] if keep > 0 and len(ours) > keep else []
+
+
+def decide_exporter(action: str, current: Observed | None, acc: Accessory, ex: Exporter | None, image_ref: str,
+                    docker: tuple[str, ...]) -> tuple[Step, ...]:
+    """The exporter is stateless: `up` and `reboot` (re)create it whenever its spec changed,
+    `down` removes it. ``ex`` None (monitoring off): remove one a previous config started."""
+    rm = Step(f"remove {ex.container if ex else acc.container + '-exporter'}", "run",
+              tuple(A.exporter_rm_argv(docker, ex or Exporter(acc.container + "-exporter", "", 0))))
+    if action == "down" or ex is None:
+        return (rm,) if current is not None else ()
+    run = Step(f"start {ex.container} on 127.0.0.1:{ex.port}", "run", tuple(A.exporter_run_argv(docker, acc, ex, image_ref)))
+    health = Step(f"wait until {ex.container} scrapes {acc.name}", "exporter-health")
+    if current is None:
+        return (run, health)
+    if current.spec != A.exporter_hash(acc, ex, image_ref) or not current.running:
+        return (rm, run, health)
+    return ()

@@ -24,8 +24,8 @@ from ..deploy import docker as D
 from ..errors import AccessoryError, HostError
 from ..progress import NULL, Progress
 from . import argv as A
-from .plan import Facts, Observed, Plan, decide, rotation
-from .spec import DEFAULT_PREFIX, RUNS_HERE, Accessory, accessory, env_for, needed, runs_on
+from .plan import Facts, Observed, Plan, decide, decide_exporter, rotation
+from .spec import DEFAULT_PREFIX, RUNS_HERE, Accessory, Exporter, accessory, env_for, exporter, needed, runs_on
 
 HEALTH_TIMEOUT = 90.0
 PASSWORD_BYTES = 24  # 32 URL-safe characters: no quoting anywhere (URL, redis.conf, pwfile)
@@ -48,10 +48,8 @@ def image_home(cfg: Config, progress: Progress = NULL) -> tuple[str | None, str]
     return registry, prefix
 
 
-def resolve(cfg: Config, name: str, progress: Progress = NULL) -> Accessory:
-    a = cfg.accessories.get(name)
-    registry, prefix = (None, DEFAULT_PREFIX) if a is None or a.image else image_home(cfg, progress)
-    return accessory(cfg, name, registry, prefix)
+def resolve(cfg: Config, name: str, home: tuple[str | None, str] = (None, DEFAULT_PREFIX)) -> Accessory:
+    return accessory(cfg, name, *home)
 
 
 def _target(cfg: Config, acc: Accessory, progress: Progress):
@@ -68,12 +66,14 @@ def _target(cfg: Config, acc: Accessory, progress: Progress):
 class AccessoryHost:
     """One accessory on its host."""
 
-    def __init__(self, host, cfg: Config, acc: Accessory, progress: Progress = NULL):
+    def __init__(self, host, cfg: Config, acc: Accessory, progress: Progress = NULL,
+                 home: tuple[str | None, str] = (None, DEFAULT_PREFIX)):
         self.host = host
         self.cfg = cfg
         self.acc = acc
         self.progress = progress
         self.docker = docker_prefix(cfg)
+        self.exporter = exporter(cfg, acc, *home)
 
     def step(self, msg: str) -> None:
         self.progress.step(msg, host=self.host.name)
@@ -92,11 +92,11 @@ class AccessoryHost:
         has_pw = bool(self.acc.password_file) and self.host.size(self.acc.password_file) > 0
         return Facts(self.observe(), data_version, has_pw)
 
-    def pull(self) -> str:
+    def pull(self, ref: str | None = None) -> str:
         """Pull the image on the host and return it pinned: repository@sha256:..."""
         from ..deploy.release import registry_credentials
 
-        ref = self.acc.image
+        ref = ref or self.acc.image
         repo = ref.split("@", 1)[0]
         if ":" in repo.rsplit("/", 1)[-1]:
             repo = repo.rsplit(":", 1)[0]
@@ -136,6 +136,8 @@ class AccessoryHost:
                 self.write_password()
             elif s.kind == "health":
                 self.health_gate()
+            elif s.kind == "exporter-health":
+                self.exporter_gate()
             else:
                 self.host.check(list(s.argv), s.name)
 
@@ -180,10 +182,52 @@ class AccessoryHost:
         if not plan.changes:
             self.progress.info(f"{self.acc.container}: {plan.note}", host=self.host.name)
         self.apply(plan)
+        monitored = self.monitor(action)
         after = self.observe() if action != "down" else None
         return {"host": self.host.name, "accessory": self.acc.name, "container": self.acc.container,
-                "action": action, "changed": plan.changes, "note": plan.note, "image": pinned,
-                "steps": [s.name for s in plan.steps], "started": after.started if after else None}
+                "action": action, "changed": plan.changes or bool(monitored), "note": plan.note, "image": pinned,
+                "steps": [s.name for s in plan.steps] + monitored, "started": after.started if after else None}
+
+    # monitoring -----------------------------------------------------------------------------
+
+    def monitor(self, action: str) -> list[str]:
+        """postgres_exporter beside the database and its scrape target, when [monitoring] is on
+        (removed again when it is off or the database goes down)."""
+        acc, ex = self.acc, self.exporter
+        if acc.kind != "postgres":
+            return []
+        probe = ex or Exporter(f"{acc.container}-exporter", "", 0)
+        current = Observed.parse(self.host.run(A.exporter_inspect_argv(self.docker, probe)).stdout)
+        pinned = self.pull(ex.image) if ex is not None and action != "down" else ""
+        steps = decide_exporter(action, current, acc, ex, pinned, self.docker)
+        self.apply(Plan(action, steps))
+        done = [s.name for s in steps]
+        if not self.cfg.monitoring.enabled:
+            return done
+        from ..monitoring.settings import settings
+
+        target = f"{settings(self.cfg, self.host.name).targets_dir}/{acc.app}-{acc.name}.json"
+        if ex is not None and action != "down":
+            text = A.scrape_target(acc, ex)
+            if self.host.read(target) != text:
+                self.host.mkdir(target.rsplit("/", 1)[0], parents=True)
+                self.host.write(target, text, mode="0644")
+                done.append(f"scrape target {target}")
+        elif self.host.size(target):
+            self.host.remove(target)
+            done.append(f"remove scrape target {target}")
+        return done
+
+    def exporter_gate(self, timeout: float = 60.0) -> None:
+        ex = self.exporter
+        deadline = time.monotonic() + timeout
+        while not self.host.run(A.exporter_health_argv(ex), timeout=15).ok:
+            if time.monotonic() > deadline:
+                logs = self.host.run([*self.docker, "logs", "--tail", "20", ex.container])
+                raise AccessoryError(f"{self.host.name}: {ex.container} does not report pg_up 1 after "
+                                     f"{timeout:.0f}s: {(logs.stdout + logs.stderr).strip()[-800:]}",
+                                     "the database runs; check the exporter's image and the password file")
+            time.sleep(0.5)
 
     def status(self) -> dict:
         f = self.facts()
@@ -304,10 +348,13 @@ def backup_metrics(acc: Accessory, timestamp: float, size: int) -> str:
 def _on_host(cfg: Config, name: str, progress: Progress, fn):
     from ..deploy.release import connect
 
-    acc = resolve(cfg, name, progress)
+    a = cfg.accessories.get(name)
+    home = (None, DEFAULT_PREFIX) if a is not None and a.image and not cfg.monitoring.enabled else \
+        image_home(cfg, progress)
+    acc = resolve(cfg, name, home)
     target = _target(cfg, acc, progress)
     with connect(cfg, target, progress) as host:
-        return fn(AccessoryHost(host, cfg, acc, progress))
+        return fn(AccessoryHost(host, cfg, acc, progress, home))
 
 
 def up(cfg: Config, name: str, progress: Progress = NULL) -> dict:

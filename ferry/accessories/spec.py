@@ -142,6 +142,25 @@ def _ident(app: str) -> str:
     return s if re.match(r"^[a-z_]", s) else f"_{s}"
 
 
+@dataclass(frozen=True)
+class Exporter:
+    """postgres_exporter beside a PostgreSQL accessory when [monitoring] is enabled: it runs as
+    the server's uid (it reads the same 0600 password file) and listens on 127.0.0.1:<port+1>."""
+
+    container: str
+    image: str
+    port: int
+    job: str = "postgres"
+
+
+def exporter(cfg: Config, acc: Accessory, registry: str | None = None, prefix: str = DEFAULT_PREFIX) -> Exporter | None:
+    if acc.kind != "postgres" or not cfg.monitoring.enabled:
+        return None
+    reg = registry or registry_of(cfg.image.repository)
+    image = f"{reg}/{repository_name('postgres-exporter', prefix)}:bookworm"
+    return Exporter(f"{acc.container}-exporter", image, (acc.port or 5432) + 1)
+
+
 def all_accessories(cfg: Config, registry: str | None = None, prefix: str = DEFAULT_PREFIX) -> list[Accessory]:
     return [accessory(cfg, n, registry, prefix) for n in sorted(cfg.accessories)
             if cfg.accessories[n].kind in RUNS_HERE]
