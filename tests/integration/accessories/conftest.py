@@ -38,9 +38,9 @@ def ferry_json(config: Path, *args: str, **kw) -> dict:
 
 @pytest.fixture(scope="session")
 def accessory_images(local_target) -> dict[str, dict]:
-    """PostgreSQL 15 and Redis built by `ferry accessory images --push` (cached after the first
+    """PostgreSQL 15, Redis and postgres_exporter built by `ferry accessory images --push` (cached after the first
     run: the same packages give the same digests), by name."""
-    r = subprocess.run([*FERRY, "accessory", "images", "--push", "--postgres", "15", "--no-exporter", "--json"],
+    r = subprocess.run([*FERRY, "accessory", "images", "--push", "--postgres", "15", "--json"],
                        capture_output=True, text=True, timeout=1200, cwd="/")
     assert r.returncode == 0, r.stderr[-3000:]
     return {p["name"]: p for p in json.loads(r.stdout)["pushed"]}

@@ -18,6 +18,7 @@ def test_postgres_run_argv_is_loopback_non_root_read_only_with_the_volume_and_pa
         "--label", "dev.ferry.accessory=db", "--label", "dev.ferry.accessory.app=shop",
         "--label", "dev.ferry.accessory.kind=postgres", "--label", "dev.ferry.accessory.digest=sha256:" + "a" * 64,
         "--label", f"dev.ferry.accessory.spec={A.spec_hash(db, PINNED)}",
+        "--stop-signal", "SIGINT",
         "--read-only", "--tmpfs", "/tmp:rw,size=64m", "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
         "--user", "65530:65530",
         "--volume", "/opt/ferry/shop/volumes/db:/data",
