@@ -169,7 +169,7 @@ def redis_recipe() -> Recipe:
 def exporter_recipe() -> Recipe:
     """postgres_exporter for the monitoring stack (a Go binary: glibc only)."""
     return Recipe(
-        name="postgres-exporter", tag="bookworm", suite="bookworm",
+        name="postgres-exporter", tag="bookworm", suite="bookworm",  # the moving tag: the suite
         title="postgres_exporter (Debian bookworm's build), assembled by ferry",
         install=("prometheus-postgres-exporter",), uid=EXPORTER_UID, user="nobody",
         entrypoint=("/usr/bin/prometheus-postgres-exporter",), env=(("PATH", "/usr/bin:/bin"),),
@@ -270,9 +270,16 @@ class Built:
     version: str  # upstream version of the main package (15.20, 7.0.15)
     packages: list[debian.Package] = field(default_factory=list)
 
-    @property
-    def tags(self) -> list[str]:
-        return list(dict.fromkeys([self.recipe.tag, self.version]))
+    def tags(self, registry: str) -> list[str]:
+        """``15-<digest prefix>`` (one per content: a rebuild with a Debian security update
+        is a new tag), plus the moving ``15`` where tags may move: ECR's repositories are
+        immutable (infra/), so there the image is named by its pinned reference."""
+        own = f"{self.recipe.tag}-{self.image.digest.split(':')[1][:12]}"
+        return [own] if is_ecr(registry) else [self.recipe.tag, own]
+
+
+def is_ecr(registry: str) -> bool:
+    return ".dkr.ecr." in registry
 
 
 def _resolve(recipe: Recipe, cache: Cache, refresh: bool, progress: Progress) -> list[debian.Package]:
@@ -367,8 +374,8 @@ def push(built: list[Built], registry: str, prefix: str = DEFAULT_PREFIX, progre
     with RegistryClient(registry, auth=auth_for(registry, auth_mode), progress=progress) as client:
         for b in built:
             repo = repository_name(b.recipe.name, prefix)
-            r = RegistryPublisher(client, repo, progress=progress).publish(b.image, b.tags)
-            out.append({"name": b.recipe.name, "tag": f"{registry}/{repo}:{b.recipe.tag}",
+            r = RegistryPublisher(client, repo, progress=progress).publish(b.image, b.tags(registry))
+            out.append({"name": b.recipe.name, "tag": f"{registry}/{repo}:{b.tags(registry)[-1]}",
                         "reference": f"{registry}/{repo}@{r.digest}", "digest": r.digest,
                         "version": b.version, "bytes_uploaded": r.bytes_uploaded})
     return out

@@ -100,6 +100,10 @@ def default_image(cfg: Config, kind: str, version: str | None, registry: str | N
     if reg is None:
         raise ConfigError(f"image.repository {cfg.image.repository!r} names no registry, so ferry cannot tell where "
                           f"the {kind} image is", 'set image = "REGISTRY/ferry/postgres@sha256:..." in the accessory')
+    if ".dkr.ecr." in reg:
+        raise ConfigError(f"the {kind} accessory needs image = \"...@sha256:...\" with an ECR registry "
+                          "(its tags are immutable, so there is no moving tag to follow)",
+                          "run `ferry accessory images --push --json` and copy the reference it prints")
     tag = (version or DEFAULT_POSTGRES) if kind == "postgres" else "7"
     return f"{reg}/{repository_name(kind, prefix)}:{tag}"
 
@@ -156,8 +160,15 @@ class Exporter:
 def exporter(cfg: Config, acc: Accessory, registry: str | None = None, prefix: str = DEFAULT_PREFIX) -> Exporter | None:
     if acc.kind != "postgres" or not cfg.monitoring.enabled:
         return None
-    reg = registry or registry_of(cfg.image.repository)
-    image = f"{reg}/{repository_name('postgres-exporter', prefix)}:bookworm"
+    image = cfg.monitoring.images.postgres_exporter
+    if not image:
+        reg = registry or registry_of(cfg.image.repository)
+        if reg is None or ".dkr.ecr." in reg:
+            raise ConfigError("monitoring.images.postgres_exporter is not set, and ferry cannot name a default "
+                              f"for the registry of {cfg.image.repository!r}",
+                              "run `ferry accessory images --push --json` and set it to the postgres-exporter "
+                              "reference it prints")
+        image = f"{reg}/{repository_name('postgres-exporter', prefix)}:bookworm"
     return Exporter(f"{acc.container}-exporter", image, (acc.port or 5432) + 1)
 
 
