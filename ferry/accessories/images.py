@@ -66,7 +66,7 @@ set -eu
 : "${PGPORT:=5432}"
 : "${PGUSER:=postgres}"
 : "${PGDATABASE:=$PGUSER}"
-pwfile=/run/secrets/password
+pwfile="${FERRY_PASSWORD_FILE:-/run/secrets/password}"
 if [ ! -s "$PGDATA/PG_VERSION" ]; then
   if [ ! -s "$pwfile" ]; then
     echo "ferry-postgres: $pwfile is missing or empty: mount the password file there" >&2
@@ -90,7 +90,7 @@ REDIS_ENTRYPOINT = """\
 # container's tmpfs (never the command line, where `ps` on the host would show it).
 set -eu
 : "${REDIS_PORT:=6379}"
-pwfile=/run/secrets/password
+pwfile="${FERRY_PASSWORD_FILE:-/run/secrets/password}"
 if [ ! -s "$pwfile" ]; then
   echo "ferry-redis: $pwfile is missing or empty: mount the password file there" >&2
   exit 1
