@@ -91,20 +91,20 @@ def register(main: click.Group) -> None:
         emit(ctx, {"logs": out}, out.rstrip("\n"))
 
     @command(accessory, "exec", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+    @click.option("-i", "--stdin", "pass_stdin", is_flag=True, help="Pass this command's stdin to it (read to the end first).")
     @click.argument("name")
     @click.argument("args", nargs=-1, type=click.UNPROCESSED)
-    def exec_cmd(ctx: Context, name: str, args: tuple[str, ...]) -> None:
+    def exec_cmd(ctx: Context, pass_stdin: bool, name: str, args: tuple[str, ...]) -> None:
         """Run a command in NAME's container (default: psql or redis-cli, already connected).
-        Piped stdin is passed on.
 
         \b
         Example:
           ferry accessory exec db psql -c 'select count(*) from orders'
-          echo 'SET k v' | ferry accessory exec cache redis-cli
+          echo 'SET k v' | ferry accessory exec -i cache redis-cli
         """
         from . import runner
 
-        stdin = None if sys.stdin is None or sys.stdin.isatty() else sys.stdin.read()
+        stdin = sys.stdin.read() if pass_stdin else None
         r = runner.exec_(ctx.config(), name, list(args), stdin, ctx.progress)
         emit(ctx, {"exit_code": r.exit_code, "stdout": r.stdout, "stderr": r.stderr}, r.stdout.rstrip("\n"))
         if r.stderr and not ctx.json:

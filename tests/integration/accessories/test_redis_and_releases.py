@@ -36,6 +36,7 @@ def test_redis_up_answers_ping_only_with_its_password_and_keeps_data_across_rebo
     assert redis_call(port, b"PING\r\n").startswith(b"-NOAUTH")
     assert redis_call(port, f"AUTH {pw}\r\nPING\r\nSET k kept\r\n".encode()) == b"+OK\r\n+PONG\r\n+OK\r\n"
     assert acc_app.run("accessory", "exec", "cache", "redis-cli", "ping").stdout.strip() == "PONG"
+    assert acc_app.run("accessory", "exec", "-i", "cache", "redis-cli", stdin="GET k\n").stdout.strip() == "kept"
     s = acc_app.json("accessory", "status", "cache")["accessories"][0]
     assert s["healthy"] and s["state"] == "running"
     # the password is in no argv: not the container's, not its config
