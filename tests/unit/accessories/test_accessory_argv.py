@@ -107,3 +107,18 @@ def test_inspect_and_data_version(cfg):
         '{{.State.Status}}|{{.State.Running}}|{{.State.StartedAt}}|{{index .Config.Labels "dev.ferry.accessory.digest"}}|'
         '{{index .Config.Labels "dev.ferry.accessory.spec"}}|{{.RestartCount}}', "shop-db"]
     assert A.data_version_argv(db) == ["sh", "-c", "cat /opt/ferry/shop/volumes/db/pgdata/PG_VERSION 2>/dev/null || true"]
+
+
+def test_an_image_accessory_runs_its_own_user_command_env_and_volume():
+    from .conftest import make_cfg
+
+    ref = "reg.example.com/meili@sha256:" + "d" * 64
+    c = make_cfg({"search": {"kind": "image", "image": ref, "volume": "/meili_data", "port": 37700,
+                             "env": {"MEILI_ENV": "production"}, "command": ["meilisearch", "--http-addr", "127.0.0.1:37700"]}})
+    s = accessory(c, "search")
+    argv = A.run_argv(DOCKER, s, ref)
+    assert "--user" not in argv and "--read-only" not in argv
+    assert argv[-8:] == ["--volume", "/opt/ferry/shop/volumes/search:/meili_data", "--env", "MEILI_ENV=production",
+                         ref, "meilisearch", "--http-addr", "127.0.0.1:37700"]
+    assert A.health_argv(DOCKER, s) == ([*DOCKER, "inspect", "--format", "{{.State.Running}}", "shop-search"], "true")
+    assert A.prepare_argv(s) == ["sh", "-c", "set -e; mkdir -p /opt/ferry/shop/volumes/search /opt/ferry/shop/backups/search"]
