@@ -15,7 +15,7 @@ from ferry.images.oci import OCI_CONFIG, Blob, Image, canonical_json
 from ferry.images.publish import RegistryPublisher
 from ferry.images.registry import RegistryClient
 
-from .conftest import started_at
+from .conftest import FERRY, started_at
 
 
 def pg(app, port: int) -> str:
@@ -123,3 +123,28 @@ def test_a_major_version_change_is_refused_and_nothing_changes(acc_app, docker_c
         assert "ferry accessory backup db" in r.stderr and "ferry accessory restore db" in r.stderr
     assert started_at(docker_cli, f"{acc_app.name}-db") == before
     assert open(f"{acc_app.dir}/volumes/db/pgdata/PG_VERSION").read().strip() == "15"
+
+
+def test_the_documented_major_upgrade_path_from_15_to_17_keeps_the_data(acc_app, local_target):
+    """What the refusal says to do, done: back up under 15, down, move the volume aside, set 17
+    (trixie's PostgreSQL, assembled by ferry), up, restore."""
+    import shutil
+
+    r = subprocess.run([*FERRY, "accessory", "images", "--push", "--postgres", "17", "--no-exporter", "--json"],
+                       capture_output=True, text=True, timeout=1200, cwd="/")
+    assert r.returncode == 0, r.stderr[-3000:]
+    port = acc_app.base_port + 10
+    acc_app.write(db_toml(port, version="15"))
+    acc_app.run("accessory", "up", "db")
+    acc_app.run("accessory", "exec", "db", "psql", "-c", "create table t(n int); insert into t values (15), (2)")
+    dump = acc_app.json("accessory", "backup", "db")["file"]
+    acc_app.run("accessory", "down", "db")
+    shutil.move(f"{acc_app.dir}/volumes/db", f"{acc_app.dir}/volumes/db-15")
+
+    acc_app.write(db_toml(port, version="17"))
+    acc_app.run("accessory", "up", "db")
+    assert acc_app.json("accessory", "status", "db")["accessories"][0]["data_version"] == "17"
+    acc_app.run("accessory", "restore", "db", os.path.basename(dump))
+    with psycopg.connect(pg(acc_app, port), connect_timeout=5) as c:
+        assert c.execute("show server_version").fetchone()[0].startswith("17.")
+        assert c.execute("select sum(n) from t").fetchone() == (17,)
