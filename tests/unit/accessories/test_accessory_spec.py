@@ -95,3 +95,23 @@ def test_backup_metrics_text(cfg):
         "# HELP ferry_accessory_backup_size_bytes Size of the accessory's last backup.",
         "# TYPE ferry_accessory_backup_size_bytes gauge",
         'ferry_accessory_backup_size_bytes{app="shop",accessory="db"} 42']
+
+
+def test_with_hosts_from_a_stack_the_images_live_in_its_ecr_and_must_be_pinned(tmp_path):
+    import json
+
+    from ferry.accessories.runner import image_home
+
+    ecr = "123456789012.dkr.ecr.eu-west-1.amazonaws.com"
+    outputs = tmp_path / "outputs.json"
+    outputs.write_text(json.dumps({"region": "eu-west-1", "sshUser": "ubuntu", "registryUrl": f"{ecr}/hello-dev",
+                                   "monitoringPrefix": "hello-dev",
+                                   "hosts": [{"instanceId": "i-0abc", "publicIp": "203.0.113.7"}]}))
+    c = make_cfg(hosts=[], stack_outputs=str(outputs))
+    assert image_home(c) == (ecr, "hello-dev")
+    with pytest.raises(ConfigError, match="immutable"):
+        S.accessory(c, "db", *image_home(c))
+    pinned = f"{ecr}/hello-dev/postgres@sha256:" + "e" * 64
+    c2 = make_cfg({"db": {"kind": "postgres", "image": pinned}}, hosts=[], stack_outputs=str(outputs))
+    assert S.accessory(c2, "db", *image_home(c2)).image == pinned
+    assert image_home(make_cfg()) == (None, "ferry")
