@@ -21,7 +21,7 @@ from datetime import datetime, timezone
 
 from ..config import Config, textfile_dir
 from ..deploy import docker as D
-from ..errors import AccessoryError, HostError
+from ..errors import AccessoryError, ConfigError, HostError
 from ..progress import NULL, Progress
 from . import argv as A
 from .plan import Facts, Observed, Plan, decide, decide_exporter, rotation
@@ -73,7 +73,8 @@ class AccessoryHost:
         self.acc = acc
         self.progress = progress
         self.docker = docker_prefix(cfg)
-        self.exporter = exporter(cfg, acc, *home)
+        self.home = home
+        self.exporter: Exporter | None = None  # set by monitor(): only up/reboot need its image
 
     def step(self, msg: str) -> None:
         self.progress.step(msg, host=self.host.name)
@@ -170,6 +171,8 @@ class AccessoryHost:
             time.sleep(0.5)
 
     def run_action(self, action: str) -> dict:
+        if action != "down":
+            exporter(self.cfg, self.acc, *self.home)  # an unnamed exporter image: an error before any change
         facts = self.facts()
         # refusals (another PostgreSQL major, a lost password) come before any pull
         plan = decide(action, facts, self.acc, self.acc.image, self.docker)
@@ -193,9 +196,15 @@ class AccessoryHost:
     def monitor(self, action: str) -> list[str]:
         """postgres_exporter beside the database and its scrape target, when [monitoring] is on
         (removed again when it is off or the database goes down)."""
-        acc, ex = self.acc, self.exporter
+        acc = self.acc
         if acc.kind != "postgres":
             return []
+        try:
+            ex = self.exporter = exporter(self.cfg, acc, *self.home)
+        except ConfigError:
+            if action != "down":
+                raise
+            ex = None  # removing it needs no image
         probe = ex or Exporter(f"{acc.container}-exporter", "", 0)
         current = Observed.parse(self.host.run(A.exporter_inspect_argv(self.docker, probe)).stdout)
         pinned = self.pull(ex.image) if ex is not None and action != "down" else ""

@@ -16,7 +16,7 @@ import httpx
 PROM_PORT_OFFSET = 19  # within the test's port slot
 
 
-def wait_for(what: str, fn, timeout: float = 30.0):
+def wait_for(what: str, fn, timeout: float = 60.0):
     deadline = time.monotonic() + timeout
     last = None
     while time.monotonic() < deadline:
@@ -28,7 +28,11 @@ def wait_for(what: str, fn, timeout: float = 30.0):
 
 
 def query(port: int, expr: str) -> list:
-    r = httpx.get(f"http://127.0.0.1:{port}/api/v1/query", params={"query": expr}, timeout=5)
+    """The instant vector, or [] while Prometheus is still starting."""
+    try:
+        r = httpx.get(f"http://127.0.0.1:{port}/api/v1/query", params={"query": expr}, timeout=5)
+    except httpx.HTTPError:
+        return []
     return r.json()["data"]["result"] if r.status_code == 200 else []
 
 
