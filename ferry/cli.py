@@ -97,6 +97,7 @@ COMMANDS = {
     "monitoring": "ferry.monitoring.commands",
     "init": "ferry.init",
     "logs": "ferry.fleet.commands", "exec": "ferry.fleet.commands",
+    "accessory": "ferry.accessories.commands",
 }
 
 

@@ -270,6 +270,9 @@ class MonitoringImages:
     nginx_exporter: str = "127.0.0.1:5000/ferry/nginx-exporter:0.11.0"
     blackbox_exporter: str = "127.0.0.1:5000/ferry/blackbox-exporter:0.23.0"
     grafana: str | None = None
+    # beside each PostgreSQL accessory (`ferry accessory images --push`); default: the app's
+    # registry's ferry/postgres-exporter:bookworm
+    postgres_exporter: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("prometheus", "alertmanager", "node_exporter", "nginx_exporter", "blackbox_exporter", "grafana"):

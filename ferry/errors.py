@@ -117,3 +117,8 @@ class LocalTargetError(FerryError):
 
 class InfraError(FerryError):
     """The Pulumi stack or AWS could not tell ferry what it needs."""
+
+
+class AccessoryError(FerryError):
+    """An accessory (a database or cache beside the app) could not be started, checked,
+    backed up or restored; the volume is never deleted on the way."""

@@ -44,8 +44,11 @@ def host_name(app: str, stack: str, index: int) -> str:
 
 
 def monitoring_repositories(prefix: str) -> tuple[str, ...]:
-    """ECR repositories of the monitoring stack's images: the names `ferry monitoring images
-    --push --prefix PREFIX` pushes to (ferry/monitoring/images.py, one list for both)."""
+    """ECR repositories of the monitoring stack's images and the accessories' (PostgreSQL,
+    Redis, postgres_exporter): the names `ferry monitoring images --push` and `ferry accessory
+    images --push` push to (ferry/monitoring/images.py, ferry/accessories/spec.py); the hosts
+    may pull from each."""
+    from ferry.accessories.spec import repository_names as accessory_repositories
     from ferry.monitoring.images import repository_names
 
-    return repository_names(prefix)
+    return repository_names(prefix) + accessory_repositories(prefix)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import shlex
 
+from ..accessories.spec import templated_keys
 from ..config import Config, ProcessConfig
 
 LABEL = "dev.ferry"
@@ -79,7 +80,9 @@ def volume_args(cfg: Config) -> list[str]:
 
 
 def _app_env(cfg: Config, release: str, version: str, digest: str) -> dict[str, str]:
-    return {**cfg.deploy.env, "FERRY_APP": cfg.app.name, "FERRY_RELEASE": release, "FERRY_VERSION": version,
+    # values with an accessory's {db.password} go to the env file, substituted (accessories.spec)
+    templated = templated_keys(cfg)
+    return {**{k: v for k, v in cfg.deploy.env.items() if k not in templated}, "FERRY_APP": cfg.app.name, "FERRY_RELEASE": release, "FERRY_VERSION": version,
             "FERRY_DIGEST": digest}
 
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from .. import nginx
+from ..accessories.runner import app_env as accessories_env
 from ..config import Config
 from ..errors import (DeployError, FerryError, HealthCheckFailed, HostError, ReleaseCommandFailed,
                       VolumeError, WorkerFailed)
@@ -208,8 +209,8 @@ class HostDeployer:
     def prepare(self) -> None:
         self.step(f"prepare {self.dir}")
         self.host.check(D.app_dirs_argv(self.dir), "create the app directories")
-        self.host.write(D.env_file_path(self.cfg), "".join(f"{k}={v}\n" for k, v in sorted(self.secrets.items())),
-                        mode="0600")
+        env = {**self.secrets, **accessories_env(self.cfg, self.host)}  # url_env, {db.password}: never in argv
+        self.host.write(D.env_file_path(self.cfg), "".join(f"{k}={v}\n" for k, v in sorted(env.items())), mode="0600")
 
     def _execute_one(self, s, run: _Run) -> None:
         cfg, host, t = self.cfg, self.host, run.target

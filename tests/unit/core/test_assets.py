@@ -68,7 +68,7 @@ def test_monitoring_templates_default_to_the_package_and_generated_files_to_the_
     c = cfg(tmp_path)
     s = settings(c)
     assert s.templates == assets.path("monitoring")
-    assert render.rule_templates(s) == ["app-deploy.yml.j2", "app-slo.yml.j2", "host.yml.j2", "stack.yml.j2"]
+    assert render.rule_templates(s) == ["app-accessories.yml.j2", "app-deploy.yml.j2", "app-slo.yml.j2", "host.yml.j2", "stack.yml.j2"]
     # `ferry monitoring render` never writes into ferry's package
     assert generated_dir(c) == tmp_path / "monitoring"
 

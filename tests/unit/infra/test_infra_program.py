@@ -20,7 +20,9 @@ EGRESS = "aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule"
 REPO_ARN = f"arn:aws:ecr:eu-west-1:{ACCOUNT}:repository/hello-dev"
 # what `ferry monitoring images --push --prefix hello-dev` writes to, plus Grafana's mirror
 MONITORING_REPOS = ["hello-dev/prometheus", "hello-dev/alertmanager", "hello-dev/node-exporter",
-                    "hello-dev/nginx-exporter", "hello-dev/blackbox-exporter", "hello-dev/grafana"]
+                    "hello-dev/nginx-exporter", "hello-dev/blackbox-exporter", "hello-dev/grafana",
+                    # the accessories' images (ferry/accessories/spec.repository_names)
+                    "hello-dev/postgres", "hello-dev/redis", "hello-dev/postgres-exporter"]
 MONITORING_ARNS = sorted(f"arn:aws:ecr:eu-west-1:{ACCOUNT}:repository/{n}" for n in MONITORING_REPOS)
 PULL = ["ecr:BatchCheckLayerAvailability", "ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer"]
 PUSH = ["ecr:BatchCheckLayerAvailability", "ecr:BatchGetImage", "ecr:CompleteLayerUpload",
@@ -390,7 +392,9 @@ def test_monitoring_repositories_are_the_ones_ferry_pushes_to(one_host):
     """The program and `ferry monitoring images --push` share one list of names."""
     from ferry.monitoring import images
 
-    assert list(images.repository_names("hello-dev")) == MONITORING_REPOS
+    from ferry.accessories import spec
+
+    assert list(images.repository_names("hello-dev") + spec.repository_names("hello-dev")) == MONITORING_REPOS
     built = [images.repository_name(c.name, "hello-dev") for c in images.COMPONENTS]
     assert set(built) < set(MONITORING_REPOS) and "hello-dev/grafana" not in built
     out = one_host.outputs

@@ -65,7 +65,7 @@ def test_rendered_prometheus_config_passes_promtool(tmp_path, variant):
     r = run(["promtool", "check", "config", "--syntax-only", str(out / "prometheus.yml")])
     assert r.returncode == 0, r.stdout + r.stderr
     rules = sorted((out / "rules").glob("*.yml"))
-    assert [p.name for p in rules] == ["hello-deploy.yml", "hello-slo.yml", "host.yml", "stack.yml"]
+    assert [p.name for p in rules] == ["hello-accessories.yml", "hello-deploy.yml", "hello-slo.yml", "host.yml", "stack.yml"]
     r = run(["promtool", "check", "rules", *map(str, rules)])
     assert r.returncode == 0, r.stdout + r.stderr
 
