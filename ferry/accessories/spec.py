@@ -210,8 +210,13 @@ def templated_keys(cfg: Config) -> set[str]:
     """deploy.env keys whose values use an accessory's placeholders: they go to the 0600 env
     file after substitution, never onto the docker command line (a password would show in
     `docker inspect` and `ps`)."""
-    known = set(cfg.accessories)
+    known = _on_hosts(cfg)
     return {k for k, v in cfg.deploy.env.items() if names_in(v, known)}
+
+
+def _on_hosts(cfg: Config) -> set[str]:
+    """Accessories whose fields deploy.env may name: the servers ferry runs (not RDS's)."""
+    return {n for n, a in cfg.accessories.items() if a.kind in ("postgres", "redis")}
 
 
 def substitute(value: str, values: dict[str, dict[str, str]]) -> str:
@@ -251,7 +256,7 @@ def env_for(cfg: Config, passwords: dict[str, str]) -> dict[str, str]:
 
 def needed(cfg: Config) -> list[str]:
     """Accessories whose password the app's env needs (url_env or a placeholder)."""
-    known = set(cfg.accessories)
+    known = _on_hosts(cfg)
     used = set()
     for v in cfg.deploy.env.values():
         used |= names_in(v, known)

@@ -69,6 +69,9 @@ def test_needed_lists_accessories_the_app_env_uses():
     assert S.needed(make_cfg()) == ["cache", "db"]
     assert S.needed(make_cfg({"db": {"kind": "postgres"}})) == []
     assert S.needed(make_cfg({"db": {"kind": "postgres"}}, env={"X": "{db.password}"})) == ["db"]
+    # an RDS accessory's URL comes from the stack (ferry/aws): its name is no placeholder here
+    image = {"kind": "image", "image": "r@sha256:" + "a" * 64}
+    assert S.templated_keys(make_cfg({"db": image}, env={"X": "{db.password}"})) == set()
 
 
 def test_runs_on_the_first_host_unless_named():
