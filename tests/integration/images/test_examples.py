@@ -19,11 +19,13 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import pwd
 import re
 import shutil
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -39,6 +41,7 @@ ROOT = Path(__file__).resolve().parents[3]
 EXAMPLES = ROOT / "examples"
 FERRY = [sys.executable, "-m", "ferry"]
 DJANGO_PORT, FASTAPI_PORT = 32101, 32102
+DJANGO_PG_PORT, FASTAPI_PG_PORT, POSTGRES_PORT = 32103, 32104, 32150
 APP_UID = 65532  # the base image's user, who must be able to write the volumes
 # what a checkout would not carry: local databases, collected files, tool downloads
 COPY_IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", ".venv", ".pip", ".uv", "data", "media", "staticfiles")
@@ -222,6 +225,32 @@ def wait_for(what: str, check, timeout: float = 60, interval: float = 0.3):
         time.sleep(interval)
 
 
+@pytest.fixture(scope="module")
+def postgres():
+    """A PostgreSQL server of the build machine's (Debian's postgresql) on 127.0.0.1, in a
+    throwaway cluster: what DATABASE_URL points the examples at. Yields a URL maker."""
+    bindir = Path(subprocess.run(["pg_config", "--bindir"], capture_output=True, text=True).stdout.strip() or "/usr/lib/postgresql/15/bin")
+    user = pwd.getpwnam("postgres")
+    root = Path(tempfile.mkdtemp(prefix="ferry-examples-pg-"))
+    os.chown(root, user.pw_uid, user.pw_gid)
+    as_pg = ["runuser", "-u", "postgres", "--"]
+    subprocess.run([*as_pg, str(bindir / "initdb"), "-D", str(root / "db"), "-U", "examples", "--auth=trust", "-E", "UTF8"],
+                   check=True, capture_output=True, timeout=120)
+    ctl = [*as_pg, str(bindir / "pg_ctl"), "-D", str(root / "db"), "-l", str(root / "log")]
+    opts = f"-c listen_addresses=127.0.0.1 -p {POSTGRES_PORT} -k {root}"
+    started = subprocess.run([*ctl, "-o", opts, "-w", "-t", "60", "start"], capture_output=True, text=True, timeout=120)
+    assert started.returncode == 0, started.stderr + (root / "log").read_text()[-2000:]
+
+    def database(name: str) -> str:
+        subprocess.run([*as_pg, str(bindir / "createdb"), "-h", str(root), "-p", str(POSTGRES_PORT), "-U", "examples", name],
+                       check=True, capture_output=True, timeout=60)
+        return f"postgres://examples@127.0.0.1:{POSTGRES_PORT}/{name}"
+
+    yield database
+    subprocess.run([*ctl, "-m", "fast", "stop"], capture_output=True, timeout=120)
+    shutil.rmtree(root, ignore_errors=True)
+
+
 # --- examples/django -----------------------------------------------------------------------------
 
 SECRET_KEY = "examples-test-" + "x" * 40
@@ -345,6 +374,31 @@ def test_django_healthz_reports_the_database(django_site):
     assert "no-cache" in headers["Cache-Control"]
 
 
+def test_django_on_postgres_migrates_and_stores_entries(django_site, docker_cli, postgres, tmp_path):
+    ex, doc, _, env = django_site
+    cfg = ex.config
+    mounts = volume_dirs(cfg, tmp_path / "volumes")
+    env = {**env, "DATABASE_URL": postgres("guestbook")}
+    migrate = subprocess.run(docker_run_argv(docker_cli, cfg, doc["image"], env, mounts, cfg.deploy.release_command),
+                             capture_output=True, text=True, timeout=300)
+    assert migrate.returncode == 0 and "Applying guestbook.0001_initial... OK" in migrate.stdout, migrate.stderr
+    web = start(docker_cli, cfg, doc["image"], {**env, "PORT": str(DJANGO_PG_PORT)}, mounts, DJANGO_PG_PORT)
+    try:
+        status, _, body = request("GET", DJANGO_PG_PORT, "/healthz")
+        assert json.loads(body)["database"] == "postgresql"
+        status, headers, body = request("GET", DJANGO_PG_PORT, "/")
+        cookie = re.search(r"csrftoken=([^;]+)", headers["Set-Cookie"]).group(1)
+        token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', body.decode()).group(1)
+        form, ctype = multipart({"csrfmiddlewaretoken": token, "name": "Postgres Pat", "message": "in a real database"}, {})
+        status, headers, _ = request("POST", DJANGO_PG_PORT, "/", form, {"Content-Type": ctype, "Cookie": f"csrftoken={cookie}"})
+        assert status == 302
+        status, _, page = request("GET", DJANGO_PG_PORT, "/")
+        assert "Postgres Pat" in page.decode()
+        assert not (mounts["data"] / "db.sqlite3").exists()  # nothing went to SQLite
+    finally:
+        web.remove()
+
+
 def test_django_builds_to_the_same_digest_elsewhere_on_an_empty_cache(django_site, local_target, tmp_path):
     ex, doc, _, _ = django_site
     again = rebuilt_elsewhere(ex, tmp_path, local_target)
@@ -415,6 +469,23 @@ def test_fastapi_healthz_and_the_data_volume_outlive_the_container(fastapi_app, 
         assert json.loads(request("GET", FASTAPI_PORT, "/api/notes?limit=100")[2]) == before
     finally:
         again.remove()
+
+
+def test_fastapi_on_postgres_writes_and_reads_rows(fastapi_app, docker_cli, postgres, tmp_path):
+    ex, doc, _, env, _ = fastapi_app
+    mounts = volume_dirs(ex.config, tmp_path / "volumes")
+    env = {**env, "PORT": str(FASTAPI_PG_PORT), "DATABASE_URL": postgres("notes")}
+    web = start(docker_cli, ex.config, doc["image"], env, mounts, FASTAPI_PG_PORT)
+    try:
+        assert json.loads(request("GET", FASTAPI_PG_PORT, "/healthz")[2])["database"] == "postgresql"
+        status, _, body = request("POST", FASTAPI_PG_PORT, "/api/notes", b'{"title": "in postgres", "body": "psycopg 3"}',
+                                  {"Content-Type": "application/json"})
+        assert status == 201
+        note = json.loads(body)
+        assert json.loads(request("GET", FASTAPI_PG_PORT, f"/api/notes/{note['id']}")[2]) == note
+        assert not (mounts["data"] / "notes.db").exists()
+    finally:
+        web.remove()
 
 
 def test_fastapi_builds_to_the_same_digest_elsewhere_on_an_empty_cache(fastapi_app, local_target, tmp_path):
