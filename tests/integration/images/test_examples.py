@@ -42,6 +42,8 @@ EXAMPLES = ROOT / "examples"
 FERRY = [sys.executable, "-m", "ferry"]
 DJANGO_PORT, FASTAPI_PORT = 32101, 32102
 DJANGO_PG_PORT, FASTAPI_PG_PORT, POSTGRES_PORT = 32103, 32104, 32150
+DJANGO_DOCKERFILE_PORT, FASTAPI_DOCKERFILE_PORT = 32105, 32106
+CA_BUNDLE_CANDIDATES = ("PIP_CERT", "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE")
 APP_UID = 65532  # the base image's user, who must be able to write the volumes
 # what a checkout would not carry: local databases, collected files, tool downloads
 COPY_IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", ".venv", ".pip", ".uv", "data", "media", "staticfiles")
@@ -140,6 +142,24 @@ def rebuilt_elsewhere(ex: Example, tmp_path: Path) -> dict:
         return again.build(cache=cache)
     finally:
         shutil.rmtree(cache, ignore_errors=True)
+
+
+def docker_build(docker_cli, folder: Path, tag: str) -> None:
+    """`docker build` of an example's own Dockerfile, as its README says (BuildKit, the
+    package index's CA as a secret, host network for the index)."""
+    ca = next((os.environ[v] for v in CA_BUNDLE_CANDIDATES if os.environ.get(v)), "/etc/ssl/certs/ca-certificates.crt")
+    r = subprocess.run([*docker_cli, "build", "--network", "host", "--secret", f"id=ca,src={ca}", "-t", tag, str(folder)],
+                       capture_output=True, text=True, timeout=900, env={**os.environ, "DOCKER_BUILDKIT": "1"})
+    assert r.returncode == 0, f"docker build of {folder.name}'s Dockerfile failed:\n{r.stderr[-4000:]}"
+
+
+@pytest.fixture
+def docker_images(docker_cli):
+    """Tags a test built with docker, removed at the end (they are never pushed)."""
+    tags: list[str] = []
+    yield tags
+    for tag in tags:
+        subprocess.run([*docker_cli, "rmi", "-f", tag], capture_output=True, timeout=120)
 
 
 # --- running -------------------------------------------------------------------------------------
@@ -430,6 +450,40 @@ def test_django_on_postgres_migrates_and_stores_entries(django_site, docker_cli,
         web.remove()
 
 
+def test_django_dockerfile_builds_the_same_site(django_site, docker_cli, docker_images, tmp_path):
+    ex, _, _, env = django_site
+    pip = tmp_path / "pip"
+    subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", str(pip), "pip==24.0"],
+                   check=True, capture_output=True, timeout=300)
+    (ex.folder / ".pip").mkdir(exist_ok=True)
+    shutil.copy(next(pip.glob("pip-*.whl")), ex.folder / ".pip" / "pip.whl")
+    tag = f"127.0.0.1:5000/examples-django-dockerfile:{uuid.uuid4().hex[:8]}"
+    docker_images.append(tag)
+    docker_build(docker_cli, ex.folder, tag)
+
+    mounts = volume_dirs(ex.config, tmp_path / "volumes")
+    mount_args = [a for name, path in sorted(ex.config.deploy.volumes.items()) for a in ("-v", f"{mounts[name]}:{path}")]
+    env_args = [a for k, v in sorted({**env, "BIND_ADDRESS": "127.0.0.1"}.items()) for a in ("-e", f"{k}={v}")]
+    migrate = subprocess.run([*docker_cli, "run", "--rm", "--network", "host", *env_args, *mount_args,
+                              "--entrypoint", "python3", tag, "manage.py", "migrate", "--noinput"],
+                             capture_output=True, text=True, timeout=300)
+    assert migrate.returncode == 0, migrate.stderr
+    web = Container(docker_cli, f"examples-django-dockerfile-{uuid.uuid4().hex[:8]}")
+    r = subprocess.run([*docker_cli, "run", "-d", "--name", web.name, "--network", "host", *env_args, *mount_args,
+                        "-e", f"PORT={DJANGO_DOCKERFILE_PORT}", tag], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    try:
+        wait_healthy(web, DJANGO_DOCKERFILE_PORT, "/healthz")
+        status, _, body = request("GET", DJANGO_DOCKERFILE_PORT, "/")
+        css = re.search(r'href="(/static/guestbook/style\.[0-9a-f]{12}\.css)"', body.decode())
+        assert status == 200 and css, body[-1500:]
+        assert request("GET", DJANGO_DOCKERFILE_PORT, css.group(1))[0] == 200
+        user = subprocess.run([*docker_cli, "inspect", "-f", "{{.Config.User}}", tag], capture_output=True, text=True)
+        assert user.stdout.strip() == "65532:65532"
+    finally:
+        web.remove()
+
+
 def test_django_builds_to_the_same_digest_elsewhere_on_an_empty_cache_on_tmpfs(django_site, tmp_path):
     ex, doc, _, _ = django_site
     again = rebuilt_elsewhere(ex, tmp_path)
@@ -515,6 +569,32 @@ def test_fastapi_on_postgres_writes_and_reads_rows(fastapi_app, docker_cli, post
         note = json.loads(body)
         assert json.loads(request("GET", FASTAPI_PG_PORT, f"/api/notes/{note['id']}")[2]) == note
         assert not (mounts["data"] / "notes.db").exists()
+    finally:
+        web.remove()
+
+
+def test_fastapi_dockerfile_builds_the_same_service(fastapi_app, docker_cli, docker_images, tmp_path):
+    import uv
+
+    ex = fastapi_app[0]
+    (ex.folder / ".uv").mkdir(exist_ok=True)
+    shutil.copy(uv.find_uv_bin(), ex.folder / ".uv" / "uv")
+    tag = f"127.0.0.1:5000/examples-fastapi-dockerfile:{uuid.uuid4().hex[:8]}"
+    docker_images.append(tag)
+    docker_build(docker_cli, ex.folder, tag)
+
+    mounts = volume_dirs(ex.config, tmp_path / "volumes")
+    web = Container(docker_cli, f"examples-fastapi-dockerfile-{uuid.uuid4().hex[:8]}")
+    r = subprocess.run([*docker_cli, "run", "-d", "--name", web.name, "--network", "host",
+                        "-e", f"PORT={FASTAPI_DOCKERFILE_PORT}", "-v", f"{mounts['data']}:/data", tag, "--host", "127.0.0.1"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    try:
+        wait_healthy(web, FASTAPI_DOCKERFILE_PORT, "/healthz")
+        status, _, body = request("POST", FASTAPI_DOCKERFILE_PORT, "/api/notes", b'{"title": "from the Dockerfile"}',
+                                  {"Content-Type": "application/json"})
+        assert status == 201
+        assert query(mounts["data"] / "notes.db", "SELECT title FROM notes") == [("from the Dockerfile",)]
     finally:
         web.remove()
 
