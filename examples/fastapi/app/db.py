@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 from sqlalchemy import create_engine, event
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
@@ -40,12 +41,7 @@ def get_session() -> Iterator[Session]:
         yield session
 
 
-def init_db() -> None:
-    """Create missing tables (idempotent); SQLite's folder too."""
+def prepare_sqlite_dir() -> None:
+    """SQLite's folder (the data volume in the image; ./data on a laptop) must exist."""
     if engine.url.get_backend_name() == "sqlite" and engine.url.database:
-        from pathlib import Path
-
         Path(engine.url.database).parent.mkdir(parents=True, exist_ok=True)
-    from . import models  # noqa: F401 - registers the tables on Base.metadata
-
-    Base.metadata.create_all(engine)

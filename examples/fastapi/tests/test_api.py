@@ -1,4 +1,5 @@
-"""``uv run pytest``: the API and the live feed against a throwaway SQLite database."""
+"""``uv run pytest``: the API and the live feed against a throwaway SQLite database, migrated
+by Alembic."""
 
 import os
 import tempfile
@@ -6,10 +7,15 @@ import tempfile
 os.environ["DATA_DIR"] = tempfile.mkdtemp(prefix="notes-test-")
 os.environ.pop("DATABASE_URL", None)
 
+from alembic import command  # noqa: E402
+from alembic.config import Config  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
 
 from app.config import database_url  # noqa: E402
 from app.main import app  # noqa: E402
+
+# the schema as a release makes it: the migrations, not create_all
+command.upgrade(Config(os.path.join(os.path.dirname(__file__), "..", "alembic.ini")), "head")
 
 
 def test_a_note_is_created_listed_fetched_and_deleted():

@@ -6,7 +6,7 @@ the volumes as bind mounts of temporary folders) and real HTTP and WebSocket tra
   served; a form POST with an upload makes a row and a file in the media volume; the release
   command (migrate) and the worker process run from the image with the commands ferry.toml
   names, and the worker drains the queued task and stops cleanly on SIGTERM.
-- examples/fastapi: rows written and read over REST, a WebSocket round trip and broadcast, and
+- examples/fastapi: its release command (alembic upgrade head), rows written and read over REST, a WebSocket round trip and broadcast, and
   the data volume outlives the container.
 - Both build reproducibly: a copy in another folder, every file's time changed, built with an
   empty cache on another filesystem, gives the same digest.
@@ -220,6 +220,13 @@ def start(docker_cli, cfg, image: str, env: dict[str, str], mounts: dict[str, Pa
     return c
 
 
+def migrate(docker_cli, cfg, image: str, env: dict[str, str], mounts: dict[str, Path], expect: str) -> None:
+    """deploy.release_command in a one-off container of the image, as a release runs it."""
+    r = subprocess.run(docker_run_argv(docker_cli, cfg, image, env, mounts, cfg.deploy.release_command),
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and expect in r.stdout + r.stderr, r.stdout[-2000:] + r.stderr[-2000:]
+
+
 def wait_healthy(c: Container, port: int, path: str, timeout: float = 90) -> None:
     deadline = time.monotonic() + timeout
     while True:
@@ -314,10 +321,7 @@ def django_site(local_target, docker_cli, base, repos, tmp_path_factory):
     cfg = ex.config
     mounts = volume_dirs(cfg, tmp_path_factory.mktemp("ex-django-volumes"))
     env = {**cfg.deploy.env, "SECRET_KEY": SECRET_KEY}
-    migrate = subprocess.run(docker_run_argv(docker_cli, cfg, doc["image"], env, mounts, cfg.deploy.release_command),
-                             capture_output=True, text=True, timeout=300)
-    assert migrate.returncode == 0, migrate.stdout + migrate.stderr
-    assert "Applying guestbook.0001_initial... OK" in migrate.stdout
+    migrate(docker_cli, cfg, doc["image"], env, mounts, "Applying guestbook.0001_initial... OK")
     web = start(docker_cli, cfg, doc["image"], {**env, "PORT": str(DJANGO_PORT)}, mounts, DJANGO_PORT)
     yield ex, doc, mounts, env
     web.remove()
@@ -430,9 +434,7 @@ def test_django_on_postgres_migrates_and_stores_entries(django_site, docker_cli,
     cfg = ex.config
     mounts = volume_dirs(cfg, tmp_path / "volumes")
     env = {**env, "DATABASE_URL": postgres("guestbook")}
-    migrate = subprocess.run(docker_run_argv(docker_cli, cfg, doc["image"], env, mounts, cfg.deploy.release_command),
-                             capture_output=True, text=True, timeout=300)
-    assert migrate.returncode == 0 and "Applying guestbook.0001_initial... OK" in migrate.stdout, migrate.stderr
+    migrate(docker_cli, cfg, doc["image"], env, mounts, "Applying guestbook.0001_initial... OK")
     web = start(docker_cli, cfg, doc["image"], {**env, "PORT": str(DJANGO_PG_PORT)}, mounts, DJANGO_PG_PORT)
     try:
         status, _, body = request("GET", DJANGO_PG_PORT, "/healthz")
@@ -464,10 +466,10 @@ def test_django_dockerfile_builds_the_same_site(django_site, docker_cli, docker_
     mounts = volume_dirs(ex.config, tmp_path / "volumes")
     mount_args = [a for name, path in sorted(ex.config.deploy.volumes.items()) for a in ("-v", f"{mounts[name]}:{path}")]
     env_args = [a for k, v in sorted({**env, "BIND_ADDRESS": "127.0.0.1"}.items()) for a in ("-e", f"{k}={v}")]
-    migrate = subprocess.run([*docker_cli, "run", "--rm", "--network", "host", *env_args, *mount_args,
-                              "--entrypoint", "python3", tag, "manage.py", "migrate", "--noinput"],
-                             capture_output=True, text=True, timeout=300)
-    assert migrate.returncode == 0, migrate.stderr
+    migrated = subprocess.run([*docker_cli, "run", "--rm", "--network", "host", *env_args, *mount_args,
+                               "--entrypoint", "python3", tag, "manage.py", "migrate", "--noinput"],
+                              capture_output=True, text=True, timeout=300)
+    assert migrated.returncode == 0, migrated.stderr
     web = Container(docker_cli, f"examples-django-dockerfile-{uuid.uuid4().hex[:8]}")
     r = subprocess.run([*docker_cli, "run", "-d", "--name", web.name, "--network", "host", *env_args, *mount_args,
                         "-e", f"PORT={DJANGO_DOCKERFILE_PORT}", tag], capture_output=True, text=True, timeout=300)
@@ -497,8 +499,10 @@ def test_django_builds_to_the_same_digest_elsewhere_on_an_empty_cache_on_tmpfs(d
 @pytest.fixture(scope="module")
 def fastapi_app(local_target, docker_cli, base, repos, tmp_path_factory):
     ex, doc = built("fastapi", local_target, base, repos, tmp_path_factory)
-    mounts = volume_dirs(ex.config, tmp_path_factory.mktemp("ex-fastapi-volumes"))
-    env = {**ex.config.deploy.env, "PORT": str(FASTAPI_PORT)}
+    cfg = ex.config
+    mounts = volume_dirs(cfg, tmp_path_factory.mktemp("ex-fastapi-volumes"))
+    env = {**cfg.deploy.env, "PORT": str(FASTAPI_PORT)}
+    migrate(docker_cli, cfg, doc["image"], env, mounts, "Running upgrade  -> 11277f3d1579, create notes")
     web = start(docker_cli, ex.config, doc["image"], env, mounts, FASTAPI_PORT)
     yield ex, doc, mounts, env, web
     web.remove()
@@ -560,6 +564,7 @@ def test_fastapi_on_postgres_writes_and_reads_rows(fastapi_app, docker_cli, post
     ex, doc, _, env, _ = fastapi_app
     mounts = volume_dirs(ex.config, tmp_path / "volumes")
     env = {**env, "PORT": str(FASTAPI_PG_PORT), "DATABASE_URL": postgres("notes")}
+    migrate(docker_cli, ex.config, doc["image"], env, mounts, "Context impl PostgresqlImpl")
     web = start(docker_cli, ex.config, doc["image"], env, mounts, FASTAPI_PG_PORT)
     try:
         assert json.loads(request("GET", FASTAPI_PG_PORT, "/healthz")[2])["database"] == "postgresql"
@@ -584,6 +589,9 @@ def test_fastapi_dockerfile_builds_the_same_service(fastapi_app, docker_cli, doc
     docker_build(docker_cli, ex.folder, tag)
 
     mounts = volume_dirs(ex.config, tmp_path / "volumes")
+    up = subprocess.run([*docker_cli, "run", "--rm", "--network", "host", "-v", f"{mounts['data']}:/data",
+                         "--entrypoint", "alembic", tag, "upgrade", "head"], capture_output=True, text=True, timeout=300)
+    assert up.returncode == 0, up.stderr
     web = Container(docker_cli, f"examples-fastapi-dockerfile-{uuid.uuid4().hex[:8]}")
     r = subprocess.run([*docker_cli, "run", "-d", "--name", web.name, "--network", "host",
                         "-e", f"PORT={FASTAPI_DOCKERFILE_PORT}", "-v", f"{mounts['data']}:/data", tag, "--host", "127.0.0.1"],
