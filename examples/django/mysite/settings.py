@@ -6,6 +6,8 @@
 - ``DATABASE_URL``: ``postgres://user:pass@host:5432/name``; unset, SQLite in ``DATA_DIR``
   (``/data`` in the image, a volume that outlives releases).
 - ``MEDIA_ROOT``: where uploads go (``/app/media`` in the image, a volume too).
+- ``SECURE_COOKIES`` (on unless DEBUG), ``SECURE_SSL_REDIRECT``, ``SECURE_HSTS_SECONDS``: for a
+  site served over HTTPS only.
 """
 
 from pathlib import Path
@@ -127,6 +129,11 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 USE_X_FORWARDED_HOST = env_bool("USE_X_FORWARDED_HOST")
 SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = env_bool("SECURE_COOKIES", not DEBUG)
+# Behind HTTPS only (`manage.py check --deploy` asks for these). nginx with ferry's [tls] already
+# sends HSTS; this is for a proxy that does not.
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT")
+SECURE_REDIRECT_EXEMPT = [r"^healthz$"]  # the deployer's health check talks plain HTTP to the colour
+SECURE_HSTS_SECONDS = int(os.environ.get("SECURE_HSTS_SECONDS", "0"))
 
 LOGGING = {
     "version": 1,
