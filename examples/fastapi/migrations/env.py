@@ -5,14 +5,14 @@ from logging.config import fileConfig
 
 from alembic import context
 
-from app import models  # noqa: F401 - registers the tables on Base.metadata
-from app.db import Base, engine, prepare_sqlite_dir
+from app import models
+from app.db import engine, prepare_sqlite_dir
 
 config = context.config
 if config.config_file_name is not None:
     fileConfig(config.config_file_name, disable_existing_loggers=False)
 
-target_metadata = Base.metadata
+target_metadata = models.Base.metadata  # with the models imported: every table is on it
 # SQLite cannot ALTER most things: batch mode recreates the table instead
 render_as_batch = engine.dialect.name == "sqlite"
 
