@@ -79,10 +79,17 @@ class Example:
 
 
 @pytest.fixture(scope="module")
-def repos(local_target):
-    """Repositories the tests pushed to, emptied at the end (the registry has no GC)."""
+def repos(local_target, docker_cli):
+    """Repositories the tests pushed to, emptied at the end (the registry has no GC), and the
+    images docker pulled from them."""
     made: list[str] = []
     yield made
+    listed = subprocess.run([*docker_cli, "images", "--format", "{{.Repository}} {{.ID}}"], capture_output=True,
+                            text=True, timeout=60).stdout.splitlines()
+    pulled = sorted({line.split()[1] for line in listed
+                     if line.split()[0] in {f"{local_target['registry']}/{repo}" for repo in made}})
+    if pulled:
+        subprocess.run([*docker_cli, "rmi", "-f", *pulled], capture_output=True, timeout=300)
     with RegistryClient(local_target["registry"]) as c:
         for repo in made:
             try:
