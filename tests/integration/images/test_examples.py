@@ -292,9 +292,12 @@ def wait_for(what: str, check, timeout: float = 60, interval: float = 0.3):
 
 @pytest.fixture(scope="module")
 def postgres():
-    """A PostgreSQL server of the build machine's (Debian's postgresql) on 127.0.0.1, in a
-    throwaway cluster: what DATABASE_URL points the examples at. Yields a URL maker."""
-    bindir = Path(subprocess.run(["pg_config", "--bindir"], capture_output=True, text=True).stdout.strip() or "/usr/lib/postgresql/15/bin")
+    """A PostgreSQL server of this machine's (Debian's postgresql) on 127.0.0.1, in a throwaway
+    cluster run as the postgres user: what DATABASE_URL points the examples at. Yields a
+    function that makes a database and returns its URL."""
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda p: int(p.parts[-3]))
+    assert found, "no PostgreSQL server here: apt-get install postgresql (the Makefile's DEBS has it)"
+    bindir = found[-1].parent
     user = pwd.getpwnam("postgres")
     root = Path(tempfile.mkdtemp(prefix="ferry-examples-pg-"))
     os.chown(root, user.pw_uid, user.pw_gid)
