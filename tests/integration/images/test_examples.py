@@ -6,13 +6,15 @@ the volumes as bind mounts of temporary folders) and real HTTP and WebSocket tra
   served; a form POST with an upload makes a row and a file in the media volume; the release
   command (migrate) and the worker process run from the image with the commands ferry.toml
   names, and the worker drains the queued task and stops cleanly on SIGTERM.
-- examples/fastapi: its release command (alembic upgrade head), rows written and read over REST, a WebSocket round trip and broadcast, and
-  the data volume outlives the container.
+- examples/fastapi: its release command (alembic upgrade head), rows written and read over
+  REST, a WebSocket round trip and broadcast, and a data volume that outlives the container.
+- Both on PostgreSQL too (DATABASE_URL, a throwaway cluster of Debian's postgresql).
 - Both build reproducibly: a copy in another folder, every file's time changed, built with an
   empty cache on another filesystem, gives the same digest.
+- Each example's Dockerfile builds with docker and serves the same app (the benchmark's input).
 
-Each test copies the example to its own folder and pushes to its own repository
-(examples-<name>-<random>), removed at the end; servers bind 127.0.0.1 on ports 32100-32199."""
+Each module copies the examples to folders of its own and pushes to repositories of its own
+(examples-<name>-<random>), emptied at the end; servers bind 127.0.0.1 on ports 32101-32150."""
 
 from __future__ import annotations
 
