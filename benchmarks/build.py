@@ -37,6 +37,7 @@ import compileall
 import http.client
 import json
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -191,6 +192,7 @@ class Sample:
     extra_requirements: tuple[str, ...] = ()  # appended to the app's requirements.txt
     scenarios: tuple[str, ...] = ("cold", "one-line change", "dependency added", "no change")
     modes: tuple[str, ...] = ("warm", "fresh")
+    own: bool = False  # the app's own Dockerfile and ferry.toml (repository and base replaced)
 
     def dockerfile(self, base: str, app: Path) -> str:
         """COPY lines as a skilled user writes them: the top-level files in one, each folder in its own."""
@@ -206,6 +208,11 @@ class Sample:
         return DOCKERFILE.format(base=base, copy=copy, run=run, entrypoint=json.dumps(list(self.entrypoint)))
 
     def ferry_toml(self, repository: str, base: str) -> str:
+        if self.own:
+            text = (self.src / "ferry.toml").read_text()
+            text = re.sub(r'(?m)^repository = ".*"$', f'repository = "{repository}"', text, count=1)
+            text = re.sub(r'(?m)^base = ".*"$', f'base = "{base}"', text, count=1)
+            return text.replace("exclude = [", 'exclude = [".pip", ', 1)
         build = ""
         if self.build:
             build += f"build = {json.dumps([list(s) for s in self.build])}\n"
@@ -238,7 +245,7 @@ def django_sample() -> Sample | None:
     edit = next((str(p.relative_to(src)) for p in sorted(src.rglob("views.py"))), "manage.py")
     return Sample("django", src, tuple(image.get("entrypoint", ())), edit,
                   build=tuple(tuple(s) for s in image.get("build", ())),
-                  build_env=tuple(sorted(image.get("build_env", {}).items())))
+                  build_env=tuple(sorted(image.get("build_env", {}).items())), own=True)
 
 
 @dataclass
@@ -277,7 +284,12 @@ class Bench:
         if sample.extra_requirements:
             with open(d / "requirements.txt", "a") as f:
                 f.write("\n".join(sample.extra_requirements) + "\n")
-        (d / "Dockerfile").write_text(sample.dockerfile(f"{self.registry}/{self.base_repo}", d))
+        base = f"{self.registry}/{self.base_repo}"
+        if sample.own:  # the app's own Dockerfile, its base pointed at the same registry
+            text = (sample.src / "Dockerfile").read_text()
+            (d / "Dockerfile").write_text(re.sub(r"(?m)^ARG BASE=.*$", f"ARG BASE={base}", text, count=1))
+        else:
+            (d / "Dockerfile").write_text(sample.dockerfile(base, d))
         (d / ".pip").mkdir()
         shutil.copy(self.pip_wheel, d / ".pip" / "pip.whl")
         (d / ".dockerignore").write_text(DOCKERIGNORE)

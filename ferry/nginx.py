@@ -7,6 +7,7 @@ new workers while the old workers finish the requests they hold.
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import os
 from pathlib import Path
@@ -49,7 +50,15 @@ def app_dir(cfg: Config) -> str:
 
 
 def upstream_name(cfg: Config) -> str:
-    return f"ferry_{cfg.app.name.replace('-', '_')}"
+    """The app's upstream and the prefix of the variables its site maps ($<name>_connection,
+    _release, _via). Bounded in length: every app's variables share one nginx hash, and long
+    names overflow its buckets (64 bytes by default on hosts prepared by older versions), which
+    fails `nginx -t` for every app on the host. Short names stay readable; longer ones keep
+    their start and add a hash of the whole name, so two apps never share one."""
+    name = cfg.app.name.replace("-", "_")
+    if len(name) > 20:
+        name = f"{name[:11]}_{hashlib.sha256(cfg.app.name.encode()).hexdigest()[:8]}"
+    return f"ferry_{name}"
 
 
 def site_path(cfg: Config) -> str:

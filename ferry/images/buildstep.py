@@ -8,6 +8,9 @@
         -> the upper directory is what the steps wrote (deletions as whiteouts): one layer,
            normalised as every ferry layer (sorted, fixed mtime, uid/gid 0, modes 0755/0644)
 
+Python in a step lists directories in sorted order (dirorder.py): what a tool writes in listing
+order is then the same on any filesystem the cache is on.
+
 The key is the digests of every layer under it, the steps, the environment and the network
 flag: an unchanged build runs nothing (local cache) and uploads nothing (the previous image's
 ``dev.ferry.build.*`` labels). Steps run only where the image's binaries run: this machine's
@@ -26,13 +29,13 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from ..errors import BuildError
-from . import sandbox
+from . import dirorder, sandbox
 from .layers import GZIP_LEVEL, Entry, normalise_mode, write_layer
 from .oci import canonical_json, sha256
 from .steps import Layer, LayerStep, StepContext
 from .trees import OPAQUE, WHITEOUT, reader
 
-RECIPE = "1"
+RECIPE = "2"  # 2: Python in the steps lists directories sorted (dirorder.py)
 TAIL = 40
 _SANDBOX_ERRORS = ("unshare: ", "mount: ", "bwrap: Creating new namespace", "bwrap: Can't", "bwrap: No permissions")  # lines of a failing step's output kept for the error
 
@@ -80,6 +83,7 @@ def scaffold(root: Path) -> Path:
         (root / d).mkdir(parents=True, exist_ok=True)
     for f in sandbox.SCAFFOLD_FILES:
         (root / f).touch()
+    dirorder.install(root)
     return root
 
 
@@ -125,14 +129,14 @@ class BuildStep(LayerStep):
         upper, ovl, root = work / "upper", work / "ovl", work / "root"
         for d in (upper, ovl, root):
             d.mkdir()
-        env = self.env_for(below)
+        env = dirorder.step_env(self.env_for(below))
         t0 = time.monotonic()
         for i, argv in enumerate(self.steps):
             step = sandbox.Step(tuple(argv), uid, gid, env, self.workdir, self.network)
             cmd, cmd_env = sandbox.command(tools, lowers, upper, ovl, root, step, as_root=os.geteuid() == 0)
             self._run(ctx, i, step, cmd, cmd_env)
         trees.prune()
-        entries = diff_entries(upper)
+        entries = [e for e in diff_entries(upper) if not dirorder.is_own(e.path)]
         lf = write_layer(entries, work / "layer.tar.gz", self.mtime)
         prefix = self.workdir.strip("/") + "/"
         files = sorted(e.path for e in entries if e.kind == "file" and e.path.startswith(prefix)

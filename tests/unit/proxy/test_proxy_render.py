@@ -261,3 +261,12 @@ def test_many_apps_with_long_names_share_one_nginx(tmp_path):
     conf.write_text(conf.read_text().replace(nginx.site_path(cfgs[0]), f"{root}/*/nginx/site.conf"))
     r = nginx_t(conf)
     assert r.returncode == 0, r.stderr
+
+
+def test_upstream_names_are_bounded_and_distinct(tmp_path):
+    short = app_config(tmp_path, app={"name": "shop"})
+    assert nginx.upstream_name(short) == "ferry_shop"
+    a = app_config(tmp_path, app={"name": "a-rather-long-application-name-01"})
+    b = app_config(tmp_path, app={"name": "a-rather-long-application-name-02"})
+    assert len(nginx.upstream_name(a)) <= 26 and nginx.upstream_name(a).startswith("ferry_a_rather_lo")
+    assert nginx.upstream_name(a) != nginx.upstream_name(b)

@@ -1,0 +1,1 @@
+"""Notes over REST and a live feed over a WebSocket."""
