@@ -169,7 +169,14 @@ def exporter(cfg: Config, acc: Accessory, registry: str | None = None, prefix: s
                               "run `ferry accessory images --push --json` and set it to the postgres-exporter "
                               "reference it prints")
         image = f"{reg}/{repository_name('postgres-exporter', prefix)}:bookworm"
-    return Exporter(f"{acc.container}-exporter", image, (acc.port or 5432) + 1)
+    port = (acc.port or 5432) + 1
+    taken = {**{f"deploy.colours.{c}": p for c, p in cfg.deploy.colours.items()},
+             **{f"accessories.{n}.port": a.port or DEFAULT_PORTS.get(a.kind) for n, a in cfg.accessories.items()}}
+    for what, p in taken.items():
+        if p == port:
+            raise ConfigError(f"accessories.{acc.name}: its postgres_exporter listens on port + 1 = {port}, "
+                              f"which is {what}", f"move accessories.{acc.name}.port or that port")
+    return Exporter(f"{acc.container}-exporter", image, port)
 
 
 def all_accessories(cfg: Config, registry: str | None = None, prefix: str = DEFAULT_PREFIX) -> list[Accessory]:

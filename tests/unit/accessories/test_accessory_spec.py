@@ -118,3 +118,17 @@ def test_with_hosts_from_a_stack_the_images_live_in_its_ecr_and_must_be_pinned(t
     c2 = make_cfg({"db": {"kind": "postgres", "image": pinned}}, hosts=[], stack_outputs=str(outputs))
     assert S.accessory(c2, "db", *image_home(c2)).image == pinned
     assert image_home(make_cfg()) == (None, "ferry")
+
+
+def test_the_exporter_listens_on_port_plus_one_unless_that_is_taken():
+    import dataclasses
+
+    def monitored(c, on=True):
+        return dataclasses.replace(c, monitoring=dataclasses.replace(c.monitoring, enabled=on))
+
+    c = monitored(make_cfg({"db": {"kind": "postgres", "port": 37432}, "other": {"kind": "postgres", "port": 37433}}))
+    assert S.exporter(c, S.accessory(c, "other")).port == 37434
+    with pytest.raises(ConfigError, match="port \\+ 1 = 37433, which is accessories.other.port"):
+        S.exporter(c, S.accessory(c, "db"))
+    off = monitored(make_cfg(), on=False)
+    assert S.exporter(off, S.accessory(off, "db")) is None
