@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import compileall
+import hashlib
 import http.client
 import json
 import os
@@ -355,9 +356,26 @@ def edit_line(sample: Sample, app: Path, rep: int) -> None:
     f.write_text(f.read_text() + f"# edit {rep}: a one-line change\n")
 
 
+HASHES: dict[str, str] = {}  # pin -> sha256 of its wheel, for requirements files with hashes
+
+
+def pin_hashes(work: Path) -> None:
+    """The added pins' wheel hashes: a requirements file with --hash lines (pip-compile
+    --generate-hashes, as examples/django's) makes pip require one for every line."""
+    d = work / "pins"
+    for pin in ADDED_DEPENDENCIES:
+        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-q",
+                        "-d", str(d / pin), pin], check=True, capture_output=True)
+        wheel = next((d / pin).glob("*.whl"))
+        HASHES[pin] = hashlib.sha256(wheel.read_bytes()).hexdigest()
+
+
 def add_dependency(sample: Sample, app: Path, rep: int) -> None:
-    with open(app / "requirements.txt", "a") as f:
-        f.write(ADDED_DEPENDENCIES[rep % len(ADDED_DEPENDENCIES)] + "\n")
+    req = app / "requirements.txt"
+    pin = ADDED_DEPENDENCIES[rep % len(ADDED_DEPENDENCIES)]
+    hashed = "--hash=sha256:" in req.read_text()
+    with open(req, "a") as f:
+        f.write(pin + (f" --hash=sha256:{HASHES[pin]}" if hashed else "") + "\n")
 
 
 CHANGES = {"cold": None, "one-line change": edit_line, "dependency added": add_dependency, "no change": None}
@@ -617,6 +635,7 @@ def main() -> None:
                       docker=[args.docker, "-H", args.docker_host],
                       ferry=[sys.executable, "-m", "ferry"], base_repo=args.base, ca=ca,
                       pip_wheel=next(wheels.glob("pip-*.whl")))
+        pin_hashes(work)
         run_id = uuid.uuid4().hex[:6]
         print(f"registry proxy {proxy} -> {args.registry}; work {work}", file=sys.stderr)
         app_bytes: dict[str, int] = {}
