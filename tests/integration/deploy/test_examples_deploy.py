@@ -17,6 +17,7 @@ Apps e2e-guestbook and e2e-notes, ports 39010-39029, repositories e2e-*, all rem
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.client
 import json
@@ -352,14 +353,14 @@ def test_fastapi_websocket_stays_on_the_old_colour_until_the_drain_and_new_ones_
 
     site.change_source("app/main.py", "# n2")
     proc = site.release_in_background("n2")
-    old = None
-    try:
+    with contextlib.ExitStack() as stack:
+        stack.callback(lambda: (proc.kill(), proc.wait()) if proc.poll() is None else None)
         # opened once the new colour exists, before it takes traffic: nginx's drain of the old
         # workers starts at the swap's reload, not at an earlier one of another app
         wait_for("the new colour's container", lambda: "e2e-notes-green" in site.containers() or proc.poll() is not None,
                  timeout=600)
         assert proc.poll() is None, proc.communicate()[1][-3000:]
-        old = connect(f"ws://127.0.0.1:{site.port}/ws", open_timeout=10)
+        old = stack.enter_context(connect(f"ws://127.0.0.1:{site.port}/ws", open_timeout=10))
         assert handshake_release(old) == one["release"], "the swap came before the test's WebSocket opened"
         hello = json.loads(old.recv(timeout=10))
         assert hello["type"] == "hello"
@@ -394,12 +395,6 @@ def test_fastapi_websocket_stays_on_the_old_colour_until_the_drain_and_new_ones_
         assert proc.returncode == 0, err[-3000:]
         two = json.loads(out)["hosts"][0]
         assert two["release"] == new_release and two["release_command"]["exit_code"] == 0
-    finally:
-        if old is not None:
-            old.close()
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
 
     listed = json.loads(request(site.port, "GET", "/api/notes?limit=100")[2])
     assert all(n in listed for n in written) and [n["title"] for n in listed][0] == "after the swap"
