@@ -52,7 +52,14 @@ demo-tls: setup
 	@curl -fsS -o /dev/null -w 'https://hello.ferry.test:8443/ answered %{http_code} over HTTP/%{http_version}, chain verified\n' \
 	    --resolve hello.ferry.test:8443:127.0.0.1 --cacert .venv/pebble-root.pem https://hello.ferry.test:8443/healthz
 
+# the tests' and benchmarks' loopback ports (colours, nginx, registries, moto) sit partly in the
+# kernel's range for outgoing connections (32768-60999): reserved, so no outgoing connection
+# (nginx's own, to a colour) takes a port the next colour is about to bind
+RESERVE_PORTS := sysctl -qw net.ipv4.ip_local_reserved_ports=32768-39999 2>/dev/null || \
+	echo "warning: could not reserve ports 32768-39999 (not root?): a test may find a colour's port taken"
+
 test: setup
+	@$(RESERVE_PORTS)
 	$(FERRY) local up
 	$(PY) -m pytest -q -p no:cacheprovider
 
@@ -62,6 +69,7 @@ test-unit: setup
 # all of BENCHMARKS.md (tables, CSV and plots under benchmarks/results/), in under 15 minutes
 bench: setup
 	@$(PY) -c 'import matplotlib' 2>/dev/null || $(PY) -m pip install -q -e '.[bench]'
+	@$(RESERVE_PORTS)
 	$(FERRY) local up
 	$(PY) benchmarks/build.py --write BENCHMARKS.md
 	$(PY) benchmarks/release.py --write
