@@ -81,3 +81,21 @@ def test_the_cache_is_added_world_readable():
 def test_the_shared_packages_layer_is_keyed_by_the_base_whose_libraries_its_cache_lists():
     assert resolution_key("bookworm", "amd64", [], 1, "sha256:a") != resolution_key("bookworm", "amd64", [], 1, "sha256:b")
     assert resolution_key("bookworm", "amd64", [], 1, "sha256:a") == resolution_key("bookworm", "amd64", [], 1, "sha256:a")
+
+
+def test_a_recipe_without_ldconfig_gets_no_cache_and_runs_nothing(tmp_path):
+    from ferry.images import baseimage
+
+    tree = {"usr/lib/x86_64-linux-gnu/libc.so.6": Entry.file("usr/lib/x86_64-linux-gnu/libc.so.6", b"\x7fELF")}
+    prepared = baseimage.PlatformTree("linux/amd64", [], "3.11.2", tree, 0)
+    assert baseimage.add_ld_cache(prepared, baseimage.Cache(tmp_path / "cache")) == tree
+    assert not (tmp_path / "cache").exists()
+
+
+def test_the_shipped_recipes_keep_ldconfig_and_its_configuration():
+    from ferry.images import baseimage, rootfs
+
+    for python in baseimage.available_pythons():
+        only = dict(baseimage.load_recipe(python=python).only)["libc-bin"]
+        for path in ("usr/sbin/ldconfig", "etc/ld.so.conf", "etc/ld.so.conf.d/libc.conf", "usr/lib/locale/C.utf8/LC_CTYPE"):
+            assert any(rootfs._matches(path, p) for p in only), (python, path)
