@@ -11,7 +11,7 @@ FERRY := $(VENV)/bin/ferry
 DEBS := python3-venv docker.io python3-acme unattended-upgrades logrotate amazon-ecr-credential-helper docker-registry nginx openssh-server openssl pebble prometheus \
         prometheus-node-exporter prometheus-nginx-exporter prometheus-alertmanager \
         prometheus-blackbox-exporter hey wrk skopeo umoci apache2-utils cloud-init curl iproute2 file \
-        bubblewrap util-linux mount postgresql
+        bubblewrap util-linux mount postgresql qemu-user-static
 STAMP := .venv/.ferry-installed
 
 .PHONY: setup demo demo-tls test test-unit bench clean-local help

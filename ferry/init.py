@@ -474,23 +474,22 @@ _SYSTEM_NEEDS = (
 
 
 def system_packages(deps: Dependencies) -> tuple[tuple[str, str], ...]:
-    """(Debian package, why) for the dependencies that run a system program."""
+    """(Debian package, why) for the dependencies that run a system program or load a
+    library by name."""
     out: dict[str, str] = {}
     for dist, deb, unless in _SYSTEM_NEEDS:
         if dist in deps.names and not any(u in deps.names for u in unless):
             out.setdefault(deb, dist)
+    if _plain_psycopg(deps):
+        out.setdefault("libpq5", "psycopg")
     return tuple(sorted(out.items()))
 
 
-def _psycopg_note(deps: Dependencies) -> tuple[str, ...]:
-    """psycopg 3 without its binary: the pure-Python build looks libpq up with
-    ctypes.util.find_library, which needs ldconfig and /etc/ld.so.cache (ferry's bases have
-    neither), so libpq5 alone would not be found."""
-    if "psycopg" not in deps.names or {"psycopg-binary", "psycopg-c"} & deps.names \
-            or deps.extras.get("psycopg", frozenset()) & {"binary", "c"}:
-        return ()
-    return (f"depend on psycopg[binary] in {deps.file}: plain psycopg looks libpq up through ldconfig, "
-            "which ferry's base images do not have",)
+def _plain_psycopg(deps: Dependencies) -> bool:
+    """psycopg 3 without its binary: the pure-Python build loads libpq, found by
+    ctypes.util.find_library in the image's /etc/ld.so.cache (the packages layer's)."""
+    return "psycopg" in deps.names and not {"psycopg-binary", "psycopg-c"} & deps.names \
+        and not deps.extras.get("psycopg", frozenset()) & {"binary", "c"}
 
 
 def _name(facts: Facts) -> str:
@@ -553,7 +552,7 @@ def detect(facts: Facts) -> Plan:
                           "run ferry init in the app's directory, or write ferry.toml by hand (README: Configuration)")
     return Plan(name=_name(facts), python=python, python_why=python_why, requirements=deps.file,
                 requirements_why=deps.why, package=package, packages=system_packages(deps),
-                **{**parts, "notes": (*parts.get("notes", ()), *_psycopg_note(deps))})
+                **parts)
 
 
 # --- render (pure) ---------------------------------------------------------------------------

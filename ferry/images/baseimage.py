@@ -14,6 +14,8 @@ The flow, for each platform (as apko does with apk packages):
          the tree of a platform this machine can execute, in a sandbox (bubblewrap); the
          .pyc files are the same for every architecture, so arm64 gets amd64's
     and for each platform:
+      -> /etc/ld.so.cache, made by the tree's own ldconfig in the sandbox (arm64's through
+         qemu-user): ctypes.util.find_library reads it                 (ferry.images.ldcache)
       -> one reproducible layer + config + manifest            (ferry.images.oci)
     then one index for all platforms, annotated with the recipe hash.
 
@@ -49,7 +51,8 @@ from ferry.progress import NULL, Progress
 # so every machine rebuilds once instead of trusting an image made by older code.
 # 3: labels naming the suite, the Python and the interpreter; bytecode compiled by the base's
 # own interpreter (hash-checked .pyc), so a base for any Python builds on any machine
-ASSEMBLER_VERSION = "3"
+# 4: /etc/ld.so.cache made by the tree's own ldconfig (ctypes.util.find_library works)
+ASSEMBLER_VERSION = "4"
 
 # The Python `ferry local up` always makes; the others are made on request (--python).
 DEFAULT_PYTHON = "3.11"
@@ -362,6 +365,24 @@ def compile_bytecode(recipe: Recipe, trees: dict[str, rootfs.Tree], work: Path,
     return {key: pyc for key, pyc in zip(items, pycs) if pyc is not None}
 
 
+def add_ld_cache(prepared: PlatformTree, cache: Cache, progress: Progress = NULL) -> rootfs.Tree:
+    """The tree with the /etc/ld.so.cache its own ldconfig makes (ldcache.py), so
+    ``ctypes.util.find_library`` finds libraries by name; a recipe without ldconfig (libc-bin's
+    /sbin/ldconfig in [packages.only]) gets none."""
+    import tempfile
+
+    from ferry.images import ldcache
+
+    if not ldcache.has_ldconfig(prepared.tree):
+        return prepared.tree
+    arch = Platform.parse(prepared.platform).architecture
+    cache.root.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="ldconfig-", dir=cache.root) as work:
+        data = ldcache.for_tree(prepared.tree, arch, Path(work))
+    progress.info(f"{arch}: /etc/ld.so.cache made by the tree's own ldconfig ({len(data)} bytes)")
+    return ldcache.with_cache(prepared.tree, data)
+
+
 def post_install(recipe: Recipe, tree: rootfs.Tree, unpacked: list[Unpacked]) -> rootfs.Tree:
     """What the maintainer scripts of a real installation would have left behind."""
     E = rootfs.Entry
@@ -657,6 +678,7 @@ def build_index(recipe: Recipe, cache: Cache, refresh: bool = False,
         with tempfile.TemporaryDirectory(prefix="bytecode-", dir=cache.root) as work:
             pycs = compile_bytecode(recipe, {p.platform: p.tree for p in prepared}, Path(work), progress)
         prepared = [_with(p, tree=rootfs.add_bytecode(p.tree, pycs, recipe.python)) for p in prepared]
+    prepared = [_with(p, tree=add_ld_cache(p, cache, progress)) for p in prepared]
     with ThreadPoolExecutor(max_workers=2) as pool:
         builds = list(pool.map(lambda p: finish_platform(recipe, cache, p, progress), prepared))
     python = {b.image.annotations["org.opencontainers.image.version"] for b in builds}

@@ -12,7 +12,8 @@ The step's key is (suite, package set, architecture, the base's layers): the bas
 what is already installed, so the same inputs resolve the same way. The resolution (exact
 name=version list) is recorded with the layer and in the image's labels, so a fresh machine
 reuses it from the registry without running apt; the layer's bytes are also filed under the
-resolution, so two bases that resolve to the same set share one layer.
+resolution and the base (the layer's /etc/ld.so.cache, made by the base's own ldconfig over
+the base and the packages, lists the base's libraries too: ldcache.py).
 """
 
 from __future__ import annotations
@@ -21,18 +22,20 @@ import contextlib
 import difflib
 import fcntl
 import os
+import shutil
+import subprocess
 from pathlib import Path
 from typing import Callable, Sequence
 
 from ..errors import BuildError
-from . import debian, rootfs
+from . import debian, ldcache, rootfs
 from .basefacts import BaseFacts
 from .cache import Cache
 from .layers import GZIP_LEVEL, LayerFile, gzip_bytes
 from .oci import canonical_json, sha256
 from .steps import Layer, LayerStep, StepContext
 
-RECIPE = "1"
+RECIPE = "2"  # 2: the layer carries /etc/ld.so.cache over the base and the packages (ldcache.py)
 LABEL_INVENTORY = "dev.ferry.packages.inventory"
 # what a package may depend on that an image never needs: they only run maintainer scripts
 ASSUMED = ("dpkg", "debconf")
@@ -77,9 +80,12 @@ def status_records(facts: BaseFacts, show: Callable[[list[str]], list[dict[str, 
     return out
 
 
-def resolution_key(suite: str, arch: str, packages: Sequence[debian.Package], mtime: int) -> str:
+def resolution_key(suite: str, arch: str, packages: Sequence[debian.Package], mtime: int, base: str) -> str:
+    """The shared layer's key: the resolution, and the base (its libraries are in the layer's
+    /etc/ld.so.cache)."""
     return sha256(canonical_json({"recipe": RECIPE, "suite": suite, "architecture": arch, "mtime": mtime,
-                                  "gzip": GZIP_LEVEL, "packages": sorted(p.spec for p in packages)}))[7:]
+                                  "gzip": GZIP_LEVEL, "packages": sorted(p.spec for p in packages),
+                                  "base": base}))[7:]
 
 
 def tree_of(unpacked: list[tuple[debian.Package, list[rootfs.Entry], str]]) -> rootfs.Tree:
@@ -172,7 +178,7 @@ class PackagesStep(LayerStep):
             if present:
                 ctx.progress.info(f"already in the base image: {', '.join(present)}")
             packages = apt.locate(packages) if packages else []
-            rkey = resolution_key(suite, self.deb_arch, packages, self.mtime)
+            rkey = resolution_key(suite, self.deb_arch, packages, self.mtime, self.base_chain)
             meta = {"suite": suite, "architecture": self.deb_arch, "packages": [p.to_json() for p in packages],
                     "present": present}
             shared = cache.get("packages-set", rkey)
@@ -188,7 +194,11 @@ class PackagesStep(LayerStep):
         for p, path in zip(packages, paths):
             deb = debian.Deb.open(path)
             unpacked.append((p, rootfs.entries_from_tar(deb.data, p.name), deb.control_text))
-        tar = rootfs.tar_bytes(tree_of(unpacked), self.mtime)
+        tree = tree_of(unpacked)
+        if packages:
+            tree = self.with_ld_cache(ctx, tree, work)
+            meta["ld_cache"] = ldcache.CACHE in tree
+        tar = rootfs.tar_bytes(tree, self.mtime)
         gz = gzip_bytes(tar)
         path = work / "layer.tar.gz"
         path.write_bytes(gz)
@@ -196,6 +206,42 @@ class PackagesStep(LayerStep):
         os.link(path, work / "set.tar.gz")
         cache.put("packages-set", rkey, work / "set.tar.gz", lf.digest, lf.diff_id, lf.size)
         return lf, meta
+
+    def with_ld_cache(self, ctx, tree: rootfs.Tree, work: Path) -> rootfs.Tree:
+        """The layer's files plus the /etc/ld.so.cache the base's ldconfig makes over the base
+        and these packages (stacked by overlayfs, as image.build is): the base's own cache
+        does not know the new libraries, and ctypes.util.find_library reads only the cache."""
+        from . import sandbox
+        from .buildstep import scaffold
+
+        base_tree = ctx.base_tree()
+        if not (ldcache.has_ldconfig(tree) or any((base_tree / p).is_file() for p in ("usr/sbin/ldconfig", "sbin/ldconfig"))):
+            ctx.progress.info(f"{self.base_ref} has no /sbin/ldconfig: ctypes.util.find_library will not find the "
+                              "packages' libraries (rebuild ferry's base with `ferry local up`)")
+            return tree
+        argv = ldcache.command(self.architecture)
+        tools = sandbox.Tools.find()
+        pkgs, low, upper, ovl, root = (work / d for d in ("ld-packages", "ld-scaffold", "ld-upper", "ld-work", "ld-root"))
+        rootfs.write_tree(ldcache.subset(tree), pkgs)
+        scaffold(low)
+        ldcache.place_emulator(argv, self.architecture, low)
+        for d in (upper, ovl, root):
+            d.mkdir()
+        step = sandbox.Step(argv, 0, 0, {"LC_ALL": "C"}, "/", False)
+        cmd, env = sandbox.command(tools, [pkgs, base_tree, low], upper, ovl, root, step, as_root=os.geteuid() == 0)
+        proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True, errors="replace", env=env)
+        try:
+            ldcache.check(proc, f"{self.base_ref} and image.packages")
+            path = upper / ldcache.CACHE
+            if not path.is_file():
+                raise BuildError(f"ldconfig wrote no /{ldcache.CACHE} over {self.base_ref} and image.packages",
+                                 "report the base image and the package set")
+            data = path.read_bytes()
+        finally:
+            for d in (pkgs, low, upper, ovl, root):
+                shutil.rmtree(d, ignore_errors=True)
+        ctx.progress.info(f"/etc/ld.so.cache for the base and the packages ({len(data)} bytes)")
+        return ldcache.with_cache(tree, data)
 
     def summary(self, meta: dict) -> str:
         return f", {len(meta.get('packages', []))} Debian packages from {meta.get('suite')}"

@@ -186,6 +186,12 @@ def bytecode_argv(bwrap: str, root: Path, interpreter: str, io_dir: str) -> list
     return bwrap_argv(bwrap, root, step)
 
 
+def ldconfig_argv(bwrap: str, root: Path, argv: tuple[str, ...]) -> list[str]:
+    """The tree's own ldconfig writing its /etc/ld.so.cache (ldcache.py): the tree as /, as
+    root inside (the cache is root's), no network, an empty environment."""
+    return bwrap_argv(bwrap, root, Step(tuple(argv), 0, 0, {"LC_ALL": "C"}, "/", False))
+
+
 def unshare_argv(unshare: str, root: Path, step: Step) -> list[str]:
     argv = [unshare, "--user", f"--map-user={step.uid}", f"--map-group={step.gid}", "--mount", "--pid", "--ipc",
             "--uts", "--fork", "--kill-child", "--mount-proc", f"--root={root}", f"--wd={step.workdir}"]
