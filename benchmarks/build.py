@@ -194,6 +194,7 @@ class Sample:
     scenarios: tuple[str, ...] = ("cold", "one-line change", "dependency added", "no change")
     modes: tuple[str, ...] = ("warm", "fresh")
     own: bool = False  # the app's own Dockerfile and ferry.toml (repository and base replaced)
+    max_reps: int | None = None  # fewer repetitions for the slow samples: make bench stays under 15 min
 
     def dockerfile(self, base: str, app: Path) -> str:
         """COPY lines as a skilled user writes them: the top-level files in one, each folder in its own."""
@@ -230,7 +231,7 @@ SAMPLES = {
     "wheels": Sample("wheels", ROOT / "examples" / "hello", GUNICORN + ("hello:app",), "hello/__init__.py",
                      extra_requirements=("numpy==2.2.6", "pandas==2.2.3", "python-dateutil==2.9.0.post0",
                                          "pytz==2025.2", "tzdata==2025.2", "six==1.17.0"),
-                     scenarios=("cold", "one-line change"), modes=("fresh",)),
+                     scenarios=("cold", "one-line change"), modes=("fresh",), max_reps=2),
 }
 
 
@@ -246,7 +247,7 @@ def django_sample() -> Sample | None:
     edit = next((str(p.relative_to(src)) for p in sorted(src.rglob("views.py"))), "manage.py")
     return Sample("django", src, tuple(image.get("entrypoint", ())), edit,
                   build=tuple(tuple(s) for s in image.get("build", ())),
-                  build_env=tuple(sorted(image.get("build_env", {}).items())), own=True)
+                  build_env=tuple(sorted(image.get("build_env", {}).items())), own=True, max_reps=2)
 
 
 @dataclass
@@ -484,9 +485,10 @@ def markdown(rows: list[dict], reps: int, command: str, machine: str, samples: d
         s = samples[sample]
         size = app_bytes.get(sample)
         steps = f"; build step {' '.join(s.build[0])}" if s.build else ""
+        n = max(r.get("reps", 0) for r in rows if r["sample"] == sample)
         out += [f"### {sample}: {s.src.relative_to(ROOT)}" + (f" + {len(s.extra_requirements)} more requirements"
                                                              if s.extra_requirements else "")
-                + (f" ({human(size)} of app layers{steps})" if size else ""), "",
+                + (f" ({human(size)} of app layers{steps})" if size else "") + f"; {n} repetitions", "",
                 "| mode | scenario | docker | docker+cache | ferry | ferry vs docker+cache | docker bytes | "
                 "docker+cache bytes | ferry bytes | same digest docker / ferry |",
                 "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
@@ -642,7 +644,7 @@ def main() -> None:
         for name in chosen:
             sample = samples[name]
             app_bytes[name] = app_size(bench, sample, run_id)
-            for rep in range(args.reps if len(sample.scenarios) > 2 else max(1, args.reps - 1)):
+            for rep in range(min(args.reps, sample.max_reps or args.reps)):
                 for mode in sample.modes:
                     for tool in TOOLS:
                         series(bench, sample, tool, mode, rep, run_id)
