@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import os
 import re
 import subprocess
 import sys
@@ -576,6 +577,17 @@ class Inputs:
     contributions: tuple[Contribution, ...] | Callable[[StepContext], Sequence[Contribution]] = ()
 
 
+def deps_bytecode(facts: BaseFacts, base: BaseImage, platform: Platform):
+    """deps.bytecode_plan over what this machine is (its architecture, binfmt, bubblewrap)."""
+    import shutil
+
+    from . import deps as deps_mod, sandbox
+
+    return deps_mod.bytecode_plan(facts.python, chain_id(base.diff_ids), platform.architecture,
+                                  sandbox.machine_architecture(), sandbox.read_binfmt(),
+                                  shutil.which("bwrap") or ("/usr/bin/bwrap" if os.path.exists("/usr/bin/bwrap") else None))
+
+
 def plan(spec: BuildSpec, inputs: Inputs, base: BaseImage, platform: Platform, ctx: StepContext,
          facts: BaseFacts | None = None) -> list[LayerStep]:
     """The layer steps for one platform, bottom to top: what the base lacks (Debian packages),
@@ -588,8 +600,10 @@ def plan(spec: BuildSpec, inputs: Inputs, base: BaseImage, platform: Platform, c
         steps.append(PackagesStep(spec.packages, platform.architecture, facts.suite, chain_id(base.diff_ids),
                                   spec.epoch, lambda: ctx.base_facts(files=not facts.ferry), spec.base))
     if inputs.requirements is not None:
+        bytecode = deps_bytecode(facts, base, platform)
         steps.append(DepsStep(DepsSpec(inputs.requirements, platform, spec.python, spec.manylinux, DEPS_DIR,
-                                       interpreter(spec.shebang, base.config, facts), spec.epoch)))
+                                       interpreter(spec.shebang, base.config, facts), spec.epoch, bytecode.compiler),
+                              bytecode.reason))
     contributions = inputs.contributions(ctx) if callable(inputs.contributions) else inputs.contributions
     steps.append(SourceStep(inputs.source, spec.source, spec.workdir, spec.epoch, tuple(contributions)))
     if spec.build:
