@@ -577,15 +577,19 @@ class Inputs:
     contributions: tuple[Contribution, ...] | Callable[[StepContext], Sequence[Contribution]] = ()
 
 
-def deps_bytecode(facts: BaseFacts, base: BaseImage, platform: Platform):
-    """deps.bytecode_plan over what this machine is (its architecture, binfmt, bubblewrap)."""
+def deps_bytecode(facts: BaseFacts, base: BaseImage, platform: Platform, ctx: StepContext):
+    """deps.bytecode_plan over what this machine is (its architecture, binfmt, bubblewrap)
+    and whether the base's files can be had (its blobs here, or a registry to fetch them)."""
     import shutil
 
-    from . import deps as deps_mod, sandbox
+    from . import sandbox
 
+    base_files = ctx.fetch_blob is not None or all(
+        (b.path is not None and b.path.is_file()) or ctx.cache.blob_path(b.digest).is_file() for b in base.layers)
     return deps_mod.bytecode_plan(facts.python, chain_id(base.diff_ids), platform.architecture,
                                   sandbox.machine_architecture(), sandbox.read_binfmt(),
-                                  shutil.which("bwrap") or ("/usr/bin/bwrap" if os.path.exists("/usr/bin/bwrap") else None))
+                                  shutil.which("bwrap") or ("/usr/bin/bwrap" if os.path.exists("/usr/bin/bwrap") else None),
+                                  base_files)
 
 
 def plan(spec: BuildSpec, inputs: Inputs, base: BaseImage, platform: Platform, ctx: StepContext,
@@ -600,7 +604,7 @@ def plan(spec: BuildSpec, inputs: Inputs, base: BaseImage, platform: Platform, c
         steps.append(PackagesStep(spec.packages, platform.architecture, facts.suite, chain_id(base.diff_ids),
                                   spec.epoch, lambda: ctx.base_facts(files=not facts.ferry), spec.base))
     if inputs.requirements is not None:
-        bytecode = deps_bytecode(facts, base, platform)
+        bytecode = deps_bytecode(facts, base, platform, ctx)
         steps.append(DepsStep(DepsSpec(inputs.requirements, platform, spec.python, spec.manylinux, DEPS_DIR,
                                        interpreter(spec.shebang, base.config, facts), spec.epoch, bytecode.compiler),
                               bytecode.reason))
