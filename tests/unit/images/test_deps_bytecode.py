@@ -10,6 +10,8 @@ from ferry.images import deps, sandbox
 from ferry.images.deps import Bytecode, DepsSpec, Requirements
 from ferry.images.oci import Platform
 
+from .test_builder import app  # noqa: F401  (the fixture: a fake installer and a fake base)
+
 QEMU_ARM = "enabled\ninterpreter /usr/bin/qemu-aarch64-static\nflags: OCF\n"
 
 
@@ -143,3 +145,17 @@ def test_a_base_without_the_interpreter_gets_no_bytecode_and_nothing_runs(tmp_pa
 def test_a_base_whose_files_cannot_be_had_gets_no_bytecode():
     b = deps.bytecode_plan("3.11.2", "sha256:abc", "amd64", "amd64", {}, "/usr/bin/bwrap", base_files=False)
     assert b.compiler is None and "base's layers are not on this machine" in b.reason
+
+
+def test_a_build_whose_base_files_cannot_be_had_warns_and_has_no_bytecode(app):  # noqa: F811
+    import io
+
+    from ferry.progress import Progress
+
+    from .test_builder import run
+
+    spec, calls, tmp = app
+    out = io.StringIO()
+    r = run(spec, tmp, progress=Progress(out))
+    assert "dependency layer linux/amd64: no bytecode: the base's layers are not on this machine" in out.getvalue()
+    assert r.builds[0].layer("deps").meta["bytecode"] == 0
