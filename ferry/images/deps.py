@@ -673,24 +673,36 @@ class Bytecode:
 
     compiler: str | None  # DepsSpec.bytecode: part of the layer's key
     reason: str = ""  # why not, for the warning
+    via: str | None = None  # another platform's architecture whose base (same Python) compiles it
 
     def to_json(self) -> dict:
         return {"compiler": self.compiler, "reason": self.reason}
 
 
 def bytecode_plan(python_version: str | None, base_chain: str, architecture: str, machine: str,
-                  binfmt: dict[str, str], bwrap: str | None, base_files: bool = True) -> Bytecode:
+                  binfmt: dict[str, str], bwrap: str | None, base_files: bool = True,
+                  others: dict[str, str | None] | None = None) -> Bytecode:
     """The base's interpreter compiles the dependencies when this machine runs it (its own
     architecture, or qemu-user through binfmt) in bubblewrap, from the base's files
     (``base_files``: its layers are here, or a registry can give them). The compiler's
     identity is the base's full Python version (one bytecode per interpreter version,
-    whatever else the base changes), or the base itself when its version is not known."""
+    whatever else the base changes), or the base itself when its version is not known.
+
+    A platform this machine cannot run borrows the interpreter of another platform of the
+    build (``others``: architecture -> its base's Python version) that it can, when both
+    bases name the same version: bytecode does not depend on the architecture (the base's
+    arm64 standard library gets amd64's .pyc the same way)."""
     from .sandbox import can_run
 
     if not base_files:
         return Bytecode(None, "the base's layers are not on this machine and no registry can give them")
     if not can_run(architecture, machine, binfmt):
-        return Bytecode(None, f"this {machine} machine cannot run the base's linux/{architecture} Python "
+        via = next((arch for arch, version in sorted((others or {}).items())
+                    if python_version and version == python_version and can_run(arch, machine, binfmt)), None)
+        if via and bwrap:
+            return Bytecode(f"cpython-{python_version}", via=via)
+        return Bytecode(None, f"this {machine} machine cannot run the base's linux/{architecture} Python, and no "
+                              "other platform of the build has a base with the same Python version "
                               "(register qemu-user with binfmt, or build this platform on its own architecture)")
     if not bwrap:
         return Bytecode(None, "bubblewrap (bwrap) is not installed (apt-get install bubblewrap)")

@@ -337,9 +337,13 @@ class DepsStep(LayerStep):
 
     kind = "deps"
 
-    def __init__(self, dspec: DepsSpec, no_bytecode: str = ""):
+    def __init__(self, dspec: DepsSpec, no_bytecode: str = "", compiler_tree: Callable[[], Path] | None = None,
+                 via: str | None = None):
         self.dspec = dspec
         self.no_bytecode = no_bytecode  # why the layer has no bytecode (deps.bytecode_plan)
+        # the tree whose interpreter compiles: another platform's base (``via``), else this one's
+        self.compiler_tree = compiler_tree
+        self.via = via
 
     def key(self, below: Sequence[Layer] = ()) -> str:
         return self.dspec.key()
@@ -373,7 +377,11 @@ class DepsStep(LayerStep):
 
         why, pycs, t0 = self.no_bytecode, 0, time.monotonic()
         if self.dspec.bytecode:
-            base_tree = ctx.base_tree()  # unpacked once per base (the build step's too)
+            # unpacked once per base (the build step's too)
+            base_tree = self.compiler_tree() if self.compiler_tree else ctx.base_tree()
+            if self.via:
+                ctx.progress.info(f"dependency layer {ctx.platform}: bytecode compiled by the linux/{self.via} "
+                                  f"base's Python ({self.dspec.bytecode}; bytecode is the same on every architecture)")
             t0 = time.monotonic()
             pycs, why = deps_mod.compile_bytecode(target, base_tree, self.dspec.python, self.dspec.dest)
         if why:

@@ -55,6 +55,20 @@ def test_a_foreign_platform_without_qemu_gets_no_bytecode_and_says_why():
     assert "cannot run the base's linux/arm64 Python" in b.reason and "qemu-user" in b.reason
 
 
+def test_a_foreign_platform_borrows_another_platform_s_python_of_the_same_version():
+    b = deps.bytecode_plan("3.11.2", "sha256:abc", "arm64", "amd64", {}, "/usr/bin/bwrap",
+                           others={"amd64": "3.11.2"})
+    assert b == Bytecode("cpython-3.11.2", via="amd64")
+
+
+def test_another_platform_with_another_python_version_is_not_borrowed():
+    b = deps.bytecode_plan("3.11.2", "sha256:abc", "arm64", "amd64", {}, "/usr/bin/bwrap",
+                           others={"amd64": "3.11.4"})
+    assert b.compiler is None and b.via is None
+    unknown = deps.bytecode_plan(None, "sha256:abc", "arm64", "amd64", {}, "/usr/bin/bwrap", others={"amd64": None})
+    assert unknown.compiler is None
+
+
 def test_a_foreign_platform_with_qemu_registered_is_compiled_through_it():
     b = deps.bytecode_plan("3.11.2", "sha256:abc", "arm64", "amd64", {"qemu-aarch64": QEMU_ARM}, "/usr/bin/bwrap")
     assert b == Bytecode("cpython-3.11.2")
