@@ -186,6 +186,30 @@ def bytecode_argv(bwrap: str, root: Path, interpreter: str, io_dir: str) -> list
     return bwrap_argv(bwrap, root, step)
 
 
+def unshare_argv(unshare: str, root: Path, step: Step) -> list[str]:
+    argv = [unshare, "--user", f"--map-user={step.uid}", f"--map-group={step.gid}", "--mount", "--pid", "--ipc",
+            "--uts", "--fork", "--kill-child", "--mount-proc", f"--root={root}", f"--wd={step.workdir}"]
+    if not step.network:
+        argv.insert(5, "--net")
+    return [*argv, "--", *step.argv]
+
+
+def command(tools: Tools, lowers: list[Path], upper: Path, work: Path, root: Path, step: Step,
+            as_root: bool = True) -> tuple[list[str], dict[str, str]]:
+    """The full argv for one step, and the environment to start it with."""
+    outer = [tools.unshare, "--mount", "--propagation", "private"]
+    if not as_root:
+        outer.insert(1, "--map-root-user")
+    opts = overlay_options(lowers, upper, work)
+    if tools.bwrap:
+        inner, env = bwrap_argv(tools.bwrap, root, step), {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
+    else:
+        inner, env = unshare_argv(tools.unshare, root, step), dict(step.env)
+    backend = "bwrap" if tools.bwrap else "unshare"
+    return [*outer, "--", tools.sh, "-ec", SCRIPT, "sh", opts, str(root), backend,
+            "1" if step.network else "0", tools.mount, *inner], env
+
+
 # where the dependency folder is bound inside the sandbox (bwrap's own tmpfs /tmp), and the
 # script the base's interpreter runs there: the standard library's compileall over it, each
 # .pyc named for the image's path (ddir), so a traceback shows /app/deps/..., never /tmp
@@ -221,27 +245,3 @@ def deps_bytecode_argv(bwrap: str, base_root: Path, top: list[tuple[str, str | N
              "--chdir", "/", "--", interpreter, "-S", "-s", "-B", "-c", DEPS_BYTECODE_SCRIPT,
              DEPS_MOUNT, "/" + dest.strip("/"), mode, str(workers)]
     return argv
-
-
-def unshare_argv(unshare: str, root: Path, step: Step) -> list[str]:
-    argv = [unshare, "--user", f"--map-user={step.uid}", f"--map-group={step.gid}", "--mount", "--pid", "--ipc",
-            "--uts", "--fork", "--kill-child", "--mount-proc", f"--root={root}", f"--wd={step.workdir}"]
-    if not step.network:
-        argv.insert(5, "--net")
-    return [*argv, "--", *step.argv]
-
-
-def command(tools: Tools, lowers: list[Path], upper: Path, work: Path, root: Path, step: Step,
-            as_root: bool = True) -> tuple[list[str], dict[str, str]]:
-    """The full argv for one step, and the environment to start it with."""
-    outer = [tools.unshare, "--mount", "--propagation", "private"]
-    if not as_root:
-        outer.insert(1, "--map-root-user")
-    opts = overlay_options(lowers, upper, work)
-    if tools.bwrap:
-        inner, env = bwrap_argv(tools.bwrap, root, step), {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
-    else:
-        inner, env = unshare_argv(tools.unshare, root, step), dict(step.env)
-    backend = "bwrap" if tools.bwrap else "unshare"
-    return [*outer, "--", tools.sh, "-ec", SCRIPT, "sh", opts, str(root), backend,
-            "1" if step.network else "0", tools.mount, *inner], env
