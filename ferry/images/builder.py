@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import os
 import re
 import subprocess
 import sys
@@ -576,10 +577,39 @@ class Inputs:
     contributions: tuple[Contribution, ...] | Callable[[StepContext], Sequence[Contribution]] = ()
 
 
+def deps_bytecode(facts: BaseFacts, base: BaseImage, platform: Platform, ctx: StepContext,
+                  others: Callable[[], dict[str, BaseImage]] | None = None):
+    """deps.bytecode_plan over what this machine is (its architecture, binfmt, bubblewrap),
+    whether the base's files can be had (its blobs here, or a registry to fetch them), and,
+    for a platform it cannot run, the other platforms' bases (loaded only then).
+    -> (the plan, the tree whose interpreter compiles: None for this platform's base)."""
+    import shutil
+
+    from . import sandbox
+
+    def have_files(b: BaseImage) -> bool:
+        return ctx.fetch_blob is not None or all(
+            (x.path is not None and x.path.is_file()) or ctx.cache.blob_path(x.digest).is_file() for x in b.layers)
+
+    machine, binfmt = sandbox.machine_architecture(), sandbox.read_binfmt()
+    bwrap = shutil.which("bwrap") or ("/usr/bin/bwrap" if os.path.exists("/usr/bin/bwrap") else None)
+    bases: dict[str, BaseImage] = {}
+    if others is not None and not sandbox.can_run(platform.architecture, machine, binfmt):
+        bases = {arch: b for arch, b in others().items() if have_files(b)}
+    versions = {arch: basefacts.from_config(b.config, b.image.annotations).python for arch, b in bases.items()}
+    plan_ = deps_mod.bytecode_plan(facts.python, chain_id(base.diff_ids), platform.architecture, machine, binfmt,
+                                   bwrap, have_files(base), versions)
+    if plan_.via is None:
+        return plan_, None
+    other = bases[plan_.via]
+    return plan_, (lambda: ctx.trees().base(other.layers, other.diff_ids))
+
+
 def plan(spec: BuildSpec, inputs: Inputs, base: BaseImage, platform: Platform, ctx: StepContext,
-         facts: BaseFacts | None = None) -> list[LayerStep]:
+         facts: BaseFacts | None = None, others: Callable[[], dict[str, BaseImage]] | None = None) -> list[LayerStep]:
     """The layer steps for one platform, bottom to top: what the base lacks (Debian packages),
-    the dependencies, the source, what the build steps write."""
+    the dependencies, the source, what the build steps write. ``others``: the build's other
+    platforms' bases by architecture (one may compile this platform's bytecode)."""
     facts = facts or ctx.base_facts()
     steps: list[LayerStep] = []
     if spec.packages:
@@ -588,8 +618,10 @@ def plan(spec: BuildSpec, inputs: Inputs, base: BaseImage, platform: Platform, c
         steps.append(PackagesStep(spec.packages, platform.architecture, facts.suite, chain_id(base.diff_ids),
                                   spec.epoch, lambda: ctx.base_facts(files=not facts.ferry), spec.base))
     if inputs.requirements is not None:
+        bytecode, compiler_tree = deps_bytecode(facts, base, platform, ctx, others)
         steps.append(DepsStep(DepsSpec(inputs.requirements, platform, spec.python, spec.manylinux, DEPS_DIR,
-                                       interpreter(spec.shebang, base.config, facts), spec.epoch)))
+                                       interpreter(spec.shebang, base.config, facts), spec.epoch, bytecode.compiler),
+                              bytecode.reason, compiler_tree, bytecode.via))
     contributions = inputs.contributions(ctx) if callable(inputs.contributions) else inputs.contributions
     steps.append(SourceStep(inputs.source, spec.source, spec.workdir, spec.epoch, tuple(contributions)))
     if spec.build:
@@ -673,7 +705,10 @@ def build(spec: BuildSpec, *, fetch_base: Callable[[Platform], Image],
                 warnings.append(w)
                 progress.warn(w)
         layers: list[Layer] = []
-        for step in plan(spec, inputs, base, platform, ctx, facts):
+        def others() -> dict[str, BaseImage]:
+            return {p.architecture: load_base(spec, fetch_base(p), p) for p in spec.platforms if p != platform}
+
+        for step in plan(spec, inputs, base, platform, ctx, facts, others):
             layers.append(run_step(step, ctx, tuple(layers)))
         files, scripts, modules = entrypoint_facts(layers, spec.workdir)
         check_entrypoint(spec.entrypoint, files, spec.workdir, scripts, modules, spec.source,

@@ -214,3 +214,40 @@ def command(tools: Tools, lowers: list[Path], upper: Path, work: Path, root: Pat
     backend = "bwrap" if tools.bwrap else "unshare"
     return [*outer, "--", tools.sh, "-ec", SCRIPT, "sh", opts, str(root), backend,
             "1" if step.network else "0", tools.mount, *inner], env
+
+
+# where the dependency folder is bound inside the sandbox (bwrap's own tmpfs /tmp), and the
+# script the base's interpreter runs there: the standard library's compileall over it, each
+# .pyc named for the image's path (ddir), so a traceback shows /app/deps/..., never /tmp
+DEPS_MOUNT = "/tmp/ferry-deps"
+DEPS_BYTECODE_SCRIPT = (
+    "import compileall, py_compile, sys; "
+    "src, ddir, mode, workers = sys.argv[1:5]; "
+    "compileall.compile_dir(src, ddir=ddir, force=True, quiet=2, workers=int(workers), "
+    "invalidation_mode=py_compile.PycInvalidationMode[mode])"
+)
+_KERNEL_DIRS = frozenset({"proc", "dev", "tmp", "sys"})
+
+
+def deps_bytecode_argv(bwrap: str, base_root: Path, top: list[tuple[str, str | None]], interpreter: str,
+                       target: Path, dest: str, mode: str, workers: int) -> list[str]:
+    """The base's own interpreter compiling the dependency folder in place.
+
+    bubblewrap's root is its own empty tmpfs: each top-level entry of the base's tree
+    (``top``: name, and the symlink's target or None) is bound read-only into it, or made the
+    same symlink (``/lib -> usr/lib``), so no mount point has to exist in the base (the tree
+    in the cache is never written) and any base works, distroless or not. Only the
+    dependency folder is writable. No network, no environment but a fixed hash seed and
+    SOURCE_DATE_EPOCH, no site (``-S -s``), no bytecode of its own (``-B``)."""
+    argv = [bwrap]
+    for name, link in sorted(top):
+        if name in _KERNEL_DIRS:
+            continue
+        argv += ["--symlink", link, f"/{name}"] if link is not None else ["--ro-bind", str(base_root / name), f"/{name}"]
+    argv += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--bind", str(target), DEPS_MOUNT,
+             "--unshare-all", "--unshare-user", "--uid", "0", "--gid", "0", "--hostname", "ferry-build",
+             "--die-with-parent", "--new-session", "--clearenv",
+             "--setenv", "PYTHONHASHSEED", "0", "--setenv", "SOURCE_DATE_EPOCH", "1", "--setenv", "LC_ALL", "C.UTF-8",
+             "--chdir", "/", "--", interpreter, "-S", "-s", "-B", "-c", DEPS_BYTECODE_SCRIPT,
+             DEPS_MOUNT, "/" + dest.strip("/"), mode, str(workers)]
+    return argv

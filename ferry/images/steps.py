@@ -337,8 +337,13 @@ class DepsStep(LayerStep):
 
     kind = "deps"
 
-    def __init__(self, dspec: DepsSpec):
+    def __init__(self, dspec: DepsSpec, no_bytecode: str = "", compiler_tree: Callable[[], Path] | None = None,
+                 via: str | None = None):
         self.dspec = dspec
+        self.no_bytecode = no_bytecode  # why the layer has no bytecode (deps.bytecode_plan)
+        # the tree whose interpreter compiles: another platform's base (``via``), else this one's
+        self.compiler_tree = compiler_tree
+        self.via = via
 
     def key(self, below: Sequence[Layer] = ()) -> str:
         return self.dspec.key()
@@ -353,6 +358,7 @@ class DepsStep(LayerStep):
         if not target.is_dir():
             target.mkdir()
         scripts = deps_mod.finalise(target, self.dspec.shebang)
+        pycs, why, seconds = self._bytecode(ctx, target)
         packages = deps_mod.inventory(target)
         if not packages:
             wanted = declared_requirements(self.dspec.requirements)
@@ -361,10 +367,32 @@ class DepsStep(LayerStep):
         modules = deps_mod.top_level_modules(target)
         lf = write_layer(deps_mod.entries(target, self.dspec.dest), work / "layer.tar.gz", self.dspec.mtime)
         return lf, {"packages": [d.to_json() for d in packages], "scripts": list(scripts),
-                    "modules": list(modules), "installer": installer}
+                    "modules": list(modules), "installer": installer, "bytecode": pycs,
+                    "bytecode_seconds": seconds}
+
+    def _bytecode(self, ctx: StepContext, target: Path) -> tuple[int, str, float]:
+        """The base's interpreter compiles the folder (deps.compile_bytecode); without one
+        that runs here the layer has no bytecode, said as a warning. -> (.pyc, why not, s)."""
+        import time
+
+        why, pycs, t0 = self.no_bytecode, 0, time.monotonic()
+        if self.dspec.bytecode:
+            # unpacked once per base (the build step's too)
+            base_tree = self.compiler_tree() if self.compiler_tree else ctx.base_tree()
+            if self.via:
+                ctx.progress.info(f"dependency layer {ctx.platform}: bytecode compiled by the linux/{self.via} "
+                                  f"base's Python ({self.dspec.bytecode}; bytecode is the same on every architecture)")
+            t0 = time.monotonic()
+            pycs, why = deps_mod.compile_bytecode(target, base_tree, self.dspec.python, self.dspec.dest)
+        if why:
+            ctx.progress.warn(f"dependency layer {ctx.platform}: no bytecode: {why}; each start of the image "
+                              "compiles the dependencies it imports, in memory")
+        return pycs, why, round(time.monotonic() - t0, 2)
 
     def summary(self, meta: dict) -> str:
-        return f", {len(meta.get('packages', []))} distributions with {meta.get('installer', '?')}"
+        pycs = meta.get("bytecode")
+        code = f", {pycs} .pyc in {meta.get('bytecode_seconds', 0)} s" if pycs else ""
+        return f", {len(meta.get('packages', []))} distributions with {meta.get('installer', '?')}{code}"
 
     def meta_from_labels(self, labels):
         try:
