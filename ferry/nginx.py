@@ -15,6 +15,7 @@ import jinja2
 
 from . import assets
 from .config import Config
+from .deploy import docker as D
 from .errors import DeployError
 
 
@@ -66,9 +67,7 @@ def proxy_path(cfg: Config) -> str:
 
 def volume_path(cfg: Config, name: str) -> str:
     """Where deploy.volumes' NAME lives on the host (the deploy creates it, owned by the image's user)."""
-    from .deploy.docker import volume_path
-
-    return volume_path(cfg, name)
+    return D.volume_path(cfg, name)
 
 
 def nginx_duration(seconds: float) -> str:
@@ -153,20 +152,36 @@ def live_port(upstream_text: str | None) -> int | None:
 
 
 def nginx_argv(cfg: Config, *args: str) -> list[str]:
-    return [cfg.deploy.nginx, "-c", cfg.deploy.nginx_conf, *args]
+    return D.nginx_argv(cfg, *args)
+
+
+def _test_failed(host, r) -> DeployError:
+    out = (r.stderr or r.stdout).replace(D.NGINX_TEST_FAILED, "").strip()
+    return DeployError(f"{host.name}: nginx -t rejected the new configuration: {out[-400:]}",
+                       "fix the nginx template (proxy.templates, or ferry's own); the old configuration was "
+                       "restored and keeps serving")
+
+
+def _reload_failed(host, r) -> DeployError:
+    return DeployError(f"{host.name}: nginx reload failed: {(r.stderr or r.stdout).strip()[-300:]}",
+                       "is nginx running on the host? (`ferry local up` here, systemctl status nginx there)")
 
 
 def test_and_reload(host, cfg: Config) -> None:
-    t = host.run(nginx_argv(cfg, "-t", "-q"))
-    if not t.ok:
-        raise DeployError(f"{host.name}: nginx -t failed: {(t.stderr or t.stdout).strip()[-400:]}",
+    """``nginx -t`` then the reload, one SSH command (docker.test_reload_argv)."""
+    r = host.run(D.test_reload_argv(cfg))
+    if r.ok:
+        return
+    if D.NGINX_TEST_FAILED in r.stdout:
+        raise DeployError(f"{host.name}: nginx -t failed: {(r.stderr or r.stdout).replace(D.NGINX_TEST_FAILED, '').strip()[-400:]}",
                           "fix the nginx template (proxy.templates, or ferry's own); the old configuration is still serving")
-    reload_nginx(host, cfg)
+    raise _reload_failed(host, r)
 
 
 def apply(host, cfg: Config, files: dict[str, str], reload: bool = True) -> bool:
     """Write ``files`` (path -> content) on ``host``; ``nginx -t``; on failure put every old file
-    back and raise DeployError; then reload. Returns False when nothing changed."""
+    back and raise DeployError; then reload (the test and the reload are one SSH command).
+    Returns False when nothing changed."""
     old: dict[str, str | None] = {path: host.read(path) for path in files}
     changed = {p: c for p, c in files.items() if old[p] != c}
     if not changed:
@@ -176,11 +191,9 @@ def apply(host, cfg: Config, files: dict[str, str], reload: bool = True) -> bool
         for path, content in changed.items():
             host.write(path, content)
             written.append(path)
-        t = host.run(nginx_argv(cfg, "-t", "-q"))
-        if not t.ok:
-            raise DeployError(f"{host.name}: nginx -t rejected the new configuration: "
-                              f"{(t.stderr or t.stdout).strip()[-400:]}",
-                              "fix the nginx template (proxy.templates, or ferry's own); the old configuration was restored and keeps serving")
+        r = host.run(D.test_reload_argv(cfg) if reload else nginx_argv(cfg, "-t", "-q"))
+        if not r.ok and (not reload or D.NGINX_TEST_FAILED in r.stdout):
+            raise _test_failed(host, r)
     except Exception:
         for path in written:
             if old[path] is None:
@@ -188,13 +201,7 @@ def apply(host, cfg: Config, files: dict[str, str], reload: bool = True) -> bool
             else:
                 host.write(path, old[path])
         raise
-    if reload:
-        reload_nginx(host, cfg)
+    if not r.ok:
+        raise _reload_failed(host, r)
     return True
 
-
-def reload_nginx(host, cfg: Config) -> None:
-    r = host.run(nginx_argv(cfg, "-s", "reload"))
-    if not r.ok:
-        raise DeployError(f"{host.name}: nginx reload failed: {(r.stderr or r.stdout).strip()[-300:]}",
-                          "is nginx running on the host? (`ferry local up` here, systemctl status nginx there)")

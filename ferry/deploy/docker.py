@@ -13,6 +13,7 @@ every container of the app; nothing here builds a command that deletes one.
 
 from __future__ import annotations
 
+import math
 import shlex
 
 from ..config import Config, ProcessConfig
@@ -237,8 +238,9 @@ def labels_of(ps_row: dict) -> dict[str, str]:
 
 # --- the host around the containers: probes, nginx's drain, files, the warm colour's timer ------
 
-def app_dirs_argv(app_dir: str) -> list[str]:
-    return ["mkdir", "-p", f"{app_dir}/nginx", f"{app_dir}/acme"]
+def app_dirs(app_dir: str) -> list[str]:
+    """The app's directories on the host (created over SFTP, as the lock's is)."""
+    return [f"{app_dir}/nginx", f"{app_dir}/acme"]
 
 
 def clean_temp_argv(app_dir: str) -> list[str]:
@@ -282,6 +284,64 @@ def verify_argv(cfg: Config, tls: bool) -> tuple[str, list[str]]:
 def draining_argv() -> list[str]:
     """nginx's old workers still finishing what they held after a reload."""
     return ["pgrep", "-f", "nginx: worker process is shutting down"]
+
+
+def _deadline(timeout: float) -> str:
+    """Shell: ``end`` = now + ``timeout`` (whole seconds, rounded up), for a loop's bound."""
+    return f"end=$(( $(date +%s) + {max(1, math.ceil(timeout))} ))"
+
+
+def verify_loop_argv(cfg: Config, tls: bool, release: str, port: int, timeout: float) -> tuple[str, list[str]]:
+    """(url, argv): verify_argv's request repeated on the host every 10 ms until the answer has
+    a good status, names ``release`` and came from ``port``, for at most ``timeout`` seconds:
+    one SSH command however long nginx takes (after a reload its master waits 100 ms before
+    the old workers stop accepting, so a new connection meets either). Prints the last
+    response's headers (the caller checks them again: plan.verified); exit 0 when they matched."""
+    url, curl = verify_argv(cfg, tls)
+    wanted = " && ".join(f"printf '%s\\n' \"$out\" | grep -qixF {shlex.quote(line)}"
+                         for line in (f"x-ferry-release: {release}", f"x-ferry-upstream: 127.0.0.1:{port}"))
+    script = (f"{_deadline(timeout)}; while :; do out=$({shlex.join(curl)} 2>&1 | tr -d '\\r'); "
+              f"if printf '%s\\n' \"$out\" | grep -qE '^HTTP/[0-9.]+ (200|204|301|302|308)( |$)' && {wanted}; "
+              f"then printf '%s\\n' \"$out\"; exit 0; fi; "
+              f"if [ \"$(date +%s)\" -ge \"$end\" ]; then printf '%s\\n' \"$out\"; exit 1; fi; sleep 0.01; done")
+    return url, ["sh", "-c", script]
+
+
+def drain_wait_argv(timeout: float) -> list[str]:
+    """Wait on the host, polling every 20 ms, until nginx's old workers have exited (what
+    draining_argv lists), for at most ``timeout`` seconds: one SSH command instead of one per
+    poll. Exit 0 drained, 1 still draining. ``[n]`` keeps pgrep from matching this shell."""
+    return ["sh", "-c", f"{_deadline(timeout)}; while pgrep -f '[n]ginx: worker process is shutting down' >/dev/null; "
+                        f"do if [ \"$(date +%s)\" -ge \"$end\" ]; then exit 1; fi; sleep 0.02; done"]
+
+
+def nginx_argv(cfg: Config, *args: str) -> list[str]:
+    return [cfg.deploy.nginx, "-c", cfg.deploy.nginx_conf, *args]
+
+
+NGINX_TEST_FAILED = "--ferry-nginx-test-failed--"
+
+
+def test_reload_argv(cfg: Config) -> list[str]:
+    """``nginx -t`` and, only when it passes, the reload, in one SSH command. A failed test
+    prints NGINX_TEST_FAILED on stdout (nginx's own message is on stderr), so the caller tells
+    it (restore the old files) from a failed reload."""
+    return ["sh", "-c", f"{shlex.join(nginx_argv(cfg, '-t', '-q'))} || {{ echo {NGINX_TEST_FAILED}; exit 1; }}; "
+                        f"exec {shlex.join(nginx_argv(cfg, '-s', 'reload'))}"]
+
+
+OBSERVE_SEP = "--ferry-observe--"
+
+
+def observe_argv(cfg: Config) -> list[str]:
+    """What a plan needs from the host besides its files, in one SSH command: the app's
+    containers (``docker ps``, its exit code on the separator line after it), then each
+    colour's health probe in colour order, each after a separator (plan.parse_observe)."""
+    parts = [f"{shlex.join(ps_argv(cfg))} 2>&1; echo {OBSERVE_SEP} $?"]
+    for colour in sorted(cfg.deploy.colours):
+        probe = probe_argv(cfg.deploy.colours[colour], cfg.deploy.health.path)
+        parts.append(f"echo {OBSERVE_SEP}; {shlex.join(probe)} 2>/dev/null")
+    return ["sh", "-c", "; ".join(parts)]
 
 
 def schedule_stop_argv(cfg: Config, name: str, release: str, port: int, upstream_path: str, after: float) -> list[str]:
