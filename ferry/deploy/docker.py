@@ -315,6 +315,16 @@ def drain_wait_argv(timeout: float) -> list[str]:
                         f"do if [ \"$(date +%s)\" -ge \"$end\" ]; then exit 1; fi; sleep 0.02; done"]
 
 
+STILL_DRAINING = "--ferry-still-draining--"
+
+
+def drain_then_argv(timeout: float, then: list[str]) -> list[str]:
+    """drain_wait_argv, then ``then`` (stop the old colour, or its warm timer) whatever the
+    drain's outcome, as one SSH command; a drain that outlived ``timeout`` prints
+    STILL_DRAINING first. The exit code is ``then``'s."""
+    return ["sh", "-c", f"{shlex.join(drain_wait_argv(timeout))} || echo {STILL_DRAINING}; exec {shlex.join(then)}"]
+
+
 def nginx_argv(cfg: Config, *args: str) -> list[str]:
     return [cfg.deploy.nginx, "-c", cfg.deploy.nginx_conf, *args]
 
@@ -336,12 +346,12 @@ OBSERVE_SEP = "--ferry-observe--"
 def observe_argv(cfg: Config) -> list[str]:
     """What a plan needs from the host besides its files, in one SSH command: the app's
     containers (``docker ps``, its exit code on the separator line after it), then each
-    colour's health probe in colour order, each after a separator (plan.parse_observe)."""
-    parts = [f"{shlex.join(ps_argv(cfg))} 2>&1; echo {OBSERVE_SEP} $?"]
-    for colour in sorted(cfg.deploy.colours):
-        probe = probe_argv(cfg.deploy.colours[colour], cfg.deploy.health.path)
-        parts.append(f"echo {OBSERVE_SEP}; {shlex.join(probe)} 2>/dev/null")
-    return ["sh", "-c", "; ".join(parts)]
+    colour's health probe in colour order, each after a separator (plan.parse_observe). The
+    probes run while docker ps does (into a temp file, printed after it)."""
+    probes = "; ".join(f"echo {OBSERVE_SEP}; {shlex.join(probe_argv(cfg.deploy.colours[c], cfg.deploy.health.path))}"
+                       for c in sorted(cfg.deploy.colours))
+    return ["sh", "-c", f"p=$(mktemp) || exit 1; {{ {probes}; }} >\"$p\" 2>/dev/null & "
+                        f"{shlex.join(ps_argv(cfg))} 2>&1; echo {OBSERVE_SEP} $?; wait; cat \"$p\"; rm -f \"$p\""]
 
 
 def schedule_stop_argv(cfg: Config, name: str, release: str, port: int, upstream_path: str, after: float) -> list[str]:

@@ -496,33 +496,32 @@ class HostDeployer:
         raise DeployError(f"{self.host.name}: nginx does not serve release {rid} after the reload (saw: {seen[:200]})",
                           "traffic was moved back; check nginx's error log and deploy.health.path")
 
-    def wait_drained(self) -> None:
-        """Old nginx workers keep serving the requests they hold after a reload; the old colour
-        must stay up until they are done (or drain_timeout). Polled on the host: one command."""
-        timeout = self.cfg.deploy.drain_timeout
-        r = self.host.run(D.drain_wait_argv(timeout), timeout=timeout + 30)
-        if not r.ok:
-            self.progress.warn(f"requests still in flight after {timeout:.0f}s (drain_timeout)", host=self.host.name)
-
     def retire(self, old: Container | None) -> None:
+        """Old nginx workers keep serving the requests they hold after a reload: the old colour
+        stays up until they are done (or drain_timeout), then it stays warm for keep_previous
+        (a host-side timer stops it later) or stops. The drain is polled on the host and
+        followed by the timer or the stop in the same SSH command (docker.drain_then_argv)."""
         if not old:
             return
+        cfg = self.cfg
         self.step(f"drain {old.name}")
-        self.wait_drained()
-        keep = self.cfg.deploy.keep_previous
+        keep = cfg.deploy.keep_previous
         if keep > 0 and old.running:
             self.progress.info(f"{old.name} stays warm for {keep:.0f}s: `ferry rollback` is one reload", host=self.host.name)
-            self.schedule_stop(old, keep)
+            then = self.schedule_stop_argv(old, keep)
         else:
-            self.step(f"stop {old.name}")
-            self.host.run(D.stop_argv(self.cfg, old.name))
+            self.progress.info(f"then stop {old.name}", host=self.host.name)
+            then = D.stop_argv(cfg, old.name)
+        timeout = cfg.deploy.drain_timeout
+        r = self.host.run(D.drain_then_argv(timeout, then), timeout=2 * timeout + 60)  # the drain, then docker stop's
+        if D.STILL_DRAINING in r.stdout:
+            self.progress.warn(f"requests still in flight after {timeout:.0f}s (drain_timeout)", host=self.host.name)
 
-    def schedule_stop(self, c: Container, after: float) -> None:
+    def schedule_stop_argv(self, c: Container, after: float) -> list[str]:
         """A host-side timer stops the warm colour later, unless by then it is live again or was
         replaced by another release (checked by label)."""
         cfg = self.cfg
-        self.host.run(D.schedule_stop_argv(cfg, c.name, c.release, cfg.deploy.colours[c.colour],
-                                           nginx.upstream_path(cfg), after))
+        return D.schedule_stop_argv(cfg, c.name, c.release, cfg.deploy.colours[c.colour], nginx.upstream_path(cfg), after)
 
     def prune(self, history: History, in_use: set[str]) -> None:
         """Remove images beyond keep_releases; ``in_use``: the digests of the live and warm colours."""

@@ -118,11 +118,13 @@ def test_probes_through_the_host_and_through_nginx():
 
 def test_one_command_for_what_observe_reads_besides_files():
     c = shop()
+    # the probes run in the background while docker ps does, and are printed after it
     assert D.observe_argv(c) == ["sh", "-c", (
+        "p=$(mktemp) || exit 1; { echo --ferry-observe--; curl -sS -m 3.0 -w '\n%{http_code}' "
+        "http://127.0.0.1:34081/healthz; echo --ferry-observe--; curl -sS -m 3.0 -w '\n%{http_code}' "
+        "http://127.0.0.1:34082/healthz; } >\"$p\" 2>/dev/null & "
         "docker -H unix:///var/lib/ferry-local/docker.sock ps --all --no-trunc --filter label=dev.ferry.app=shop "
-        "--format '{{json .}}' 2>&1; echo --ferry-observe-- $?; "
-        "echo --ferry-observe--; curl -sS -m 3.0 -w '\n%{http_code}' http://127.0.0.1:34081/healthz 2>/dev/null; "
-        "echo --ferry-observe--; curl -sS -m 3.0 -w '\n%{http_code}' http://127.0.0.1:34082/healthz 2>/dev/null")]
+        "--format '{{json .}}' 2>&1; echo --ferry-observe-- $?; wait; cat \"$p\"; rm -f \"$p\"")]
 
 
 def test_nginx_test_and_reload_are_one_command_the_reload_only_after_the_test():
@@ -149,6 +151,11 @@ def test_verify_and_drain_poll_on_the_host_with_a_deadline():
         "end=$(( $(date +%s) + 30 )); while pgrep -f '[n]ginx: worker process is shutting down' >/dev/null; "
         "do if [ \"$(date +%s)\" -ge \"$end\" ]; then exit 1; fi; sleep 0.02; done")]
     assert D.drain_wait_argv(0.5)[2].startswith("end=$(( $(date +%s) + 1 ));")  # at least one second
+    # the drain, then the old colour's stop (or its warm timer) whatever the drain did: one command
+    assert D.drain_then_argv(30.0, D.stop_argv(c, "shop-blue")) == ["sh", "-c", (
+        "sh -c 'end=$(( $(date +%s) + 30 )); while pgrep -f '\"'\"'[n]ginx: worker process is shutting down'\"'\"' "
+        ">/dev/null; do if [ \"$(date +%s)\" -ge \"$end\" ]; then exit 1; fi; sleep 0.02; done' "
+        "|| echo --ferry-still-draining--; exec docker -H unix:///var/lib/ferry-local/docker.sock stop --time 30 shop-blue")]
 
 
 def test_files_and_the_warm_colours_timer():
