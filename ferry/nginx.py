@@ -10,7 +10,6 @@ from __future__ import annotations
 import functools
 import ipaddress
 import os
-import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -41,30 +40,10 @@ def _env(cfg: Config | None = None) -> "jinja2.Environment":
 def _env_for(dirs: tuple[str, ...]) -> "jinja2.Environment":
     """One environment per template path, so a template is compiled once per process (it
     still reloads when its file changes: jinja2 checks the mtime)."""
-    import jinja2  # ~25 ms: imported when a template is first needed (see warm_up)
+    import jinja2  # ~25 ms: only commands that render pay it (not status, logs, lock)
 
     return jinja2.Environment(loader=jinja2.FileSystemLoader(list(dirs)), undefined=jinja2.StrictUndefined,
                               keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True)
-
-
-TEMPLATES = ("site.conf.j2", "proxy.conf.j2", "upstream.conf.j2")
-
-
-def warm_up(cfg: Config) -> threading.Thread:
-    """Import jinja2 and compile the app's templates in a background thread, while the caller
-    waits on the host (SSH connection, lock, observe): the swap then renders at once. A
-    failure here is ignored: the render that needs the template raises it again."""
-    def load() -> None:
-        try:
-            env = _env(cfg)
-            for name in TEMPLATES:
-                env.get_template(name)
-        except Exception:  # noqa: BLE001 - reported by the render itself
-            pass
-
-    t = threading.Thread(target=load, name="ferry-templates", daemon=True)
-    t.start()
-    return t
 
 
 # proxy.gzip: what compresses well (text/html is always on in nginx); never text/event-stream,

@@ -85,9 +85,6 @@ def across_hosts(cfg: Config, progress: Progress, action: Callable[..., dict], c
     out of the load balancer for its turn; ``first`` is True for the first host only (the one
     that runs the release command). The first failure stops further batches; its error names
     which host has which release."""
-    from .. import nginx
-
-    nginx.warm_up(cfg)  # the swap's templates compile while we wait on the hosts
     targets = fleet_hosts.resolve_hosts(cfg, progress)
     deployers: dict[HostTarget, HostDeployer] = {}
 
