@@ -43,7 +43,21 @@ def _env_for(dirs: tuple[str, ...]) -> "jinja2.Environment":
     import jinja2  # ~25 ms: only commands that render pay it (not status, logs, lock)
 
     return jinja2.Environment(loader=jinja2.FileSystemLoader(list(dirs)), undefined=jinja2.StrictUndefined,
-                              keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True)
+                              keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True,
+                              bytecode_cache=_bytecode_cache())
+
+
+def _bytecode_cache():
+    """jinja2's own cache of compiled templates, in its private per-user temp directory (made
+    0700, its owner checked): compiling site, proxy and upstream took ~20 ms of every deploy
+    and rollback; loading them ~2 ms. Keyed by the template's source, so an edited template is
+    compiled again. None (compile each time) when that directory cannot be used safely."""
+    import jinja2
+
+    try:
+        return jinja2.FileSystemBytecodeCache()
+    except (OSError, RuntimeError):
+        return None
 
 
 # proxy.gzip: what compresses well (text/html is always on in nginx); never text/event-stream,
