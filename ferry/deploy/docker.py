@@ -278,7 +278,10 @@ def verify_argv(cfg: Config, tls: bool) -> tuple[str, list[str]]:
     else:
         url = f"http://{address}:{p.http_port}{cfg.deploy.health.path}"
         extra = ["-H", f"Host: {host_header}"]
-    return url, ["curl", "-sS", "-o", "/dev/null", "-D", "-", "-m", "5", "-H", "X-Ferry-Verify: 1", *extra, url]
+    # Connection: close makes nginx close first, so the TIME_WAIT of each poll is nginx's (on its
+    # listening port), never a client port that a colour's server may need to bind later
+    return url, ["curl", "-sS", "-o", "/dev/null", "-D", "-", "-m", "5", "-H", "X-Ferry-Verify: 1",
+                 "-H", "Connection: close", *extra, url]
 
 
 def draining_argv() -> list[str]:

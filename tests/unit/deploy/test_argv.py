@@ -110,7 +110,7 @@ def test_probes_through_the_host_and_through_nginx():
         "http://127.0.0.1:34082/healthz")]
     assert D.verify_argv(c, tls=False) == ("http://127.0.0.1:34080/healthz", [
         "curl", "-sS", "-o", "/dev/null", "-D", "-", "-m", "5", "-H", "X-Ferry-Verify: 1",
-        "-H", "Host: 127.0.0.1", "http://127.0.0.1:34080/healthz"])
+        "-H", "Connection: close", "-H", "Host: 127.0.0.1", "http://127.0.0.1:34080/healthz"])
     assert D.verify_argv(c, tls=True)[1][-4:] == ["-k", "--resolve", "127.0.0.1:34443:127.0.0.1",
                                                   "https://127.0.0.1:34443/healthz"]
     assert D.draining_argv() == ["pgrep", "-f", "nginx: worker process is shutting down"]
@@ -141,7 +141,7 @@ def test_verify_and_drain_poll_on_the_host_with_a_deadline():
     assert url == "http://127.0.0.1:34080/healthz"
     assert argv == ["sh", "-c", (
         "end=$(( $(date +%s) + 10 )); while :; do out=$(curl -sS -o /dev/null -D - -m 5 -H 'X-Ferry-Verify: 1' "
-        "-H 'Host: 127.0.0.1' http://127.0.0.1:34080/healthz 2>&1 | tr -d '\\r'); "
+        "-H 'Connection: close' -H 'Host: 127.0.0.1' http://127.0.0.1:34080/healthz 2>&1 | tr -d '\\r'); "
         "if printf '%s\\n' \"$out\" | grep -qE '^HTTP/[0-9.]+ (200|204|301|302|308)( |$)' "
         "&& printf '%s\\n' \"$out\" | grep -qixF 'x-ferry-release: r7' "
         "&& printf '%s\\n' \"$out\" | grep -qixF 'x-ferry-upstream: 127.0.0.1:34082'; "
