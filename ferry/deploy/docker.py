@@ -284,9 +284,8 @@ def verify_argv(cfg: Config, tls: bool) -> tuple[str, list[str]]:
                  "-H", "Connection: close", *extra, url]
 
 
-def draining_argv() -> list[str]:
-    """nginx's old workers still finishing what they held after a reload."""
-    return ["pgrep", "-f", "nginx: worker process is shutting down"]
+# the title of nginx's old workers still finishing what they held after a reload
+DRAINING = "nginx: worker process is shutting down"
 
 
 def _deadline(timeout: float) -> str:
@@ -311,10 +310,11 @@ def verify_loop_argv(cfg: Config, tls: bool, release: str, port: int, timeout: f
 
 
 def drain_wait_argv(timeout: float) -> list[str]:
-    """Wait on the host, polling every 20 ms, until nginx's old workers have exited (what
-    draining_argv lists), for at most ``timeout`` seconds: one SSH command instead of one per
-    poll. Exit 0 drained, 1 still draining. ``[n]`` keeps pgrep from matching this shell."""
-    return ["sh", "-c", f"{_deadline(timeout)}; while pgrep -f '[n]ginx: worker process is shutting down' >/dev/null; "
+    """Wait on the host, polling every 20 ms, until nginx's old workers (DRAINING) have exited,
+    for at most ``timeout`` seconds: one SSH command instead of one per poll. Exit 0 drained,
+    1 still draining. ``[n]`` keeps pgrep from matching this shell's own command line."""
+    pattern = f"[{DRAINING[0]}]{DRAINING[1:]}"
+    return ["sh", "-c", f"{_deadline(timeout)}; while pgrep -f {shlex.quote(pattern)} >/dev/null; "
                         f"do if [ \"$(date +%s)\" -ge \"$end\" ]; then exit 1; fi; sleep 0.02; done"]
 
 
