@@ -7,19 +7,19 @@ new workers while the old workers finish the requests they hold.
 
 from __future__ import annotations
 
-import functools
 import ipaddress
 import os
+from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import assets
 from .config import Config
 from .deploy import docker as D
+from .errors import DeployError
 
 if TYPE_CHECKING:
     import jinja2
-from .errors import DeployError
 
 
 def templates_dirs(cfg: Config | None = None) -> list[Path]:
@@ -36,7 +36,7 @@ def _env(cfg: Config | None = None) -> "jinja2.Environment":
     return _env_for(tuple(str(d) for d in templates_dirs(cfg)))
 
 
-@functools.lru_cache(maxsize=8)
+@lru_cache(maxsize=8)
 def _env_for(dirs: tuple[str, ...]) -> "jinja2.Environment":
     """One environment per template path, so a template is compiled once per process (it
     still reloads when its file changes: jinja2 checks the mtime)."""
