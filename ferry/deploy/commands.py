@@ -68,7 +68,12 @@ def _status_text(r: dict) -> str:
 
 def _events(ctx: Context, cfg):
     """The deploy's events go to monitoring's metrics writer. Wired here, in the command line
-    where the areas meet: the deploy library (release.py, runner.py) never imports monitoring."""
+    where the areas meet: the deploy library (release.py, runner.py) never imports monitoring.
+    Without [monitoring] nothing listens, and monitoring's modules are not even imported."""
+    if not cfg.monitoring.enabled:
+        from ..fleet.events import no_events
+
+        return no_events
     from ..monitoring.events import deploy_event_sink
 
     return deploy_event_sink(cfg, ctx.progress)

@@ -13,6 +13,7 @@ every container of the app; nothing here builds a command that deletes one.
 
 from __future__ import annotations
 
+import math
 import shlex
 
 from ..accessories.spec import templated_keys
@@ -240,8 +241,9 @@ def labels_of(ps_row: dict) -> dict[str, str]:
 
 # --- the host around the containers: probes, nginx's drain, files, the warm colour's timer ------
 
-def app_dirs_argv(app_dir: str) -> list[str]:
-    return ["mkdir", "-p", f"{app_dir}/nginx", f"{app_dir}/acme"]
+def app_dirs(app_dir: str) -> list[str]:
+    """The app's directories on the host (created over SFTP, as the lock's is)."""
+    return [f"{app_dir}/nginx", f"{app_dir}/acme"]
 
 
 def clean_temp_argv(app_dir: str) -> list[str]:
@@ -279,12 +281,83 @@ def verify_argv(cfg: Config, tls: bool) -> tuple[str, list[str]]:
     else:
         url = f"http://{address}:{p.http_port}{cfg.deploy.health.path}"
         extra = ["-H", f"Host: {host_header}"]
-    return url, ["curl", "-sS", "-o", "/dev/null", "-D", "-", "-m", "5", "-H", "X-Ferry-Verify: 1", *extra, url]
+    # Connection: close makes nginx close first, so the TIME_WAIT of each poll is nginx's (on its
+    # listening port), never a client port that a colour's server may need to bind later
+    return url, ["curl", "-sS", "-o", "/dev/null", "-D", "-", "-m", "5", "-H", "X-Ferry-Verify: 1",
+                 "-H", "Connection: close", *extra, url]
 
 
-def draining_argv() -> list[str]:
-    """nginx's old workers still finishing what they held after a reload."""
-    return ["pgrep", "-f", "nginx: worker process is shutting down"]
+# the title of nginx's old workers still finishing what they held after a reload
+DRAINING = "nginx: worker process is shutting down"
+
+
+def _deadline(timeout: float) -> str:
+    """Shell: ``end`` = now + ``timeout`` (whole seconds, rounded up), for a loop's bound."""
+    return f"end=$(( $(date +%s) + {max(1, math.ceil(timeout))} ))"
+
+
+def verify_loop_argv(cfg: Config, tls: bool, release: str, port: int, timeout: float) -> tuple[str, list[str]]:
+    """(url, argv): verify_argv's request repeated on the host every 10 ms until the answer has
+    a good status, names ``release`` and came from ``port``, for at most ``timeout`` seconds:
+    one SSH command however long nginx takes (after a reload its master waits 100 ms before
+    the old workers stop accepting, so a new connection meets either). Prints the last
+    response's headers (the caller checks them again: plan.verified); exit 0 when they matched."""
+    url, curl = verify_argv(cfg, tls)
+    wanted = " && ".join(f"printf '%s\\n' \"$out\" | grep -qixF {shlex.quote(line)}"
+                         for line in (f"x-ferry-release: {release}", f"x-ferry-upstream: 127.0.0.1:{port}"))
+    script = (f"{_deadline(timeout)}; while :; do out=$({shlex.join(curl)} 2>&1 | tr -d '\\r'); "
+              f"if printf '%s\\n' \"$out\" | grep -qE '^HTTP/[0-9.]+ (200|204|301|302|308)( |$)' && {wanted}; "
+              f"then printf '%s\\n' \"$out\"; exit 0; fi; "
+              f"if [ \"$(date +%s)\" -ge \"$end\" ]; then printf '%s\\n' \"$out\"; exit 1; fi; sleep 0.01; done")
+    return url, ["sh", "-c", script]
+
+
+def drain_wait_argv(timeout: float) -> list[str]:
+    """Wait on the host, polling every 20 ms, until nginx's old workers (DRAINING) have exited,
+    for at most ``timeout`` seconds: one SSH command instead of one per poll. Exit 0 drained,
+    1 still draining. ``[n]`` keeps pgrep from matching this shell's own command line."""
+    pattern = f"[{DRAINING[0]}]{DRAINING[1:]}"
+    return ["sh", "-c", f"{_deadline(timeout)}; while pgrep -f {shlex.quote(pattern)} >/dev/null; "
+                        f"do if [ \"$(date +%s)\" -ge \"$end\" ]; then exit 1; fi; sleep 0.02; done"]
+
+
+STILL_DRAINING = "--ferry-still-draining--"
+
+
+def drain_then_argv(timeout: float, then: list[str]) -> list[str]:
+    """drain_wait_argv, then ``then`` (stop the old colour, or its warm timer) whatever the
+    drain's outcome, as one SSH command; a drain that outlived ``timeout`` prints
+    STILL_DRAINING first. The exit code is ``then``'s."""
+    return ["sh", "-c", f"{shlex.join(drain_wait_argv(timeout))} || echo {STILL_DRAINING}; exec {shlex.join(then)}"]
+
+
+def nginx_argv(cfg: Config, *args: str) -> list[str]:
+    return [cfg.deploy.nginx, "-c", cfg.deploy.nginx_conf, *args]
+
+
+NGINX_TEST_FAILED = "--ferry-nginx-test-failed--"
+
+
+def test_reload_argv(cfg: Config) -> list[str]:
+    """``nginx -t`` and, only when it passes, the reload, in one SSH command. A failed test
+    prints NGINX_TEST_FAILED on stdout (nginx's own message is on stderr), so the caller tells
+    it (restore the old files) from a failed reload."""
+    return ["sh", "-c", f"{shlex.join(nginx_argv(cfg, '-t', '-q'))} || {{ echo {NGINX_TEST_FAILED}; exit 1; }}; "
+                        f"exec {shlex.join(nginx_argv(cfg, '-s', 'reload'))}"]
+
+
+OBSERVE_SEP = "--ferry-observe--"
+
+
+def observe_argv(cfg: Config) -> list[str]:
+    """What a plan needs from the host besides its files, in one SSH command: the app's
+    containers (``docker ps``, its exit code on the separator line after it), then each
+    colour's health probe in colour order, each after a separator (plan.parse_observe). The
+    probes run while docker ps does (into a temp file, printed after it)."""
+    probes = "; ".join(f"echo {OBSERVE_SEP}; {shlex.join(probe_argv(cfg.deploy.colours[c], cfg.deploy.health.path))}"
+                       for c in sorted(cfg.deploy.colours))
+    return ["sh", "-c", f"p=$(mktemp) || exit 1; {{ {probes}; }} >\"$p\" 2>/dev/null & "
+                        f"{shlex.join(ps_argv(cfg))} 2>&1; echo {OBSERVE_SEP} $?; wait; cat \"$p\"; rm -f \"$p\""]
 
 
 def schedule_stop_argv(cfg: Config, name: str, release: str, port: int, upstream_path: str, after: float) -> list[str]:

@@ -59,6 +59,7 @@ class Host:
         self.spec = spec
         self.name = str(spec)
         self.progress = progress
+        self.connect_timeout = connect_timeout
         kwargs: dict = {"look_for_keys": key_filename is None, "allow_agent": key_filename is None,
                         "banner_timeout": connect_timeout, "auth_timeout": connect_timeout}
         if key_filename:
@@ -70,7 +71,13 @@ class Host:
 
     def open(self) -> "Host":
         try:
-            self.conn.open()
+            if not self.conn.is_connected and self.conn.gateway is None:
+                # our own socket, so its options hold from the first byte of the handshake
+                self.conn.connect_kwargs["sock"] = _connect(self.spec, self.connect_timeout)
+            try:
+                self.conn.open()
+            finally:
+                self.conn.connect_kwargs.pop("sock", None)
             _no_delay(self.conn)
             # host keys: ferry trusts on first use like `ssh -o StrictHostKeyChecking=accept-new`
         except (socket.timeout, TimeoutError) as e:
@@ -226,6 +233,46 @@ class Host:
             hint = ("the disk is full: free space on the host" if full else
                     "the disk may be full or the file read-only: check the host's filesystem")
             raise HostError(f"{self.name}: cannot write {path}: {detail}", hint) from None
+
+
+class _QuickAckSocket(socket.socket):
+    """A TCP socket that acknowledges what it receives at once (TCP_QUICKACK before each read).
+
+    sshd sends with Nagle's algorithm on until its first session starts (OpenSSH sets
+    TCP_NODELAY only then): during the key exchange, the authentication and the first channel
+    its second small packet waits for our ACK, which Linux delays by ~40 ms. Measured on the
+    local target: connect 59 -> 18 ms, the first command 47 -> 6 ms. The flag is not sticky
+    (the kernel leaves quick-ack mode by itself), hence once per read; it costs one syscall."""
+
+    def recv(self, bufsize: int, flags: int = 0) -> bytes:
+        _quick_ack(self)
+        return super().recv(bufsize, flags)
+
+
+def _quick_ack(sock: socket.socket) -> None:
+    if hasattr(socket, "TCP_QUICKACK"):  # Linux only; elsewhere the delayed ACK stays
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
+        except OSError:
+            pass
+
+
+def _connect(spec: HostSpec, timeout: float) -> socket.socket:
+    """The TCP connection to ``spec`` (each address in turn, as paramiko does), with
+    TCP_NODELAY and quick ACKs from the start."""
+    last: OSError | None = None
+    for family, kind, proto, _, addr in socket.getaddrinfo(spec.hostname, spec.port, type=socket.SOCK_STREAM):
+        sock = _QuickAckSocket(family, kind, proto)
+        try:
+            sock.settimeout(timeout)
+            if family in (socket.AF_INET, socket.AF_INET6):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock.connect(addr)
+            return sock
+        except OSError as e:
+            sock.close()
+            last = e
+    raise last or OSError(f"no address for {spec.hostname}")
 
 
 def _no_delay(conn) -> None:

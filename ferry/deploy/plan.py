@@ -9,6 +9,7 @@ killed ferry left and how to finish or undo it) is unit-tested as plain data.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 
 from ..config import Config
@@ -478,3 +479,71 @@ def parse_du(text: str) -> dict[str, int]:
         if size.strip().isdigit() and path:
             out[path.strip()] = int(size)
     return out
+
+
+def probe_result(stdout: str, stderr: str = "") -> tuple[int, str]:
+    """docker.probe_argv's output: (status, body excerpt); status 0 = no answer."""
+    body, _, code = stdout.rpartition("\n")
+    try:
+        status = int(code.strip() or 0)
+    except ValueError:
+        status = 0
+    return status, (body or stderr).strip()[:300]
+
+
+@dataclass(frozen=True)
+class Observed:
+    """docker.observe_argv's output, split: docker ps (exit code, output) and each colour's
+    probe status."""
+
+    ps_exit: int
+    ps_output: str
+    probes: dict[str, int]
+
+    def rows(self) -> list[dict]:
+        """The `docker ps --format json` rows (other lines, a warning say, are skipped)."""
+        out = []
+        for line in self.ps_output.splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(row, dict):
+                out.append(row)
+        return out
+
+
+def parse_observe(text: str, colours: list[str]) -> Observed:
+    """Split observe_argv's output; ``colours`` in the order it probed them (sorted). A
+    section that is missing (the script cut short) is a failed ps or an unanswered probe."""
+    ps, sep, rest = text.partition(D.OBSERVE_SEP)
+    code_text, _, rest = rest.partition("\n")
+    code = int(code_text.strip()) if sep and code_text.strip().isdigit() else 1
+    sections = rest.split(D.OBSERVE_SEP)[1:]
+    probes = {c: probe_result(sections[i])[0] if i < len(sections) else 0 for i, c in enumerate(colours)}
+    return Observed(code, ps, probes)
+
+
+def healthy_colours(web: dict[str, Container], probes: dict[str, int]) -> frozenset[str]:
+    """The running web colours whose health path answered 2xx/3xx."""
+    return frozenset(c for c, w in web.items() if w.running and 200 <= probes.get(c, 0) < 400)
+
+
+def response_head(dump: str) -> tuple[str, dict[str, str]]:
+    """curl -D output: (status line, lower-cased header names -> values) of the last response."""
+    blocks = [b for b in dump.replace("\r\n", "\n").split("\n\n") if b.strip()]
+    lines = blocks[-1].strip().split("\n") if blocks else [""]
+    headers = {}
+    for line in lines[1:]:
+        name, sep, value = line.partition(":")
+        if sep:
+            headers[name.strip().lower()] = value.strip()
+    return lines[0].strip(), headers
+
+
+def verified(dump: str, release: str, port: int) -> bool:
+    """nginx serves ``release`` and the answer came from the colour on ``port`` (X-Ferry-Upstream,
+    sent only to ferry's verify request), with a status a health path may give."""
+    status_line, headers = response_head(dump)
+    return (headers.get("x-ferry-release") == release and headers.get("x-ferry-upstream") == f"127.0.0.1:{port}"
+            and any(f" {c}" in status_line for c in ("200", "204", "301", "302", "308")))

@@ -37,16 +37,7 @@ HostState = HostFacts  # the name release.py and its tests know
 
 __all__ = ["COLOURS", "Container", "HostDeployer", "HostFacts", "HostState", "Target"]
 
-def _response_head(dump: str) -> tuple[str, dict[str, str]]:
-    """curl -D output: (status line, lower-cased header names -> values) of the last response."""
-    blocks = [b for b in dump.replace("\r\n", "\n").split("\n\n") if b.strip()]
-    lines = blocks[-1].strip().split("\n") if blocks else [""]
-    headers = {}
-    for line in lines[1:]:
-        name, sep, value = line.partition(":")
-        if sep:
-            headers[name.strip().lower()] = value.strip()
-    return lines[0].strip(), headers
+_response_head = P.response_head  # the name tests and older callers know
 
 
 def _tail(text: str, lines: int = 15, chars: int = 1200) -> str:
@@ -109,6 +100,15 @@ class HostDeployer:
             raise DeployError(f"{self.host.name}: {self.history_path} is not valid JSON",
                               "restore it from the .bak beside it or move it away") from None
 
+    def locked_facts(self) -> HostFacts:
+        """With the lock held: repair what a killed ferry left, then observe. The history is
+        read once when there is nothing to repair (the common case)."""
+        history = self.read_history()
+        if history.in_progress():
+            self.repair_locked()
+            return self.observe()
+        return self.observe(history)
+
     def event(self, kind: str, release: str, version: str = "", digest: str = "", colour: str = "",
               duration: float | None = None) -> None:
         """Tell the event sink (monitoring's deploy metrics): a witness that never fails a deploy."""
@@ -117,36 +117,24 @@ class HostDeployer:
     def write_history(self, h: History) -> None:
         self.host.write(self.history_path, h.dumps())
 
-    def observe(self) -> HostFacts:
-        """The host's facts for a plan: history, the live colour (from the upstream file), the
-        app's labelled containers, and which running web colours answer their health path."""
-        history = self.read_history()
+    def observe(self, history: History | None = None) -> HostFacts:
+        """The host's facts for a plan: history (``history``: already read under this lock),
+        the live colour (from the upstream file), the app's labelled containers, and which
+        running web colours answer their health path: two files over SFTP and one command
+        (docker.observe_argv: docker ps and both colours' probes)."""
+        history = self.read_history() if history is None else history
         port = nginx.live_port(self.host.read(nginx.upstream_path(self.cfg)))
         live = next((c for c, p in self.cfg.deploy.colours.items() if p == port), None)
-        r = self.host.run(D.ps_argv(self.cfg))
-        if not r.ok:
-            raise HostError(f"{self.host.name}: cannot list containers: {r.stderr.strip()[-300:]}",
+        r = self.host.run(D.observe_argv(self.cfg))
+        seen = P.parse_observe(r.stdout, sorted(self.cfg.deploy.colours))
+        if seen.ps_exit != 0:
+            raise HostError(f"{self.host.name}: cannot list containers: {(seen.ps_output or r.stderr).strip()[-300:]}",
                             "is Docker running on the host? (`ferry local up` here)")
-        rows = []
-        for line in r.stdout.splitlines():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
-        web, workers, oneoffs = P.containers_from_ps(rows)
-        healthy = frozenset(c for c, w in web.items() if w.running
-                            and 200 <= self.probe(self.cfg.deploy.colours[c])[0] < 400)
-        self.observed = HostFacts(history, live, web, workers, oneoffs, healthy)
+        web, workers, oneoffs = P.containers_from_ps(seen.rows())
+        self.observed = HostFacts(history, live, web, workers, oneoffs, P.healthy_colours(web, seen.probes))
         return self.observed
 
-    @staticmethod
-    def _probe_result(stdout: str, stderr: str) -> tuple[int, str]:
-        body, _, code = stdout.rpartition("\n")
-        try:
-            status = int(code.strip() or 0)
-        except ValueError:
-            status = 0
-        return status, (body or stderr).strip()[:300]
+    _probe_result = staticmethod(P.probe_result)
 
     def probe(self, port: int, path: str | None = None, timeout: float = 3.0) -> tuple[int, str]:
         """GET the colour directly on the host: (status, body excerpt); status 0 = no answer."""
@@ -170,8 +158,7 @@ class HostDeployer:
         self.step(f"lock {self.cfg.app.name}")
         self.lock.acquire(LockInfo.mine(self.command, target.version), force=self.force, progress=self.progress)
         try:
-            self.repair_locked()
-            facts = self.observe()
+            facts = self.locked_facts()
             rid = release_id(target.digest)
             steps = P.release_plan(self.cfg, facts, target, rid)
             if isinstance(steps[0], P.AlreadyLive):
@@ -208,7 +195,8 @@ class HostDeployer:
 
     def prepare(self) -> None:
         self.step(f"prepare {self.dir}")
-        self.host.check(D.app_dirs_argv(self.dir), "create the app directories")
+        for path in D.app_dirs(self.dir):  # over SFTP: a request each, where `mkdir -p` is a command
+            self.host.mkdir(path, parents=True)
         env = {**self.secrets, **accessories_env(self.cfg, self.host)}  # url_env, {db.password}: never in argv
         self.host.write(D.env_file_path(self.cfg), "".join(f"{k}={v}\n" for k, v in sorted(env.items())), mode="0600")
 
@@ -498,54 +486,43 @@ class HostDeployer:
 
     def verify(self, rid: str, port: int, timeout: float = 10.0) -> None:
         """Through nginx, as a user would: the health path answers, names the new release, and
-        was answered by the new colour's container (its port, as nginx reports to ferry only)."""
-        url, argv = D.verify_argv(self.cfg, self.tls_ready())
+        was answered by the new colour's container (its port, as nginx reports to ferry only).
+        Polled on the host (docker.verify_loop_argv): one command, however long the reload takes."""
+        url, argv = D.verify_loop_argv(self.cfg, self.tls_ready(), rid, port, timeout)
         self.step(f"verify through nginx: {url}")
-        deadline = time.monotonic() + timeout
-        seen = ""
-        while time.monotonic() < deadline:
-            r = self.host.run(argv)
-            status_line, headers = _response_head(r.stdout)
-            seen = status_line or r.stderr.strip()
-            if (headers.get("x-ferry-release") == rid and headers.get("x-ferry-upstream") == f"127.0.0.1:{port}"
-                    and any(f" {c}" in status_line for c in ("200", "204", "301", "302", "308"))):
-                return
-            time.sleep(0.05)  # the reload's new workers take over within a few tens of ms
+        r = self.host.run(argv, timeout=timeout + 30)
+        if r.ok and P.verified(r.stdout, rid, port):
+            return
+        seen = P.response_head(r.stdout)[0] or r.stderr.strip()
         raise DeployError(f"{self.host.name}: nginx does not serve release {rid} after the reload (saw: {seen[:200]})",
                           "traffic was moved back; check nginx's error log and deploy.health.path")
 
-    def wait_drained(self) -> None:
-        """Old nginx workers keep serving the requests they hold after a reload; the old colour
-        must stay up until they are done (or drain_timeout)."""
-        deadline = time.monotonic() + self.cfg.deploy.drain_timeout
-        while time.monotonic() < deadline:
-            r = self.host.run(D.draining_argv())
-            if not r.stdout.strip():
-                return
-            self.lock.touch()
-            time.sleep(0.2)
-        self.progress.warn(f"requests still in flight after {self.cfg.deploy.drain_timeout:.0f}s (drain_timeout)",
-                           host=self.host.name)
-
     def retire(self, old: Container | None) -> None:
+        """Old nginx workers keep serving the requests they hold after a reload: the old colour
+        stays up until they are done (or drain_timeout), then it stays warm for keep_previous
+        (a host-side timer stops it later) or stops. The drain is polled on the host and
+        followed by the timer or the stop in the same SSH command (docker.drain_then_argv)."""
         if not old:
             return
+        cfg = self.cfg
         self.step(f"drain {old.name}")
-        self.wait_drained()
-        keep = self.cfg.deploy.keep_previous
+        keep = cfg.deploy.keep_previous
         if keep > 0 and old.running:
             self.progress.info(f"{old.name} stays warm for {keep:.0f}s: `ferry rollback` is one reload", host=self.host.name)
-            self.schedule_stop(old, keep)
+            then = self.schedule_stop_argv(old, keep)
         else:
-            self.step(f"stop {old.name}")
-            self.host.run(D.stop_argv(self.cfg, old.name))
+            self.progress.info(f"then stop {old.name}", host=self.host.name)
+            then = D.stop_argv(cfg, old.name)
+        timeout = cfg.deploy.drain_timeout
+        r = self.host.run(D.drain_then_argv(timeout, then), timeout=2 * timeout + 60)  # the drain, then docker stop's
+        if D.STILL_DRAINING in r.stdout:
+            self.progress.warn(f"requests still in flight after {timeout:.0f}s (drain_timeout)", host=self.host.name)
 
-    def schedule_stop(self, c: Container, after: float) -> None:
+    def schedule_stop_argv(self, c: Container, after: float) -> list[str]:
         """A host-side timer stops the warm colour later, unless by then it is live again or was
         replaced by another release (checked by label)."""
         cfg = self.cfg
-        self.host.run(D.schedule_stop_argv(cfg, c.name, c.release, cfg.deploy.colours[c.colour],
-                                           nginx.upstream_path(cfg), after))
+        return D.schedule_stop_argv(cfg, c.name, c.release, cfg.deploy.colours[c.colour], nginx.upstream_path(cfg), after)
 
     def prune(self, history: History, in_use: set[str]) -> None:
         """Remove images beyond keep_releases; ``in_use``: the digests of the live and warm colours."""
@@ -568,8 +545,7 @@ class HostDeployer:
         self.step(f"lock {self.cfg.app.name}")
         self.lock.acquire(LockInfo.mine(self.command), force=self.force, progress=self.progress)
         try:
-            self.repair_locked()
-            facts = self.observe()
+            facts = self.locked_facts()
             route = P.rollback_route(facts, to, self.host.name)
             live = facts.live
             if route.kind == "none":
@@ -609,7 +585,7 @@ class HostDeployer:
         history = self.read_history()
         if not history.in_progress():
             return []
-        facts = self.observe()
+        facts = self.observe(history)
         for s in P.repair_plan(self.cfg, facts):
             if isinstance(s, P.CleanTemp):
                 self.host.run(D.clean_temp_argv(self.dir))

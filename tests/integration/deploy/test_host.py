@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 
-from ferry.deploy.host import Host, HostSpec
+from ferry.deploy.host import Host, HostSpec, _QuickAckSocket
 from ferry.errors import HostError
 
 pytestmark = pytest.mark.integration
@@ -23,6 +23,19 @@ def host(local_target):
 def test_each_packet_is_sent_at_once(host):
     sock = host.conn.client.get_transport().sock
     assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+
+
+def test_the_handshake_runs_on_a_socket_that_acknowledges_at_once(host):
+    # sshd's Nagle before its first session would otherwise wait on our delayed ACKs
+    sock = host.conn.client.get_transport().sock
+    assert isinstance(sock, _QuickAckSocket)
+    assert host.run(["true"]).ok
+
+
+def test_an_unreachable_port_is_a_host_error_that_says_what_to_check():
+    with pytest.raises(HostError) as e:
+        Host(HostSpec("root", "127.0.0.1", 1), connect_timeout=2).open()
+    assert "cannot connect over SSH" in str(e.value) and "deploy.hosts" in e.value.hint
 
 
 def test_run_returns_exit_code_and_output_and_never_raises_on_failure(host):

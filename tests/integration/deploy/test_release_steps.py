@@ -106,8 +106,11 @@ class StepsApp:
 def steps_app(request, hello_images, tmp_path, local_target, docker_cli):
     n = {"happy": 0, "failing": 1, "timeout": 2, "crash": 3, "volume": 4, "killed": 5}
     key = next(k for k in n if k in request.node.name)
-    name = f"deploy-{key}"
-    a = StepsApp(name, tmp_path, 34100 + 10 * n[key], hello_images, docker_cli)
+    # FERRY_TEST_PREFIX / FERRY_TEST_PORT_BASE (as conftest's app): a session of its own when
+    # several run these tests on one machine at once; 500 above the base, clear of conftest's apps
+    name = f"{os.environ.get('FERRY_TEST_PREFIX', '')}deploy-{key}"
+    base = int(os.environ["FERRY_TEST_PORT_BASE"]) + 500 if os.environ.get("FERRY_TEST_PORT_BASE") else 34100
+    a = StepsApp(name, tmp_path, base + 10 * n[key], hello_images, docker_cli)
     yield a
     names = list(a.containers())
     if names:

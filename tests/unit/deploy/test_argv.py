@@ -110,15 +110,57 @@ def test_probes_through_the_host_and_through_nginx():
         "http://127.0.0.1:34082/healthz")]
     assert D.verify_argv(c, tls=False) == ("http://127.0.0.1:34080/healthz", [
         "curl", "-sS", "-o", "/dev/null", "-D", "-", "-m", "5", "-H", "X-Ferry-Verify: 1",
-        "-H", "Host: 127.0.0.1", "http://127.0.0.1:34080/healthz"])
+        "-H", "Connection: close", "-H", "Host: 127.0.0.1", "http://127.0.0.1:34080/healthz"])
     assert D.verify_argv(c, tls=True)[1][-4:] == ["-k", "--resolve", "127.0.0.1:34443:127.0.0.1",
                                                   "https://127.0.0.1:34443/healthz"]
-    assert D.draining_argv() == ["pgrep", "-f", "nginx: worker process is shutting down"]
+    assert D.DRAINING == "nginx: worker process is shutting down"
+
+
+def test_one_command_for_what_observe_reads_besides_files():
+    c = shop()
+    # the probes run in the background while docker ps does, and are printed after it
+    assert D.observe_argv(c) == ["sh", "-c", (
+        "p=$(mktemp) || exit 1; { echo --ferry-observe--; curl -sS -m 3.0 -w '\n%{http_code}' "
+        "http://127.0.0.1:34081/healthz; echo --ferry-observe--; curl -sS -m 3.0 -w '\n%{http_code}' "
+        "http://127.0.0.1:34082/healthz; } >\"$p\" 2>/dev/null & "
+        "docker -H unix:///var/lib/ferry-local/docker.sock ps --all --no-trunc --filter label=dev.ferry.app=shop "
+        "--format '{{json .}}' 2>&1; echo --ferry-observe-- $?; wait; cat \"$p\"; rm -f \"$p\"")]
+
+
+def test_nginx_test_and_reload_are_one_command_the_reload_only_after_the_test():
+    c = shop()
+    assert D.nginx_argv(c, "-s", "reload") == ["nginx", "-c", "/etc/nginx/nginx.conf", "-s", "reload"]
+    assert D.test_reload_argv(c) == ["sh", "-c", (
+        "nginx -c /etc/nginx/nginx.conf -t -q || { echo --ferry-nginx-test-failed--; exit 1; }; "
+        "exec nginx -c /etc/nginx/nginx.conf -s reload")]
+
+
+def test_verify_and_drain_poll_on_the_host_with_a_deadline():
+    c = shop()
+    url, argv = D.verify_loop_argv(c, False, "r7", 34082, 10.0)
+    assert url == "http://127.0.0.1:34080/healthz"
+    assert argv == ["sh", "-c", (
+        "end=$(( $(date +%s) + 10 )); while :; do out=$(curl -sS -o /dev/null -D - -m 5 -H 'X-Ferry-Verify: 1' "
+        "-H 'Connection: close' -H 'Host: 127.0.0.1' http://127.0.0.1:34080/healthz 2>&1 | tr -d '\\r'); "
+        "if printf '%s\\n' \"$out\" | grep -qE '^HTTP/[0-9.]+ (200|204|301|302|308)( |$)' "
+        "&& printf '%s\\n' \"$out\" | grep -qixF 'x-ferry-release: r7' "
+        "&& printf '%s\\n' \"$out\" | grep -qixF 'x-ferry-upstream: 127.0.0.1:34082'; "
+        "then printf '%s\\n' \"$out\"; exit 0; fi; "
+        "if [ \"$(date +%s)\" -ge \"$end\" ]; then printf '%s\\n' \"$out\"; exit 1; fi; sleep 0.01; done")]
+    assert D.drain_wait_argv(30.0) == ["sh", "-c", (
+        "end=$(( $(date +%s) + 30 )); while pgrep -f '[n]ginx: worker process is shutting down' >/dev/null; "
+        "do if [ \"$(date +%s)\" -ge \"$end\" ]; then exit 1; fi; sleep 0.02; done")]
+    assert D.drain_wait_argv(0.5)[2].startswith("end=$(( $(date +%s) + 1 ));")  # at least one second
+    # the drain, then the old colour's stop (or its warm timer) whatever the drain did: one command
+    assert D.drain_then_argv(30.0, D.stop_argv(c, "shop-blue")) == ["sh", "-c", (
+        "sh -c 'end=$(( $(date +%s) + 30 )); while pgrep -f '\"'\"'[n]ginx: worker process is shutting down'\"'\"' "
+        ">/dev/null; do if [ \"$(date +%s)\" -ge \"$end\" ]; then exit 1; fi; sleep 0.02; done' "
+        "|| echo --ferry-still-draining--; exec docker -H unix:///var/lib/ferry-local/docker.sock stop --time 30 shop-blue")]
 
 
 def test_files_and_the_warm_colours_timer():
     c = shop()
-    assert D.app_dirs_argv("/opt/ferry/shop") == ["mkdir", "-p", "/opt/ferry/shop/nginx", "/opt/ferry/shop/acme"]
+    assert D.app_dirs("/opt/ferry/shop") == ["/opt/ferry/shop/nginx", "/opt/ferry/shop/acme"]
     assert D.clean_temp_argv("/opt/ferry/shop") == [
         "sh", "-c", "rm -f /opt/ferry/shop/*.ferry-tmp /opt/ferry/shop/nginx/*.ferry-tmp"]
     assert D.schedule_stop_argv(c, "shop-blue", "r1", 34081, "/opt/ferry/shop/nginx/upstream.conf", 900) == [

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import tomllib
 from pathlib import Path
 
@@ -82,3 +83,14 @@ def test_lock_is_stale_when_its_holder_is_gone_or_silent():
     assert stale_reason(info, 5, 100, "box", lambda pid: True) is None
     assert stale_reason(info, 5, 100, "other", lambda pid: False) is None
     assert stale_reason(info, 500, 100, "other", lambda pid: True) == "it has not been touched for 500s"
+
+
+def test_an_edited_template_is_rendered_anew_despite_the_compiled_template_cache(tmp_path, monkeypatch):
+    # one environment per process and jinja2's bytecode cache: both must notice the edit
+    monkeypatch.setenv("FERRY_NGINX_TEMPLATES", str(tmp_path))
+    t = tmp_path / "upstream.conf.j2"
+    t.write_text("first {{ colour }}\n")
+    assert nginx.render_upstream(cfg(), "blue", "r1") == "first blue\n"
+    t.write_text("second {{ colour }} {{ port }}\n")
+    os.utime(t, (1_000_000_000, 1_000_000_000))  # another mtime, whatever the clock's resolution
+    assert nginx.render_upstream(cfg(), "green", "r2") == "second green 8082\n"

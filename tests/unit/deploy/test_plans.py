@@ -215,3 +215,40 @@ def test_containers_from_ps_sorts_web_workers_and_one_offs():
     assert sorted(web_) == ["blue", "green"] and web_["green"].release == "r0"
     assert [(w.name, w.process, w.replica, w.running) for w in workers] == [("shop-worker-1-blue", "worker", 1, False)]
     assert [o.name for o in oneoffs] == ["shop-release-r2"]
+
+
+# --- reading what the host's one-command scripts print ---------------------------------------
+
+PS_ROW = ('{"Names":"shop-blue","State":"running","Status":"Up 2 minutes","Labels":"dev.ferry.app=shop,'
+          'dev.ferry.colour=blue,dev.ferry.release=r1,dev.ferry.digest=' + A + '"}')
+
+
+def test_observe_output_splits_into_containers_and_each_colours_probe():
+    text = (f"{PS_ROW}\nWARNING: not json\n--ferry-observe-- 0\n"
+            "--ferry-observe--\nok\n200--ferry-observe--\n\n000")
+    seen = P.parse_observe(text, ["blue", "green"])
+    assert (seen.ps_exit, seen.probes) == (0, {"blue": 200, "green": 0})
+    assert [r["Names"] for r in seen.rows()] == ["shop-blue"]
+    web_, _, _ = P.containers_from_ps(seen.rows())
+    assert P.healthy_colours(web_, seen.probes) == frozenset({"blue"})
+
+
+def test_observe_output_without_its_separator_is_a_failed_ps_and_unanswered_probes():
+    seen = P.parse_observe("Cannot connect to the Docker daemon\n", ["blue", "green"])
+    assert (seen.ps_exit, seen.probes) == (1, {"blue": 0, "green": 0})
+    assert P.parse_observe("permission denied\n--ferry-observe-- 1\n", ["blue"]).ps_exit == 1
+
+
+def test_a_colour_is_healthy_only_when_it_runs_and_answers_2xx_or_3xx():
+    running, stopped = web("blue", "r1", A), web("green", "r2", B, running=False)
+    assert P.healthy_colours({"blue": running, "green": stopped}, {"blue": 302, "green": 200}) == {"blue"}
+    assert P.healthy_colours({"blue": running}, {"blue": 503}) == frozenset()
+
+
+def test_verified_needs_the_release_the_colours_port_and_a_good_status():
+    head = "HTTP/1.1 200 OK\nServer: nginx\nX-Ferry-Release: r7\nX-Ferry-Upstream: 127.0.0.1:34082\n"
+    assert P.verified(head, "r7", 34082)
+    assert not P.verified(head, "r6", 34082)
+    assert not P.verified(head, "r7", 34081)  # the old colour answered
+    assert not P.verified(head.replace("200 OK", "502 Bad Gateway"), "r7", 34082)
+    assert not P.verified("curl: (7) Failed to connect\n", "r7", 34082)

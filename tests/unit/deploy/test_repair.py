@@ -58,28 +58,41 @@ class FakeHost:
     def run(self, argv, stdin=None, timeout=None) -> Result:
         argv = list(argv)
         self.log.append(("run", argv))
-        if argv[:2] == [self.cfg.deploy.nginx, "-c"]:
+        if argv[:2] == [self.cfg.deploy.nginx, "-c"] or argv == D.test_reload_argv(self.cfg):
             return Result("nginx", 0, "", "")
         if argv[0] == "curl":
             port = int(re.search(r"127\.0\.0\.1:(\d+)/", argv[-1]).group(1))
-            status = self.health.get(port, 0)
-            return Result("curl", 0 if status else 7, f"body\n{status:03d}", "" if status else "connection refused")
+            return self._probe(port)
         if argv == D.ps_argv(self.cfg):
-            rows = []
-            for colour, (state, release) in self.containers.items():
-                labels = f"dev.ferry.app={self.cfg.app.name},dev.ferry.colour={colour},dev.ferry.release={release}," \
-                         f"dev.ferry.version=x,dev.ferry.digest=sha256:x,dev.ferry.port={self.cfg.deploy.colours[colour]}"
-                rows.append(json.dumps({"Names": D.container_name(self.cfg, colour), "State": state,
-                                        "Status": state, "Labels": labels}))
-            return Result("ps", 0, "\n".join(rows) + "\n", "")
+            return Result("ps", 0, self._ps(), "")
+        if argv == D.observe_argv(self.cfg):  # what the script prints: ps, its exit code, each probe
+            out = self._ps() + f"{D.OBSERVE_SEP} 0\n"
+            for colour in sorted(self.cfg.deploy.colours):
+                out += f"{D.OBSERVE_SEP}\n" + self._probe(self.cfg.deploy.colours[colour]).stdout
+            return Result("observe", 0, out, "")
         return Result(" ".join(argv), 0, "", "")
 
+    def _probe(self, port: int) -> Result:
+        status = self.health.get(port, 0)
+        return Result("curl", 0 if status else 7, f"body\n{status:03d}", "" if status else "connection refused")
+
+    def _ps(self) -> str:
+        rows = []
+        for colour, (state, release) in self.containers.items():
+            labels = f"dev.ferry.app={self.cfg.app.name},dev.ferry.colour={colour},dev.ferry.release={release}," \
+                     f"dev.ferry.version=x,dev.ferry.digest=sha256:x,dev.ferry.port={self.cfg.deploy.colours[colour]}"
+            rows.append(json.dumps({"Names": D.container_name(self.cfg, colour), "State": state,
+                                    "Status": state, "Labels": labels}))
+        return "\n".join(rows) + "\n"
+
     # what the log says happened
-    def reloads(self) -> int:
-        return sum(1 for e in self.log if e[0] == "run" and e[1][-2:] == ["-s", "reload"])
+    def reloads(self) -> int:  # test_reload_argv reloads only after its test passed
+        return sum(1 for e in self.log if e[0] == "run" and (e[1][-2:] == ["-s", "reload"]
+                                                              or e[1] == D.test_reload_argv(self.cfg)))
 
     def nginx_tests(self) -> int:
-        return sum(1 for e in self.log if e[0] == "run" and e[1][-2:] == ["-t", "-q"])
+        return sum(1 for e in self.log if e[0] == "run" and (e[1][-2:] == ["-t", "-q"]
+                                                              or e[1] == D.test_reload_argv(self.cfg)))
 
     def removed(self) -> list[str]:
         return [e[1][-1] for e in self.log if e[0] == "run" and e[1][-3:-1] == ["rm", "--force"]]
@@ -123,8 +136,8 @@ def test_swap_written_but_not_reloaded_is_reloaded_and_completed(cfg):
     assert r.outcome == SUCCESS and "completed by repair" in r.note
     assert outcome(host, d, OLD.id).outcome == SUCCESS
     assert host.nginx_tests() >= 1 and host.reloads() == 1  # nginx now runs what the file says
-    assert host.index(lambda e: e[0] == "run" and e[1][-2:] == ["-t", "-q"]) < \
-        host.index(lambda e: e[0] == "run" and e[1][-2:] == ["-s", "reload"])
+    # the test and the reload are one command, the reload only after the test passed (test_argv)
+    assert ("run", D.test_reload_argv(cfg)) in host.log
     assert host.files[nginx.upstream_path(cfg)] == upstream_before  # traffic stays on green
     assert host.removed() == []
     assert len(fixed) == 1 and NEW.id in fixed[0] and "completed" in fixed[0]
@@ -140,7 +153,7 @@ def test_new_colour_unhealthy_after_the_swap_moves_traffic_back(cfg):
     assert nginx.live_port(host.files[nginx.upstream_path(cfg)]) == cfg.deploy.colours["blue"]
     assert host.reloads() == 1
     wrote = host.index(lambda e: e == ("write", nginx.upstream_path(cfg)))
-    assert wrote < host.index(lambda e: e[0] == "run" and e[1][-2:] == ["-s", "reload"])
+    assert wrote < host.index(lambda e: e == ("run", D.test_reload_argv(cfg)))
     r = outcome(host, d, NEW.id)
     assert r.outcome == FAILED and "traffic moved back" in r.note
     assert outcome(host, d, OLD.id).outcome == SUCCESS
