@@ -121,7 +121,7 @@ class Host:
         comes (a release command's progress); the Result still holds all of it. A timeout is
         exit 124 with what was printed until then."""
         cmd = shlex.join(argv)
-        sink = _LineSink(on_line)
+        sink = LineSink(on_line)
         t0 = time.monotonic()
         try:
             r = self.conn.run(cmd, hide=False, warn=True, in_stream=False, out_stream=sink, err_stream=sink,
@@ -294,25 +294,33 @@ def _fast_remote():
     return FastRemote
 
 
-class _LineSink:
-    """A file-like object Invoke writes a command's output into: whole lines to ``on_line``."""
+class LineSink:
+    """A file-like object Invoke writes a command's output into: whole lines to ``on_line``.
+    Progress wants no blank lines and no trailing spaces; ``verbatim`` (ferry logs) keeps every
+    line as the program wrote it, less the line ending."""
 
-    def __init__(self, on_line: Callable[[str], None]):
+    def __init__(self, on_line: Callable[[str], None], verbatim: bool = False):
         self.on_line = on_line
+        self.verbatim = verbatim
         self.buf = ""
+
+    def _emit(self, line: str) -> None:
+        if self.verbatim:
+            self.on_line(line.rstrip("\r"))
+        elif line.strip():
+            self.on_line(line.rstrip())
 
     def write(self, data: str) -> int:
         self.buf += data
-        *lines, self.buf = self.buf.replace("\r\n", "\n").split("\n")
+        *lines, self.buf = self.buf.split("\n")
         for line in lines:
-            if line.strip():
-                self.on_line(line.rstrip())
+            self._emit(line)
         return len(data)
 
     def flush(self) -> None:
         pass
 
     def close(self) -> None:
-        if self.buf.strip():
-            self.on_line(self.buf.rstrip())
+        if self.buf:
+            self._emit(self.buf)
         self.buf = ""

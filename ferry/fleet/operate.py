@@ -20,6 +20,7 @@ from typing import IO, Callable, Sequence
 from .. import nginx
 from ..config import Config
 from ..deploy import docker as D
+from ..deploy.host import LineSink
 from ..errors import DeployError, HostError
 from ..progress import NULL, Progress
 from . import argv as A
@@ -76,29 +77,6 @@ class LogLine:
 
     def text(self) -> str:
         return f"{self.host} {self.container} | {self.line}"
-
-
-class _Lines:
-    """A file-like sink for Fabric's output that hands on whole lines."""
-
-    def __init__(self, emit: Callable[[str], None]):
-        self.emit = emit
-        self.buf = ""
-
-    def write(self, data: str) -> int:
-        self.buf += data
-        *lines, self.buf = self.buf.split("\n")
-        for line in lines:
-            self.emit(line.rstrip("\r"))
-        return len(data)
-
-    def flush(self) -> None:
-        pass
-
-    def close(self) -> None:
-        if self.buf:
-            self.emit(self.buf.rstrip("\r"))
-            self.buf = ""
 
 
 # --- ferry logs ------------------------------------------------------------------------------------
@@ -158,8 +136,8 @@ def _containers_on(cfg: Config, h, t: HostTarget, process: str) -> list[str]:
 
 
 def _read_logs(cfg, h, host: str, name: str, emit, errors: list, follow: bool, since, tail) -> None:
-    out = _Lines(lambda line: emit(LogLine(host, name, "stdout", line)))
-    err = _Lines(lambda line: emit(LogLine(host, name, "stderr", line)))
+    out = LineSink(lambda line: emit(LogLine(host, name, "stdout", line)), verbatim=True)
+    err = LineSink(lambda line: emit(LogLine(host, name, "stderr", line)), verbatim=True)
     try:
         code = h.attach(A.logs_argv(cfg, name, follow=follow, since=since, tail=tail), out, err)
         out.close()

@@ -88,10 +88,10 @@ def test_no_command_removes_a_volume():
 
 
 def test_streamed_output_reaches_progress_a_whole_line_at_a_time():
-    from ferry.deploy.host import _LineSink
+    from ferry.deploy.host import LineSink
 
     lines: list[str] = []
-    sink = _LineSink(lines.append)
+    sink = LineSink(lines.append)
     for chunk in ("Operations to perform:\r\n  Apply all mig", "rations: blog\n\n", "Running migra", "tions: OK"):
         sink.write(chunk)
     assert lines == ["Operations to perform:", "  Apply all migrations: blog"]

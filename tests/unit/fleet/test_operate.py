@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from ferry.errors import DeployError
-from ferry.fleet.operate import LogLine, _Lines, live_container, log_containers
+from ferry.deploy.host import LineSink
+from ferry.fleet.operate import LogLine, live_container, log_containers
 
 ROWS = [
     {"Names": "hello-blue", "State": "running", "Labels": "dev.ferry.app=hello,dev.ferry.colour=blue"},
@@ -42,7 +43,7 @@ def test_a_log_line_as_text_and_json():
 
 def test_output_chunks_become_whole_lines():
     got: list[str] = []
-    w = _Lines(got.append)
+    w = LineSink(got.append, verbatim=True)
     for chunk in ["one\ntw", "o\r\n", "", "thr", "ee"]:
         w.write(chunk)
     assert got == ["one", "two"]
