@@ -22,9 +22,17 @@ def now_iso() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def release_id(digest: str, when: datetime | None = None) -> str:
+def release_id(digest: str, when: datetime | None = None, taken=()) -> str:
+    """<UTC second>-<digest>, unique among ``taken`` (the history's ids): two releases of one
+    image in one second (a repair, then the same deploy again) must not share an id, or
+    recording one's outcome would rewrite the other's."""
     t = (when or datetime.now(timezone.utc)).strftime("%Y%m%d-%H%M%S")
-    return f"{t}-{digest.split(':')[-1][:7]}"
+    rid = base = f"{t}-{digest.split(':')[-1][:7]}"
+    n = 1
+    while rid in taken:
+        n += 1
+        rid = f"{base}-{n}"
+    return rid
 
 
 @dataclass(frozen=True)

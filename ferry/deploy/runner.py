@@ -159,7 +159,7 @@ class HostDeployer:
         self.lock.acquire(LockInfo.mine(self.command, target.version), force=self.force, progress=self.progress)
         try:
             facts = self.locked_facts()
-            rid = release_id(target.digest)
+            rid = release_id(target.digest, taken={r.id for r in facts.history.releases})
             steps = P.release_plan(self.cfg, facts, target, rid)
             if isinstance(steps[0], P.AlreadyLive):
                 live = steps[0].container
@@ -556,7 +556,7 @@ class HostDeployer:
             if route.kind == "warm":
                 warm = route.warm
                 assert warm is not None
-                rid = release_id(route.target.digest)
+                rid = release_id(route.target.digest, taken={r.id for r in facts.history.releases})
                 target = Target(route.target.image, warm.digest, warm.version, kind="rollback", release_command=False)
                 run = self.execute(facts, target, rid, P.warm_rollback_plan(self.cfg, facts, route, rid), t0)
                 return RollbackResult(self.host.name, "rolled-back", warm.release, warm.colour, warm.digest,
@@ -567,7 +567,7 @@ class HostDeployer:
             self.progress.info(f"{route.target.id} is not warm: a gated deploy of {route.target.image}",
                                host=self.host.name)
             target = P.cold_rollback_target(route)
-            rid = release_id(target.digest)
+            rid = release_id(target.digest, taken={r.id for r in facts.history.releases})
             run = self.execute(facts, target, rid, P.release_plan(self.cfg, facts, target, rid), t0)
             return RollbackResult(self.host.name, "rolled-back", rid, run.colour, target.digest, target.version,
                                   warm=False, entry=rid, previous=live.release if live else None,

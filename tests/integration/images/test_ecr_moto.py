@@ -73,13 +73,6 @@ def test_no_aws_credentials_is_a_clear_error(moto_endpoint, aws_env):
     assert "no AWS credentials" in str(e.value) and "AWS_PROFILE" in str(e.value)
 
 
-def test_docker_login_command_puts_the_token_on_stdin(moto_endpoint, aws_env):
-    argv, stdin = ecr.docker_login_command(ECR_HOST, endpoint_url=moto_endpoint, docker="/usr/bin/docker")
-    assert argv == ["/usr/bin/docker", "login", "--username", "AWS", "--password-stdin", ECR_HOST]
-    assert stdin == f"{ECR_ACCOUNT}-auth-token\n"
-    assert not any("auth-token" in a for a in argv)
-
-
 def test_ecr_credentials_push_to_a_registry_that_expects_them(moto_endpoint, aws_env):
     """A registry with ECR's login (user AWS, the token as password) accepts what boto3 got."""
     reg = shared("ecr-like")

@@ -131,7 +131,7 @@ print(json.dumps({
     assert "server 127.0.0.1:31001" in out["upstream"]
     assert out["monitoring"].startswith(site_packages) and out["monitoring"].endswith("/ferry/assets/monitoring")
     assert "job_name: blackbox" in out["prometheus"]
-    assert out["rules"] == [f"{APP}-deploy.yml", f"{APP}-slo.yml", "host.yml", "stack.yml"]
+    assert out["rules"] == [f"{APP}-accessories.yml", f"{APP}-deploy.yml", f"{APP}-slo.yml", "host.yml", "stack.yml"]
     assert out["dhparam"].startswith("-----BEGIN DH PARAMETERS-----")
 
 

@@ -55,3 +55,19 @@ def test_prune_keeps_recent_releases_and_images_in_use():
     rows = [{"Repository": "r/app", "Digest": f"sha256:{i}"} for i in range(6)] + [
         {"Repository": "r/app", "Digest": "<none>"}]
     assert images_to_prune(rows, h, keep=3, in_use={"sha256:0"}) == ["r/app@sha256:1", "r/app@sha256:2"]
+
+
+def test_release_ids_are_unique_within_the_history():
+    """A repair then the same image again, within one second: two entries, two ids (one id for
+    both made recording the second's success rewrite the repaired entry as well)."""
+    from datetime import datetime, timezone
+
+    when, digest = datetime(2026, 12, 3, 14, 0, 0, tzinfo=timezone.utc), "sha256:" + "ab12cd3" + "0" * 57
+    first = release_id(digest, when)
+    assert first == "20261203-140000-ab12cd3"
+    assert release_id(digest, when, taken={first}) == first + "-2"
+    assert release_id(digest, when, taken={first, first + "-2"}) == first + "-3"
+    h = History((Release(first, "v2", digest, "img", "blue", "t", "ci", outcome="aborted"),))
+    second = release_id(digest, when, taken={r.id for r in h.releases})
+    h = h.append(Release(second, "v2", digest, "img", "green", "t", "ci")).update(second, outcome=SUCCESS)
+    assert [r.outcome for r in h.releases] == ["aborted", SUCCESS]
