@@ -332,6 +332,30 @@ def for_another_platform(dspec: DepsSpec, wanted: int) -> BuildError:
                       hint)
 
 
+class _Prefetch:
+    """``make()`` run in a thread from now; ``result()`` waits for it and returns its value or
+    raises its error, in the caller's thread."""
+
+    def __init__(self, make: Callable[[], Path]):
+        self._value: Path | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(make,), name="ferry-prefetch", daemon=True)
+        self._thread.start()
+
+    def _run(self, make: Callable[[], Path]) -> None:
+        try:
+            self._value = make()
+        except BaseException as e:  # handed to the caller by result()
+            self._error = e
+
+    def result(self) -> Path:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        assert self._value is not None
+        return self._value
+
+
 class DepsStep(LayerStep):
     """Wheels for the image's platform at /app/deps (deps.py), keyed by DepsSpec.key()."""
 
@@ -354,11 +378,14 @@ class DepsStep(LayerStep):
     def make(self, ctx, key, below, work):
         ctx.progress.step(f"dependencies for {ctx.platform} (Python {self.dspec.python})")
         target = work / "site"
+        # the compiler's tree (downloaded and unpacked once per base) is fetched while uv
+        # installs: on a new machine the two take about as long as each other
+        tree = _Prefetch(self._compiler_tree(ctx)) if self.dspec.bytecode else None
         installer = deps_mod.install(self.dspec, target, work, ctx.cache.uv_dir, ctx.environ)
         if not target.is_dir():
             target.mkdir()
         scripts = deps_mod.finalise(target, self.dspec.shebang)
-        pycs, why, seconds = self._bytecode(ctx, target)
+        pycs, why, seconds = self._bytecode(ctx, target, tree)
         packages = deps_mod.inventory(target)
         if not packages:
             wanted = declared_requirements(self.dspec.requirements)
@@ -370,15 +397,19 @@ class DepsStep(LayerStep):
                     "modules": list(modules), "installer": installer, "bytecode": pycs,
                     "bytecode_seconds": seconds}
 
-    def _bytecode(self, ctx: StepContext, target: Path) -> tuple[int, str, float]:
+    def _compiler_tree(self, ctx: StepContext) -> Callable[[], Path]:
+        """The tree whose interpreter compiles: another platform's base (``via``), else this
+        platform's (unpacked once per base, shared with the build step)."""
+        return self.compiler_tree or ctx.base_tree
+
+    def _bytecode(self, ctx: StepContext, target: Path, tree: "_Prefetch | None" = None) -> tuple[int, str, float]:
         """The base's interpreter compiles the folder (deps.compile_bytecode); without one
         that runs here the layer has no bytecode, said as a warning. -> (.pyc, why not, s)."""
         import time
 
         why, pycs, t0 = self.no_bytecode, 0, time.monotonic()
         if self.dspec.bytecode:
-            # unpacked once per base (the build step's too)
-            base_tree = self.compiler_tree() if self.compiler_tree else ctx.base_tree()
+            base_tree = tree.result() if tree else self._compiler_tree(ctx)()
             if self.via:
                 ctx.progress.info(f"dependency layer {ctx.platform}: bytecode compiled by the linux/{self.via} "
                                   f"base's Python ({self.dspec.bytecode}; bytecode is the same on every architecture)")
