@@ -87,9 +87,12 @@ class ImageConfig:
 @dataclass(frozen=True)
 class Health:
     path: str = "/healthz"
-    interval: float = 1.0
+    interval: float = 1.0  # between the answers that must pass in a row
     timeout: float = 60.0
     healthy_after: int = 2
+    # between polls until the first healthy answer, while the app boots (Docker's
+    # HEALTHCHECK --start-interval): the boot is noticed within this, not a whole interval
+    start_interval: float = 0.1
 
 
 @dataclass(frozen=True)
@@ -594,7 +597,7 @@ def _convert(value: Any, tp: Any, where: str, fname: str) -> Any:
     raise ConfigError(f"{where}: expected {_type_name(tp)}, got {value!r}")
 
 
-_DURATIONS = {"interval", "timeout", "drain_timeout", "keep_previous", "release_timeout", "stop_timeout",
+_DURATIONS = {"interval", "start_interval", "timeout", "drain_timeout", "keep_previous", "release_timeout", "stop_timeout",
               "healthy_after", "read_timeout", "worker_shutdown_timeout"}
 
 
@@ -688,8 +691,9 @@ def _validate(cfg: Config) -> None:
         raise ConfigError(f"deploy.health.path: {h.path!r} must start with /", 'e.g. path = "/healthz"')
     if h.healthy_after < 1:
         raise ConfigError("deploy.health.healthy_after: must be at least 1", "healthy_after = 2")
-    if h.interval <= 0 or h.timeout <= 0:
-        raise ConfigError("deploy.health: interval and timeout must be positive", 'interval = "1s", timeout = "60s"')
+    if h.interval <= 0 or h.timeout <= 0 or h.start_interval <= 0:
+        raise ConfigError("deploy.health: interval, start_interval and timeout must be positive",
+                          'interval = "1s", start_interval = "100ms", timeout = "60s"')
     if d.keep_releases < 1:
         raise ConfigError("deploy.keep_releases: must be at least 1", "keep_releases = 5")
     from .aws.secrets import parse_entries  # pure: syntax only, nothing is read from AWS here

@@ -442,6 +442,13 @@ def parse_web_state(line: str) -> ContainerState:
     return _state(line.strip().split("|"))
 
 
+def health_poll_delay(health, passes: int) -> float:
+    """Seconds until the next health poll: ``start_interval`` while no answer has passed yet
+    (the app is booting; noticed soon after it listens), ``interval`` between the answers that
+    must pass in a row (never shorter than asked: ``start_interval`` above it is capped)."""
+    return health.interval if passes else min(health.start_interval, health.interval)
+
+
 def web_failure(parts: list[str] | ContainerState) -> str | None:
     """Why a starting web container will never pass its gate, or None while it may."""
     st = parts if isinstance(parts, ContainerState) else _state(parts)

@@ -443,7 +443,7 @@ class HostDeployer:
             else:
                 passes = 0
             self.lock.touch()
-            time.sleep(h.interval)
+            time.sleep(P.health_poll_delay(h, passes))
         self._fail_health(name, port, f"no {h.healthy_after} healthy answers within {h.timeout:.0f}s", last)
 
     def _fail_health(self, name: str, port: int, why: str, last: tuple[int, str]) -> None:

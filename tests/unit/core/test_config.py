@@ -119,3 +119,12 @@ def test_a_missing_secret_says_how_to_set_it():
     cfg = load(base(deploy__secrets=["DB_URL"]))
     with pytest.raises(ConfigError, match=r"deploy.secrets: DB_URL is not set \(export DB_URL=\.\.\."):
         read_secrets(cfg, {})
+
+
+def test_health_start_interval_is_a_duration_and_must_be_positive():
+    doc = base()
+    doc["deploy"]["health"] = {**doc["deploy"].get("health", {}), "start_interval": "50ms"}
+    assert load(doc).deploy.health.start_interval == 0.05
+    doc["deploy"]["health"]["start_interval"] = "0s"
+    with pytest.raises(ConfigError, match="start_interval"):
+        load(doc)

@@ -252,3 +252,14 @@ def test_verified_needs_the_release_the_colours_port_and_a_good_status():
     assert not P.verified(head, "r7", 34081)  # the old colour answered
     assert not P.verified(head.replace("200 OK", "502 Bad Gateway"), "r7", 34082)
     assert not P.verified("curl: (7) Failed to connect\n", "r7", 34082)
+
+
+def test_health_polls_quickly_while_the_app_boots_then_an_interval_between_passes():
+    from ferry.config import Health
+
+    h = Health(interval=1.0, start_interval=0.1, healthy_after=3)
+    assert P.health_poll_delay(h, 0) == 0.1  # no pass yet: booting
+    assert P.health_poll_delay(h, 1) == 1.0  # passes in a row are an interval apart
+    assert P.health_poll_delay(h, 2) == 1.0
+    # a start interval above the interval never slows the polls down
+    assert P.health_poll_delay(Health(interval=0.2, start_interval=5.0), 0) == 0.2
