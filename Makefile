@@ -73,6 +73,7 @@ bench: setup
 	$(FERRY) local up
 	$(PY) benchmarks/build.py --write BENCHMARKS.md
 	$(PY) benchmarks/release.py --write
+	$(PY) benchmarks/hosts.py --write
 
 clean-local:
 	-$(FERRY) local down
