@@ -80,6 +80,12 @@ class ImageConfig:
     build: tuple[tuple[str, ...], ...] = ()
     build_env: dict[str, str] = field(default_factory=dict)
     build_network: bool = False  # build steps run without a network unless this is true
+    # the source files the build steps read (patterns as image.exclude's: a name anywhere, or a
+    # path from the source folder; a folder matched brings all it holds), e.g. ["static",
+    # "mysite/settings.py"] for collectstatic: the build layer is then remade only when these,
+    # the layers under the source or the steps change, not on every edit of the app's code.
+    # Empty: every source file is an input.
+    build_inputs: tuple[str, ...] = ()
     # a uv workspace: the member package whose dependencies (from the workspace's uv.lock) go in
     package: str | None = None
 
@@ -730,6 +736,14 @@ def _validate_real_apps(cfg: Config) -> None:
                               'e.g. packages = ["libpq5", "sqlite3"]')
     for n, step in enumerate(i.build):
         _argv(f"image.build[{n}]", step, 'build = [["python3", "manage.py", "collectstatic", "--noinput"]]')
+    if i.build_inputs and not i.build:
+        raise ConfigError("image.build_inputs: there are no image.build steps to read them",
+                          'add the steps, e.g. build = [["python3", "manage.py", "collectstatic", "--noinput"]], '
+                          "or remove build_inputs")
+    for pat in i.build_inputs:
+        if not pat.strip() or pat.strip().startswith("#") or ".." in pat.split("/"):
+            raise ConfigError(f"image.build_inputs: {pat!r} is not a pattern of source files",
+                              'a name anywhere ("static") or a path from the source folder ("mysite/settings.py")')
     for k in i.build_env:
         if not _ENV_NAME_RE.match(k):
             raise ConfigError(f"image.build_env: {k!r} is not an environment variable name", 'e.g. build_env = { DJANGO_SETTINGS_MODULE = "mysite.settings" }')

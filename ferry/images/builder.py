@@ -94,6 +94,7 @@ class BuildSpec:
     build: tuple[tuple[str, ...], ...] = ()  # build steps (buildstep.py)
     build_env: dict[str, str] = field(default_factory=dict)
     build_network: bool = False
+    build_inputs: tuple[str, ...] = ()  # source patterns the build layer's key reads; () = all
     # where the app says which Python it needs beside image.python (pyproject, .python-version)
     python_requests: tuple[PythonRequest, ...] = ()
     package: str | None = None  # image.package: the uv workspace member that is the app
@@ -136,6 +137,7 @@ class BuildSpec:
             build=tuple(tuple(step) for step in i.build),
             build_env=dict(i.build_env),
             build_network=i.build_network,
+            build_inputs=tuple(i.build_inputs),
             python_requests=python_requests(cfg, source),
             package=i.package,
         )
@@ -628,7 +630,8 @@ def plan(spec: BuildSpec, inputs: Inputs, base: BaseImage, platform: Platform, c
         from .buildstep import BuildStep
 
         steps.append(BuildStep(spec.build, lambda below: build_env(base.config, spec, below), spec.user,
-                               spec.workdir, spec.build_network, spec.epoch, platform.architecture, base.diff_ids))
+                               spec.workdir, spec.build_network, spec.epoch, platform.architecture, base.diff_ids,
+                               inputs.source.inputs_key))
     return steps
 
 
@@ -684,7 +687,8 @@ def build(spec: BuildSpec, *, fetch_base: Callable[[Platform], Image],
     if app_projects and not callable(contributions):
         contributions = _with_project(spec, app_projects, tuple(contributions))
     stat_cache = cache.root / "stat" / (hashlib.sha256(str(spec.source.resolve()).encode()).hexdigest()[:32] + ".json")
-    inputs = Inputs(req, collect(spec.source, spec.workdir, spec.exclude + _dependency_files(spec, req), stat_cache),
+    inputs = Inputs(req, collect(spec.source, spec.workdir, spec.exclude + _dependency_files(spec, req), stat_cache,
+                                 spec.build_inputs),
                     contributions if callable(contributions) else tuple(contributions))
 
     def one(platform: Platform) -> PlatformBuild:

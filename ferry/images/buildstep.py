@@ -12,7 +12,8 @@ Python in a step lists directories in sorted order (dirorder.py): what a tool wr
 order is then the same on any filesystem the cache is on.
 
 The key is the digests of every layer under it, the steps, the environment and the network
-flag: an unchanged build runs nothing (local cache) and uploads nothing (the previous image's
+flag (with ``image.build_inputs``, the content of those source files stands for the source
+layer: an edit elsewhere in the app keeps the layer): an unchanged build runs nothing (local cache) and uploads nothing (the previous image's
 ``dev.ferry.build.*`` labels). Steps run only where the image's binaries run: this machine's
 architecture, or another through qemu-user registered with binfmt_misc.
 """
@@ -77,6 +78,14 @@ def diff_entries(upper: Path) -> list[Entry]:
     return out
 
 
+def stale_bytecode(path: str, workdir: str) -> bool:
+    """A .pyc a step wrote for the app's own modules. With image.build_inputs the build layer
+    outlives source edits it was not keyed on, and a source file's mtime is fixed in every
+    layer, so such a .pyc could pass Python's timestamp check against newer code: left out."""
+    prefix = workdir.strip("/") + "/"
+    return path.startswith(prefix) and "/__pycache__/" in "/" + path and path.endswith(".pyc")
+
+
 def scaffold(root: Path) -> Path:
     """The lowest layer of the overlay: the mount points the sandbox needs."""
     for d in sandbox.SCAFFOLD_DIRS:
@@ -92,7 +101,7 @@ class BuildStep(LayerStep):
 
     def __init__(self, steps: Sequence[Sequence[str]], env_for: Callable[[Sequence[Layer]], dict[str, str]],
                  user: str, workdir: str, network: bool, mtime: int, architecture: str,
-                 base_diff_ids: Sequence[str]):
+                 base_diff_ids: Sequence[str], inputs_key: str | None = None):
         self.steps = tuple(tuple(s) for s in steps)
         self.env_for = env_for
         self.user = user
@@ -101,12 +110,19 @@ class BuildStep(LayerStep):
         self.mtime = mtime
         self.architecture = architecture
         self.base_diff_ids = tuple(base_diff_ids)
+        # image.build_inputs' content hash: it stands for the source layer in the key
+        self.inputs_key = inputs_key
 
     def key(self, below: Sequence[Layer] = ()) -> str:
-        return sha256(canonical_json({
-            "recipe": RECIPE, "layers": [*self.base_diff_ids, *(layer.diff_id for layer in below)],
-            "steps": [list(s) for s in self.steps], "env": self.env_for(below), "network": self.network,
-            "user": self.user, "workdir": self.workdir, "mtime": self.mtime, "gzip": GZIP_LEVEL}))[7:]
+        facts = {"recipe": RECIPE, "steps": [list(s) for s in self.steps], "env": self.env_for(below),
+                 "network": self.network, "user": self.user, "workdir": self.workdir, "mtime": self.mtime,
+                 "gzip": GZIP_LEVEL}
+        if self.inputs_key is None:
+            facts["layers"] = [*self.base_diff_ids, *(layer.diff_id for layer in below)]
+        else:
+            facts["layers"] = [*self.base_diff_ids, *(layer.diff_id for layer in below if layer.kind != "source")]
+            facts["inputs"] = self.inputs_key
+        return sha256(canonical_json(facts))[7:]
 
     def title(self, ctx: StepContext) -> str:
         return f"build layer {ctx.platform}"
@@ -137,6 +153,8 @@ class BuildStep(LayerStep):
             self._run(ctx, i, step, cmd, cmd_env)
         trees.prune()
         entries = [e for e in diff_entries(upper) if not dirorder.is_own(e.path)]
+        if self.inputs_key is not None:
+            entries = [e for e in entries if not stale_bytecode(e.path, self.workdir)]
         lf = write_layer(entries, work / "layer.tar.gz", self.mtime)
         prefix = self.workdir.strip("/") + "/"
         files = sorted(e.path for e in entries if e.kind == "file" and e.path.startswith(prefix)

@@ -221,6 +221,53 @@ def test_a_failing_step_prints_its_output_and_exit_code_and_pushes_nothing(local
     assert not app.manifest_exists()
 
 
+COLLECT = ("import pathlib, os; out = pathlib.Path('/app/collected'); out.mkdir(); "
+           "css = open('/app/hello/static/site.css').read(); "
+           "(out / 'site.css').write_text(css + '/* collected */'); print('collected', len(css))")
+INPUTS = f"""build = [["python3", "-c", {json.dumps(COLLECT)}]]
+build_inputs = ["static"]"""
+
+
+def test_with_build_inputs_a_code_edit_keeps_the_build_layer_and_an_input_edit_remakes_it(
+        local_target, machine, pushed, docker_cli, tmp_path):
+    app = App(tmp_path, local_target, machine, pushed, "inputs").configure(INPUTS)
+    static = app.root / "hello" / "hello" / "static"
+    static.mkdir()
+    (static / "site.css").write_text("body { color: navy }")
+    first, err = app.push()
+    assert origins(first)["build"] == "built" and "collected 20" in err
+
+    code = app.root / "hello" / "hello" / "__init__.py"
+    code.write_text(code.read_text() + "\n# a one-line change\n")
+    edited, err = app.push()
+    assert origins(edited)["source"] == "built" and origins(edited)["build"] == "cache"
+    assert "build step" not in err and layer_of(edited, "build")["digest"] == layer_of(first, "build")["digest"]
+    # a fresh runner finds it through the previous image's labels: nothing runs, nothing is sent twice
+    fresh, err = app.push(cache=tmp_path / "fresh-runner")
+    assert origins(fresh)["build"] == "registry" and "build step" not in err
+    assert fresh["digest"] == edited["digest"]
+
+    (static / "site.css").write_text("body { color: teal }")
+    changed, err = app.push()
+    assert origins(changed)["build"] == "built" and "collected 20" in err
+    pushed["images"].append(changed["image"])
+    out = run_in(docker_cli, changed["image"], "python3", "-c", "print(open('/app/collected/site.css').read())")
+    assert out.stdout.strip() == "body { color: teal }/* collected */", out.stderr
+
+
+def test_a_build_input_that_names_no_source_file_is_an_error_and_pushes_nothing(local_target, machine, pushed,
+                                                                                tmp_path):
+    app = App(tmp_path, local_target, machine, pushed, "noinputs").configure(
+        INPUTS.replace('["static"]', '["static", "hello/setings.py"]'))
+    (app.root / "hello" / "hello" / "static").mkdir()
+    (app.root / "hello" / "hello" / "static" / "site.css").write_text("x")
+    r = app.build("--push", check=False)
+    last = r.stderr.strip().splitlines()[-1]
+    assert r.returncode == 1
+    assert last.startswith("ferry: error: image.build_inputs: no source file falls under 'hello/setings.py'"), last
+    assert not app.manifest_exists()
+
+
 def test_an_unknown_package_suggests_close_names_and_pushes_nothing(local_target, machine, pushed, tmp_path):
     app = App(tmp_path, local_target, machine, pushed, "unknown").configure('packages = ["libpq", "sqlite3"]')
     r = app.build("--push", check=False)

@@ -128,3 +128,15 @@ def test_health_start_interval_is_a_duration_and_must_be_positive():
     doc["deploy"]["health"]["start_interval"] = "0s"
     with pytest.raises(ConfigError, match="start_interval"):
         load(doc)
+
+
+def test_build_inputs_are_patterns_of_source_files_read_by_build_steps():
+    steps = [["python3", "manage.py", "collectstatic", "--noinput"]]
+    cfg = load(base(image__build=steps, image__build_inputs=["static", "mysite/settings.py"]))
+    assert cfg.image.build_inputs == ("static", "mysite/settings.py")
+    assert load(base()).image.build_inputs == ()
+    with pytest.raises(ConfigError, match="no image.build steps to read them"):
+        load(base(image__build_inputs=["static"]))
+    for bad in ("", "../outside/settings.py", "# static"):
+        with pytest.raises(ConfigError, match="is not a pattern of source files"):
+            load(base(image__build=steps, image__build_inputs=[bad]))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from ferry.errors import BuildError
-from ferry.images.source import Excludes, collect
+from ferry.images.source import Excludes, Selection, collect
 
 
 def tree(root, files):
@@ -64,3 +64,40 @@ def test_a_source_file_that_vanishes_while_read_is_a_clear_error(tmp_path, monke
     with pytest.raises(BuildError, match="cannot read the source folder") as e:
         collect(src, "/app", ())
     assert "image.exclude" in e.value.hint
+
+
+DJANGO = ["manage.py", "mysite/settings.py", "mysite/urls.py", "guestbook/views.py", "guestbook/static/gb/site.css",
+          "guestbook/templates/gb/index.html", "assets/logo.svg"]
+
+
+def test_build_inputs_name_folders_anywhere_or_paths_from_the_source_folder():
+    pick = Selection.parse(["static", "mysite/settings.py", "/assets"])
+    assert pick("guestbook/static/gb/site.css") and pick("static/x.js") and pick("mysite/settings.py")
+    assert pick("assets/logo.svg")
+    assert not pick("guestbook/views.py") and not pick("mysite/urls.py") and not pick("other/mysite/settings.py")
+    assert Selection.parse(["*.css"])("guestbook/static/gb/site.css")
+    assert Selection.parse(["static", "nothing/here.py", "*.scss"]).unmatched(DJANGO) == ["*.scss", "nothing/here.py"]
+
+
+def test_the_inputs_key_follows_only_the_files_the_build_inputs_name(tmp_path):
+    src = tree(tmp_path / "src", DJANGO)
+    inputs = ("static", "mysite/settings.py")
+    first = collect(src, "/app", (), build_inputs=inputs)
+    assert first.inputs_key is not None and collect(src, "/app", ()).inputs_key is None
+    (src / "guestbook" / "views.py").write_text("def index(request): ...")  # a one-line change elsewhere
+    after_view = collect(src, "/app", (), build_inputs=inputs)
+    assert after_view.key != first.key and after_view.inputs_key == first.inputs_key
+    (src / "guestbook" / "static" / "gb" / "site.css").write_text("body { color: red }")
+    assert collect(src, "/app", (), build_inputs=inputs).inputs_key != first.inputs_key
+    (src / "guestbook" / "static" / "gb" / "new.js").write_text("1")  # a new static file
+    after_new = collect(src, "/app", (), build_inputs=inputs)
+    (src / "mysite" / "settings.py").write_text("STATIC_URL = 'assets/'")
+    assert collect(src, "/app", (), build_inputs=inputs).inputs_key != after_new.inputs_key
+
+
+def test_an_input_pattern_no_source_file_falls_under_is_an_error(tmp_path):
+    src = tree(tmp_path / "src", DJANGO)
+    with pytest.raises(BuildError, match=r"no source file falls under 'mysite/setings.py'"):
+        collect(src, "/app", (), build_inputs=("static", "mysite/setings.py"))
+    with pytest.raises(BuildError, match="'static'"):  # excluded files are not inputs
+        collect(src, "/app", ("static",), build_inputs=("static",))

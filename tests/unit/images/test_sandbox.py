@@ -114,6 +114,32 @@ def test_the_build_key_is_every_layer_under_it_the_steps_the_env_and_the_network
     assert build_step().key([layer("deps", "sha256:d"), layer("source", "sha256:s2")]) != key
 
 
+def test_with_build_inputs_their_content_stands_for_the_source_layer_in_the_key():
+    below = [layer("deps", "sha256:d"), layer("source", "sha256:s")]
+    key = build_step(inputs_key="i1").key(below)
+    # another source layer (an edit of a view): the same key; other inputs: another
+    assert build_step(inputs_key="i1").key([layer("deps", "sha256:d"), layer("source", "sha256:s2")]) == key
+    assert build_step(inputs_key="i2").key(below) != key
+    # what is under the source still counts (a new dependency, new Debian packages)
+    assert build_step(inputs_key="i1").key([layer("deps", "sha256:d2"), layer("source", "sha256:s")]) != key
+    assert build_step(inputs_key="i1").key([layer("packages", "sha256:p"), *below]) != key
+    # and the steps, their env, the network
+    assert build_step(inputs_key="i1", network=True).key(below) != key
+    assert build_step(inputs_key="i1", env_for=lambda b: {"A": "2"}).key(below) != key
+    # without build_inputs, the key is what it was (images built before keep their build layer)
+    assert build_step().key(below) != key and build_step(inputs_key=None).key(below) == build_step().key(below)
+
+
+def test_with_build_inputs_the_steps_bytecode_of_the_apps_modules_is_left_out():
+    from ferry.images.buildstep import stale_bytecode
+
+    assert stale_bytecode("app/mysite/__pycache__/settings.cpython-311.pyc", "/app")
+    assert stale_bytecode("app/__pycache__/manage.cpython-311.pyc", "/app")
+    assert not stale_bytecode("app/staticfiles/staticfiles.json", "/app")
+    assert not stale_bytecode("app/staticfiles/admin/js/core.js", "/app")
+    assert not stale_bytecode("opt/venv/__pycache__/x.cpython-311.pyc", "/app")  # not the app's own
+
+
 def test_another_architecture_without_qemu_is_refused_before_anything_is_fetched(tmp_path, monkeypatch):
     monkeypatch.setattr(sandbox, "machine_architecture", lambda machine=None: "amd64")
     monkeypatch.setattr(sandbox, "read_binfmt", lambda root=None: {})
